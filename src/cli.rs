@@ -1,0 +1,286 @@
+//! The command line: `serve`, `check`, `fix`, `convert`, `certs`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::admission::{self, FailureMode};
+use crate::config::{Config, Mode};
+use crate::manifest;
+use crate::mutate::{self, ClaimSpec};
+use crate::policy::{ClusterFacts, Policy, Severity};
+
+#[derive(Parser, Debug)]
+#[command(name = "pvc-guard", version, about = "Keeps Kubernetes databases off storage that dies with the pod")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the admission webhook over HTTPS (POST /validate, /mutate).
+    Serve(Box<ServeArgs>),
+    /// Evaluate manifests offline, as on CREATE in enforce mode.
+    Check(CheckArgs),
+    /// Print manifests as the mutating webhook would leave them, plus the claims they need.
+    Fix(FixArgs),
+    /// Print a StatefulSet equivalent to a Deployment, and how to move its data.
+    Convert(ConvertArgs),
+    /// Generate a CA and a serving certificate for the webhook Service.
+    Certs(crate::certs::CertsArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PVC_GUARD_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain; reloaded when the file changes.
+    #[arg(long, env = "PVC_GUARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key; reloaded when the file changes.
+    #[arg(long, env = "PVC_GUARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Write the CA of the generated self-signed certificate here.
+    #[arg(long, env = "PVC_GUARD_WRITE_CA")]
+    pub write_ca: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM).
+    #[arg(long, env = "PVC_GUARD_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// Policy config (YAML); reloaded when the file changes.
+    #[arg(long, env = "PVC_GUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Answer for objects the policy cannot read.
+    #[arg(long, env = "PVC_GUARD_FAILURE_MODE", value_enum, default_value = "allow")]
+    pub failure_mode: FailureMode,
+    #[arg(long, env = "PVC_GUARD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "PVC_GUARD_MAX_BODY_BYTES", default_value_t = 6 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Time allowed for the TLS handshake and request headers.
+    #[arg(long, env = "PVC_GUARD_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub header_timeout: Duration,
+    /// Time allowed for a whole request, body included.
+    #[arg(long, env = "PVC_GUARD_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub request_timeout: Duration,
+    /// Connections served at once; more wait in the accept queue.
+    #[arg(long, env = "PVC_GUARD_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// How long in-flight requests may take to finish on shutdown.
+    #[arg(long, env = "PVC_GUARD_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "20s")]
+    pub drain_timeout: Duration,
+    /// How often certificate and config files are checked for changes.
+    #[arg(long, env = "PVC_GUARD_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "2s")]
+    pub reload_interval: Duration,
+}
+
+/// `500ms`, `5s`, `2m`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 5s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?} is not a duration such as 5s or 500ms")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// Files, directories (recursively) or - for stdin.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    pub output: Output,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FixArgs {
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConvertArgs {
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub file: PathBuf,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Reads `--config FILE`, or the built-in policy.
+pub fn load_policy(path: Option<&PathBuf>) -> Result<Policy, String> {
+    let config = match path {
+        None => Config::default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Config::from_yaml(&text).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+    };
+    Ok(Policy::new(config))
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => crate::server::run(*args),
+        Command::Check(args) => check(args),
+        Command::Fix(args) => fix(args),
+        Command::Convert(args) => convert(args),
+        Command::Certs(args) => crate::certs::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("pvc-guard: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn object_name(o: &Value) -> (String, String, String) {
+    let s = |p: &str| o.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+    (s("/kind"), s("/metadata/namespace"), s("/metadata/name"))
+}
+
+fn check(args: CheckArgs) -> Result<ExitCode, String> {
+    let policy = load_policy(args.config.as_ref())?;
+    let docs = manifest::load(&args.files)?;
+    let facts = ClusterFacts::default();
+    let mut any_deny = false;
+    let mut report = Vec::new();
+    let mut text = String::new();
+    for doc in &docs {
+        let (kind, namespace, name) = object_name(&doc.object);
+        let findings = match admission::judge(&policy, &doc.object, None, &facts, Mode::Enforce) {
+            Ok(Some((findings, _))) => findings,
+            Ok(None) => Vec::new(),
+            Err(e) => return Err(format!("{}: {e}", doc.source)),
+        };
+        let decision = if findings.iter().any(|f| f.severity == Severity::Deny) {
+            any_deny = true;
+            "deny"
+        } else if findings.is_empty() {
+            "allow"
+        } else {
+            "warn"
+        };
+        if !findings.is_empty() || crate::policy::Kind::from_kind(&kind).is_some() {
+            text.push_str(&format!("{} {kind} {}{name}: {decision}\n", doc.source, if namespace.is_empty() { String::new() } else { format!("{namespace}/") }));
+            for f in &findings {
+                text.push_str(&format!("  {}: {}\n", f.severity.as_str(), f.message));
+            }
+        }
+        report.push(json!({
+            "source": doc.source,
+            "kind": kind,
+            "namespace": namespace,
+            "name": name,
+            "decision": decision,
+            "findings": findings.iter().map(|f| json!({
+                "rule": f.rule.id(),
+                "severity": f.severity.as_str(),
+                "container": f.container,
+                "path": f.path,
+                "message": f.message,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report).expect("JSON serializes")),
+        Output::Text => print!("{text}"),
+    }
+    Ok(if any_deny { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// A PersistentVolumeClaim manifest for a claim a fix introduced.
+pub fn claim_manifest(name: &str, namespace: Option<&str>, spec: &ClaimSpec) -> Value {
+    let mut metadata = json!({"name": name, "labels": {"app.kubernetes.io/managed-by": "pvc-guard"}});
+    if let Some(ns) = namespace {
+        metadata["namespace"] = json!(ns);
+    }
+    let mut claim_spec = json!({
+        "accessModes": [spec.access_mode],
+        "resources": {"requests": {"storage": spec.size}},
+    });
+    if let Some(class) = &spec.storage_class {
+        claim_spec["storageClassName"] = json!(class);
+    }
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": claim_spec})
+}
+
+fn fix(args: FixArgs) -> Result<ExitCode, String> {
+    let policy = load_policy(args.config.as_ref())?;
+    let docs = manifest::load(&args.files)?;
+    let facts = ClusterFacts::default();
+    let mut objects = Vec::new();
+    let mut claims: BTreeMap<(String, String), Value> = BTreeMap::new();
+    for doc in &docs {
+        let m = mutate::mutate_create(&policy, &doc.object, &facts).map_err(|e| format!("{}: {e}", doc.source))?;
+        let (_, namespace, name) = object_name(&doc.object);
+        for line in &m.unfixed {
+            eprintln!("{} {name}: not fixed: {line}", doc.source);
+        }
+        for line in &m.warnings {
+            eprintln!("{} {name}: {line}", doc.source);
+        }
+        for (claim, spec) in m.record.claims() {
+            let ns = (!namespace.is_empty()).then_some(namespace.as_str());
+            claims
+                .entry((namespace.clone(), claim.clone()))
+                .or_insert_with(|| claim_manifest(&claim, ns, &spec));
+        }
+        objects.push(m.fixed);
+    }
+    objects.extend(claims.into_values());
+    print!("{}", manifest::to_yaml(&objects));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn convert(args: ConvertArgs) -> Result<ExitCode, String> {
+    let policy = load_policy(args.config.as_ref())?;
+    let docs = manifest::load(std::slice::from_ref(&args.file))?;
+    let mut out = String::new();
+    let mut converted = 0;
+    for doc in &docs {
+        if doc.object.get("kind").and_then(Value::as_str) != Some("Deployment") {
+            continue;
+        }
+        let c = crate::convert::convert(&policy, &doc.object).map_err(|e| format!("{}: {e}", doc.source))?;
+        if converted > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&c);
+        converted += 1;
+    }
+    if converted == 0 {
+        return Err(format!("{}: no Deployment to convert", args.file.display()));
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}

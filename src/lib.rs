@@ -1,0 +1,15 @@
+//! pvc-guard: a Kubernetes admission webhook that keeps database data off
+//! storage that dies with the pod.
+//!
+//! A pure core ([`policy`], [`mutate`], [`admission`]) and a thin shell
+//! ([`server`], [`cli`]) around it.
+
+pub mod admission;
+pub mod config;
+pub mod mutate;
+pub mod policy;
+pub mod certs;
+pub mod cli;
+pub mod convert;
+pub mod manifest;
+pub mod server;

@@ -1,0 +1,460 @@
+//! `pvc-guard serve`: the HTTPS admission server. The request path is
+//! [`admit`]: limits, parse, decide (pure, panic-safe), log, count, answer.
+
+pub mod metrics;
+pub mod tls;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tower_http::timeout::TimeoutLayer;
+use tracing::{error, info, warn};
+
+use crate::admission::{self, Endpoint, FailureMode};
+use crate::cli::{LogFormat, ServeArgs};
+use crate::config::Config;
+use crate::policy::{ClusterFacts, Policy};
+use metrics::{EndpointLabels, FindingLabels, Metrics, RequestLabels};
+use tls::CertStore;
+
+/// Shared by every request.
+pub struct App {
+    pub policy: ArcSwap<Policy>,
+    pub metrics: Metrics,
+    pub failure_mode: FailureMode,
+    pub max_body: usize,
+    pub shutting_down: AtomicBool,
+    pub cert: Arc<CertStore>,
+}
+
+impl App {
+    fn ready(&self) -> bool {
+        !self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Cluster facts for a namespace; unknown until the cluster client runs.
+    fn facts(&self, _namespace: Option<&str>) -> ClusterFacts {
+        ClusterFacts::default()
+    }
+}
+
+fn plain(status: StatusCode, reason: impl Into<String>) -> Response {
+    let mut body = reason.into();
+    body.push('\n');
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn operation_str(op: &kube::core::admission::Operation) -> &'static str {
+    use kube::core::admission::Operation::*;
+    match op {
+        Create => "CREATE",
+        Update => "UPDATE",
+        Delete => "DELETE",
+        Connect => "CONNECT",
+    }
+}
+
+/// The whole request path of POST /validate and /mutate.
+async fn admit(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+    if !json {
+        app.metrics.reject("unsupported_media_type");
+        return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be an AdmissionReview sent as application/json");
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > app.max_body) {
+        app.metrics.reject("payload_too_large");
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {} bytes", app.max_body));
+    }
+    let bytes = match axum::body::to_bytes(body, app.max_body).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                app.metrics.reject("payload_too_large");
+                plain(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {} bytes", app.max_body))
+            } else {
+                app.metrics.reject("bad_request");
+                plain(StatusCode::BAD_REQUEST, format!("reading the body failed: {e}"))
+            };
+        }
+    };
+    let request = match admission::parse(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            app.metrics.reject("bad_request");
+            return plain(StatusCode::BAD_REQUEST, e.0);
+        }
+    };
+    let policy = app.policy.load_full();
+    let facts = app.facts(request.namespace());
+    let verdict = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        admission::review(&policy, endpoint, &request, &facts, app.failure_mode)
+    })) {
+        Ok(v) => v,
+        Err(_) => {
+            app.metrics.panics.inc();
+            error!(uid = %request.request.uid, "the policy panicked; answering per the failure mode");
+            admission::failure(&request, "pvc-guard hit an internal error judging this object", app.failure_mode)
+        }
+    };
+    if verdict.error.is_some() {
+        app.metrics.policy_errors.inc();
+    }
+    let r = &request.request;
+    let elapsed = started.elapsed();
+    let operation = operation_str(&r.operation);
+    let rules: Vec<&'static str> = verdict.rules.iter().map(|r| r.id()).collect();
+    info!(
+        uid = %r.uid,
+        endpoint = endpoint.as_str(),
+        kind = %r.kind.kind,
+        namespace = r.namespace.as_deref().unwrap_or(""),
+        name = %r.name,
+        operation,
+        dry_run = r.dry_run,
+        decision = verdict.decision.as_str(),
+        mode = verdict.mode.as_str(),
+        rules = %rules.join(","),
+        error = verdict.error.as_deref().unwrap_or(""),
+        latency_us = elapsed.as_micros() as u64,
+        "admission decision"
+    );
+    let decision = verdict.decision.as_str();
+    let labels = RequestLabels { endpoint: endpoint.as_str(), kind: r.kind.kind.clone(), operation, decision };
+    app.metrics.requests.get_or_create(&labels).inc();
+    for rule in rules {
+        let l = FindingLabels { endpoint: endpoint.as_str(), kind: r.kind.kind.clone(), operation, decision, rule };
+        app.metrics.findings.get_or_create(&l).inc();
+    }
+    app.metrics
+        .latency
+        .get_or_create(&EndpointLabels { endpoint: endpoint.as_str() })
+        .observe(elapsed.as_secs_f64());
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], verdict.to_json()).into_response()
+}
+
+async fn validate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    admit(app, Endpoint::Validate, headers, body).await
+}
+
+async fn mutate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    admit(app, Endpoint::Mutate, headers, body).await
+}
+
+async fn healthz() -> Response {
+    plain(StatusCode::OK, "ok")
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.ready() {
+        plain(StatusCode::OK, "ready")
+    } else {
+        plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    }
+}
+
+async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+    app.metrics.cert_expiry.set(app.cert.not_after());
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Counts refusals made outside the handler (timeouts, unknown paths).
+async fn count_refusals(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    match response.status() {
+        StatusCode::REQUEST_TIMEOUT => app.metrics.reject("timeout"),
+        StatusCode::NOT_FOUND => app.metrics.reject("not_found"),
+        StatusCode::METHOD_NOT_ALLOWED => app.metrics.reject("method_not_allowed"),
+        _ => {}
+    }
+    response
+}
+
+pub fn router(app: Arc<App>, request_timeout: Duration) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(|| async { plain(StatusCode::NOT_FOUND, "pvc-guard serves POST /validate and /mutate, GET /healthz, /readyz and /metrics") })
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .layer(middleware::from_fn_with_state(app.clone(), count_refusals))
+        .with_state(app)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
+    init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    runtime.block_on(serve(args)).map_err(|e| format!("{e:#}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_config(path: &PathBuf) -> anyhow::Result<(Config, Vec<u8>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::str::from_utf8(&bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
+    let config = Config::from_yaml(text).with_context(|| format!("{}", path.display()))?;
+    Ok((config, bytes))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Watches the certificate and config files and swaps in what changed.
+/// A file that fails to load leaves the old one in force.
+async fn reload_loop(app: Arc<App>, args: ServeArgs, mut cert_seen: Vec<u8>, mut config_seen: Vec<u8>) {
+    let mut tick = tokio::time::interval(args.reload_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+            let changed = match (std::fs::read(cert), std::fs::read(key)) {
+                (Ok(mut c), Ok(k)) => {
+                    c.extend_from_slice(&k);
+                    (c != cert_seen).then_some(c)
+                }
+                _ => None,
+            };
+            if let Some(bytes) = changed {
+                match tls::load_files(cert, key) {
+                    Ok((ck, not_after, _)) => {
+                        app.cert.swap(ck, not_after);
+                        app.metrics.cert_reloads.inc();
+                        app.metrics.cert_expiry.set(not_after);
+                        info!(cert = %cert.display(), "loaded the changed certificate");
+                        cert_seen = bytes;
+                    }
+                    // Mid-rotation the two files may not match yet: try again next tick.
+                    Err(e) => {
+                        app.metrics.cert_reload_errors.inc();
+                        warn!(error = %format!("{e:#}"), "the changed certificate could not be loaded; the old one stays in force");
+                    }
+                }
+            }
+        }
+        if let Some(path) = &args.config {
+            let changed = std::fs::read(path).ok().filter(|b| *b != config_seen);
+            if let Some(bytes) = changed {
+                config_seen = bytes;
+                match load_config(path) {
+                    Ok((config, _)) => {
+                        app.policy.store(Arc::new(Policy::new(config)));
+                        app.metrics.config_reloads.inc();
+                        app.metrics.config_last_reload_ok.set(1);
+                        info!(config = %path.display(), "loaded the changed config");
+                    }
+                    Err(e) => {
+                        app.metrics.config_reload_errors.inc();
+                        app.metrics.config_last_reload_ok.set(0);
+                        error!(error = %format!("{e:#}"), "the changed config is invalid; the old config stays in force");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Peeks at the first byte: a TLS handshake starts with 0x16. Plain HTTP
+/// gets a readable 400 instead of a TLS alert.
+async fn refuse_plain_http(stream: &mut TcpStream, app: &App) -> bool {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) if first[0] == 0x16 => false,
+        Ok(1) if first[0].is_ascii_alphabetic() => {
+            app.metrics.reject("plain_http");
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 52\r\n\r\nThis port speaks HTTPS; send the request over TLS.\r\n")
+                .await;
+            let _ = stream.shutdown().await;
+            true
+        }
+        _ => {
+            app.metrics.reject("tls_handshake");
+            true
+        }
+    }
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (config, config_seen) = match &args.config {
+        Some(path) => load_config(path)?,
+        None => (Config::default(), Vec::new()),
+    };
+    let (cert_key, not_after, cert_seen) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => tls::load_files(cert, key)?,
+        _ => {
+            let g = crate::certs::generate(
+                "pvc-guard",
+                &["localhost".to_string()],
+                &["127.0.0.1".parse().expect("an IP"), "::1".parse().expect("an IP")],
+                365,
+            )?;
+            match &args.write_ca {
+                Some(path) => {
+                    std::fs::write(path, &g.ca_pem).with_context(|| format!("writing {}", path.display()))?;
+                    info!(ca = %path.display(), "serving a generated self-signed certificate for localhost and 127.0.0.1; its CA is in the file");
+                }
+                None => info!("serving a generated self-signed certificate for localhost and 127.0.0.1; pass --write-ca FILE to save its CA, or --tls-cert/--tls-key to serve your own"),
+            }
+            let (ck, not_after) = tls::certified_key(g.cert_pem.as_bytes(), g.key_pem.as_bytes())?;
+            (ck, not_after, Vec::new())
+        }
+    };
+    let store = CertStore::new(cert_key, not_after);
+    let tls_config = tls::server_config(store.clone(), args.client_ca.as_ref())?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config));
+    let app = Arc::new(App {
+        policy: ArcSwap::from_pointee(Policy::new(config)),
+        metrics: Metrics::new(),
+        failure_mode: args.failure_mode,
+        max_body: args.max_body_bytes,
+        shutting_down: AtomicBool::new(false),
+        cert: store,
+    });
+    app.metrics.cert_expiry.set(not_after);
+    let service = router(app.clone(), args.request_timeout);
+
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    info!(address = %listener.local_addr()?, "listening on https://{}", listener.local_addr()?);
+    let reloader = tokio::spawn(reload_loop(app.clone(), args.clone(), cert_seen, config_seen));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let limit = Arc::new(Semaphore::new(args.max_connections.max(1)));
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = &mut signal => break,
+        };
+        let (mut stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut signal => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, acceptor, service) = (app.clone(), acceptor.clone(), service.clone());
+        let (mut stop, alive) = (stop_rx.clone(), alive_tx.clone());
+        let header_timeout = args.header_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _alive = alive;
+            let handshake = async {
+                if refuse_plain_http(&mut stream, &app).await {
+                    return None;
+                }
+                match acceptor.accept(stream).await {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        app.metrics.reject("tls_handshake");
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        None
+                    }
+                }
+            };
+            let Ok(Some(tls)) = tokio::time::timeout(header_timeout, handshake).await else {
+                return;
+            };
+            app.metrics.connections.inc();
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(256)
+                .keep_alive_interval(Duration::from_secs(30));
+            let hyper_service = hyper_util::service::TowerToHyperService::new(service);
+            let conn = builder.serve_connection(TokioIo::new(tls), hyper_service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {},
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            app.metrics.connections.dec();
+        });
+    }
+    // Readiness goes false first, then the listener closes, then in-flight
+    // requests finish within the drain timeout.
+    app.shutting_down.store(true, Ordering::Relaxed);
+    info!(drain_timeout = ?args.drain_timeout, "shutting down: not ready, listener closed, draining connections");
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(alive_tx);
+    if tokio::time::timeout(args.drain_timeout, alive_rx.recv()).await.is_err() {
+        warn!("drain timeout reached; closing the remaining connections");
+    }
+    reloader.abort();
+    info!("stopped");
+    Ok(())
+}
