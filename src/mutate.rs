@@ -533,6 +533,18 @@ impl Planner<'_, '_, '_, '_> {
                         .filter(|mp| path_contains(mp, &site.path.path))
                         .unwrap_or_else(|| site.path.path.clone())
                 };
+                // A claim already mounted where this database kept data in
+                // another layout (postgres 18 against /var/lib/postgresql/data)
+                // may hold that data: the user moves it, not pvc-guard.
+                let family = db.family().unwrap_or("");
+                if let Some(other) = db.container.mounts().iter().filter_map(|m| m.get("mountPath").and_then(Value::as_str)).map(normalize_path).find(|mp| {
+                    path_contains(&target, mp)
+                        || self.policy.catalog.by_distinctive_path(mp).is_some_and(|e| e.family == family)
+                }) {
+                    return Err(format!(
+                        "the mount at {other} lands elsewhere than where the data goes and may hold data in another layout; move it to {target} yourself"
+                    ));
+                }
                 let volume = shorten(&format!("pvc-guard-{c}"), 63);
                 let existing_mount = self.changes.iter().any(|ch| matches!(ch, Change::Mount { container, mount_path, .. } if container == c && path_contains(mount_path, &target)));
                 if existing_mount {
