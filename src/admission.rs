@@ -216,6 +216,11 @@ pub fn judge(
         return Ok(None);
     };
     let mut findings = assessment.findings;
+    if mode == Mode::Warn {
+        for f in &mut findings {
+            f.severity = Severity::Warn;
+        }
+    }
     // UPDATE: a violation the old object already had is allowed with a warning.
     if let Some(Ok(Some(old))) = old_object.map(|o| policy.evaluate(o, facts)) {
         let inherited: BTreeSet<_> = old

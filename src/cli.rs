@@ -240,6 +240,8 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
     let facts = ClusterFacts::default();
     let mut objects = Vec::new();
     let mut claims: BTreeMap<(String, String), Value> = BTreeMap::new();
+    // Claims the input already holds are not printed twice.
+    let given: Vec<(String, String, String)> = docs.iter().map(|d| object_name(&d.object)).collect();
     for doc in &docs {
         let m = mutate::mutate_create(&policy, &doc.object, &facts).map_err(|e| format!("{}: {e}", doc.source))?;
         let (_, namespace, name) = object_name(&doc.object);
@@ -251,6 +253,9 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
         }
         for (claim, spec) in m.record.claims() {
             let ns = (!namespace.is_empty()).then_some(namespace.as_str());
+            if given.iter().any(|(k, n, c)| k == "PersistentVolumeClaim" && *n == namespace && *c == claim) {
+                continue;
+            }
             claims
                 .entry((namespace.clone(), claim.clone()))
                 .or_insert_with(|| claim_manifest(&claim, ns, &spec));

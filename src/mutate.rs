@@ -650,6 +650,7 @@ fn plan(policy: &Policy, facts: &ClusterFacts, a: &Assessment<'_, '_>) -> (Vec<C
 pub fn mutate_create(policy: &Policy, object: &Value, facts: &ClusterFacts) -> Result<Mutation, Unreadable> {
     let mut m = Mutation::unchanged(object);
     let mut record = Record::from_object(object).unwrap_or_default();
+    let recorded_before = record.changes.len();
     let mut database_in_deployment = false;
     // A second pass sees what the first made (a new claim on a Deployment
     // wants Recreate); two passes reach the fixed point.
@@ -681,7 +682,7 @@ pub fn mutate_create(policy: &Policy, object: &Value, facts: &ClusterFacts) -> R
         }
         record.changes.extend(changes);
     }
-    if record.changes.is_empty() {
+    if record.changes.len() == recorded_before {
         return Ok(m);
     }
     set_annotation(&mut m.fixed, MUTATED_ANNOTATION, serde_json::to_string(&record).expect("record serializes"));
