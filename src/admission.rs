@@ -77,7 +77,11 @@ pub fn parse(body: &[u8]) -> Result<Request, BadRequest> {
                 "unsupported apiVersion {other:?}: pvc-guard answers {API_VERSION} AdmissionReviews only (set admissionReviewVersions: [v1])"
             )));
         }
-        None => return Err(BadRequest("the body has no apiVersion; expected an AdmissionReview".into())),
+        None => {
+            return Err(BadRequest(
+                "the body has no apiVersion; expected an AdmissionReview".into(),
+            ));
+        }
     }
     if map.get("kind").and_then(Value::as_str) != Some("AdmissionReview") {
         return Err(BadRequest("the body's kind is not AdmissionReview".into()));
@@ -100,7 +104,11 @@ pub fn parse(body: &[u8]) -> Result<Request, BadRequest> {
     let request: AdmissionRequest<DynamicObject> = review
         .try_into()
         .map_err(|_| BadRequest("the AdmissionReview has no request".into()))?;
-    Ok(Request { request, object, old_object })
+    Ok(Request {
+        request,
+        object,
+        old_object,
+    })
 }
 
 /// The effect of an answer, for logs and metrics.
@@ -141,9 +149,11 @@ impl Verdict {
     /// is also a quarter of the size, so the patch is written that way.
     pub fn to_json(&self) -> Vec<u8> {
         use base64::Engine;
-        let mut review = serde_json::to_value(self.response.clone().into_review()).expect("an AdmissionReview serializes");
+        let mut review = serde_json::to_value(self.response.clone().into_review())
+            .expect("an AdmissionReview serializes");
         if let Some(patch) = &self.response.patch {
-            review["response"]["patch"] = Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
+            review["response"]["patch"] =
+                Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
         }
         serde_json::to_vec(&review).expect("a JSON value serializes")
     }
@@ -169,7 +179,9 @@ pub fn failure(req: &Request, why: &str, mode: FailureMode) -> Verdict {
             v.decision = Decision::Warn;
         }
         FailureMode::Deny => {
-            v.response = v.response.deny(format!("[pvc-guard] cannot check this object: {why}"));
+            v.response = v
+                .response
+                .deny(format!("[pvc-guard] cannot check this object: {why}"));
             v.response.result.code = 400;
             v.decision = Decision::Deny;
         }
@@ -194,7 +206,10 @@ fn owned_by_builtin(object: &Value) -> Option<bool> {
     let (api_version, kind) = controller_owner(object)?;
     let group = api_version.split_once('/').map(|(g, _)| g).unwrap_or("");
     let builtin_group = matches!(group, "" | "apps" | "batch");
-    Some(builtin_group && crate::policy::Kind::from_kind(kind).is_some_and(|k| k != crate::policy::Kind::Pod))
+    Some(
+        builtin_group
+            && crate::policy::Kind::from_kind(kind).is_some_and(|k| k != crate::policy::Kind::Pod),
+    )
 }
 
 /// The findings that count for one object, once owners and UPDATE
@@ -232,7 +247,10 @@ pub fn judge(
         for f in findings.iter_mut().filter(|f| f.severity == Severity::Deny) {
             if inherited.contains(&(f.rule, f.container.clone(), f.path.clone())) {
                 f.severity = Severity::Warn;
-                f.short = format!("{} (it was there before this update, so it is allowed)", f.short);
+                f.short = format!(
+                    "{} (it was there before this update, so it is allowed)",
+                    f.short
+                );
             }
         }
     }
@@ -240,7 +258,12 @@ pub fn judge(
 }
 
 /// The validating webhook.
-pub fn validate(policy: &Policy, req: &Request, facts: &ClusterFacts, failure_mode: FailureMode) -> Verdict {
+pub fn validate(
+    policy: &Policy,
+    req: &Request,
+    facts: &ClusterFacts,
+    failure_mode: FailureMode,
+) -> Verdict {
     if out_of_scope(policy, req, facts) {
         return allow(req);
     }
@@ -265,10 +288,18 @@ pub fn validate(policy: &Policy, req: &Request, facts: &ClusterFacts, failure_mo
             v.response.warnings = warnings(findings.iter());
         }
         Mode::Enforce => {
-            let denied: Vec<&Finding> = findings.iter().filter(|f| f.severity == Severity::Deny).collect();
-            v.response.warnings = warnings(findings.iter().filter(|f| f.severity == Severity::Warn));
+            let denied: Vec<&Finding> = findings
+                .iter()
+                .filter(|f| f.severity == Severity::Deny)
+                .collect();
+            v.response.warnings =
+                warnings(findings.iter().filter(|f| f.severity == Severity::Warn));
             if !denied.is_empty() {
-                let message = denied.iter().map(|f| f.message.as_str()).collect::<Vec<_>>().join("\n");
+                let message = denied
+                    .iter()
+                    .map(|f| f.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n");
                 v.response = v.response.deny(message);
                 v.response.result.code = 403;
                 v.response.result.reason = "Forbidden".into();
@@ -289,7 +320,12 @@ fn warnings<'f>(findings: impl Iterator<Item = &'f Finding>) -> Option<Vec<Strin
 }
 
 /// The mutating webhook: fixes on CREATE, puts a lost fix back on UPDATE.
-pub fn mutate(policy: &Policy, req: &Request, facts: &ClusterFacts, failure_mode: FailureMode) -> Verdict {
+pub fn mutate(
+    policy: &Policy,
+    req: &Request,
+    facts: &ClusterFacts,
+    failure_mode: FailureMode,
+) -> Verdict {
     if out_of_scope(policy, req, facts) || !facts.mutation_enabled(&policy.config) {
         return allow(req);
     }
@@ -321,10 +357,19 @@ pub fn mutate(policy: &Policy, req: &Request, facts: &ClusterFacts, failure_mode
             .with_patch(m.patch.clone())
             .expect("a JSON patch serializes");
         v.decision = Decision::Patch;
-        v.rules = m.record.rules.iter().filter_map(|r| Rule::from_id(r)).collect();
+        v.rules = m
+            .record
+            .rules
+            .iter()
+            .filter_map(|r| Rule::from_id(r))
+            .collect();
     }
     if !w.is_empty() {
-        v.response.warnings = Some(w.iter().map(|s| crate::policy::rules::truncate(s, crate::policy::rules::WARNING_LIMIT)).collect());
+        v.response.warnings = Some(
+            w.iter()
+                .map(|s| crate::policy::rules::truncate(s, crate::policy::rules::WARNING_LIMIT))
+                .collect(),
+        );
         if v.decision == Decision::Allow {
             v.decision = Decision::Warn;
         }

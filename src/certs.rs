@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// PEM texts of a CA and a certificate it signed.
@@ -17,7 +17,12 @@ pub struct Generated {
 }
 
 /// A CA and a serving certificate for `dns_names` and `ips`, valid `days`.
-pub fn generate(common_name: &str, dns_names: &[String], ips: &[std::net::IpAddr], days: u32) -> anyhow::Result<Generated> {
+pub fn generate(
+    common_name: &str,
+    dns_names: &[String],
+    ips: &[std::net::IpAddr],
+    days: u32,
+) -> anyhow::Result<Generated> {
     let now = time_now();
     let until = now + std::time::Duration::from_secs(u64::from(days) * 86_400);
 
@@ -26,7 +31,11 @@ pub fn generate(common_name: &str, dns_names: &[String], ips: &[std::net::IpAddr
     ca_dn.push(DnType::CommonName, format!("{common_name} CA"));
     ca_params.distinguished_name = ca_dn;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     ca_params.not_before = now.into();
     ca_params.not_after = until.into();
     let ca_key = KeyPair::generate()?;
@@ -42,13 +51,20 @@ pub fn generate(common_name: &str, dns_names: &[String], ips: &[std::net::IpAddr
         .map(|n| Ok(SanType::DnsName(n.clone().try_into()?)))
         .chain(ips.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.not_before = now.into();
     params.not_after = until.into();
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
-    Ok(Generated { ca_pem: ca_cert.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(Generated {
+        ca_pem: ca_cert.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 fn time_now() -> std::time::SystemTime {
@@ -95,7 +111,10 @@ fn b64(data: &[u8]) -> String {
 fn kustomize_pieces(namespace: &str, ca_pem: &str) -> (String, String) {
     let ca = b64(ca_pem.as_bytes());
     let mut patch = String::from("# Written by pvc-guard certs: the CA that signed tls.crt.\n");
-    for kind in ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"] {
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
         patch.push_str(&format!(
             "---\napiVersion: admissionregistration.k8s.io/v1\nkind: {kind}\nmetadata:\n  name: pvc-guard\nwebhooks:\n- name: {}.pvc-guard.io\n  clientConfig:\n    caBundle: {ca}\n",
             if kind.starts_with("Validating") { "validate" } else { "mutate" }
@@ -126,14 +145,22 @@ fn write(path: &Path, text: &str, private: bool) -> anyhow::Result<()> {
 pub fn run(args: CertsArgs) -> Result<ExitCode, String> {
     let key_path = args.out.join("tls.key");
     if key_path.exists() && !args.force {
-        return Err(format!("{} exists; pass --force to replace it", key_path.display()));
+        return Err(format!(
+            "{} exists; pass --force to replace it",
+            key_path.display()
+        ));
     }
     if args.days == 0 {
         return Err("--days must be at least 1".into());
     }
     let names = service_dns_names(&args.service, &args.namespace);
-    let g = generate(&format!("{}.{}.svc", args.service, args.namespace), &names, &[], args.days)
-        .map_err(|e| format!("generating certificates: {e}"))?;
+    let g = generate(
+        &format!("{}.{}.svc", args.service, args.namespace),
+        &names,
+        &[],
+        args.days,
+    )
+    .map_err(|e| format!("generating certificates: {e}"))?;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let (kustomization, patch) = kustomize_pieces(&args.namespace, &g.ca_pem);
     let files: [(&str, &str, bool); 5] = [

@@ -16,7 +16,11 @@ use crate::mutate::{self, ClaimSpec};
 use crate::policy::{ClusterFacts, Policy, Severity};
 
 #[derive(Parser, Debug)]
-#[command(name = "pvc-guard", version, about = "Keeps Kubernetes databases off storage that dies with the pod")]
+#[command(
+    name = "pvc-guard",
+    version,
+    about = "Keeps Kubernetes databases off storage that dies with the pod"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -69,7 +73,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PVC_GUARD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Answer for objects the policy cannot read.
-    #[arg(long, env = "PVC_GUARD_FAILURE_MODE", value_enum, default_value = "allow")]
+    #[arg(
+        long,
+        env = "PVC_GUARD_FAILURE_MODE",
+        value_enum,
+        default_value = "allow"
+    )]
     pub failure_mode: FailureMode,
     #[arg(long, env = "PVC_GUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -96,8 +105,13 @@ pub struct ServeArgs {
 /// `500ms`, `5s`, `2m`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 5s or 500ms"))?;
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 5s or 500ms"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
@@ -164,7 +178,12 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn object_name(o: &Value) -> (String, String, String) {
-    let s = |p: &str| o.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+    let s = |p: &str| {
+        o.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     (s("/kind"), s("/metadata/namespace"), s("/metadata/name"))
 }
 
@@ -191,7 +210,15 @@ fn check(args: CheckArgs) -> Result<ExitCode, String> {
             "warn"
         };
         if !findings.is_empty() || crate::policy::Kind::from_kind(&kind).is_some() {
-            text.push_str(&format!("{} {kind} {}{name}: {decision}\n", doc.source, if namespace.is_empty() { String::new() } else { format!("{namespace}/") }));
+            text.push_str(&format!(
+                "{} {kind} {}{name}: {decision}\n",
+                doc.source,
+                if namespace.is_empty() {
+                    String::new()
+                } else {
+                    format!("{namespace}/")
+                }
+            ));
             for f in &findings {
                 text.push_str(&format!("  {}: {}\n", f.severity.as_str(), f.message));
             }
@@ -212,15 +239,23 @@ fn check(args: CheckArgs) -> Result<ExitCode, String> {
         }));
     }
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report).expect("JSON serializes")),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("JSON serializes")
+        ),
         Output::Text => print!("{text}"),
     }
-    Ok(if any_deny { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if any_deny {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// A PersistentVolumeClaim manifest for a claim a fix introduced.
 pub fn claim_manifest(name: &str, namespace: Option<&str>, spec: &ClaimSpec) -> Value {
-    let mut metadata = json!({"name": name, "labels": {"app.kubernetes.io/managed-by": "pvc-guard"}});
+    let mut metadata =
+        json!({"name": name, "labels": {"app.kubernetes.io/managed-by": "pvc-guard"}});
     if let Some(ns) = namespace {
         metadata["namespace"] = json!(ns);
     }
@@ -241,9 +276,11 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
     let mut objects = Vec::new();
     let mut claims: BTreeMap<(String, String), Value> = BTreeMap::new();
     // Claims the input already holds are not printed twice.
-    let given: Vec<(String, String, String)> = docs.iter().map(|d| object_name(&d.object)).collect();
+    let given: Vec<(String, String, String)> =
+        docs.iter().map(|d| object_name(&d.object)).collect();
     for doc in &docs {
-        let m = mutate::mutate_create(&policy, &doc.object, &facts).map_err(|e| format!("{}: {e}", doc.source))?;
+        let m = mutate::mutate_create(&policy, &doc.object, &facts)
+            .map_err(|e| format!("{}: {e}", doc.source))?;
         let (_, namespace, name) = object_name(&doc.object);
         for line in &m.unfixed {
             eprintln!("{} {name}: not fixed: {line}", doc.source);
@@ -253,7 +290,10 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
         }
         for (claim, spec) in m.record.claims() {
             let ns = (!namespace.is_empty()).then_some(namespace.as_str());
-            if given.iter().any(|(k, n, c)| k == "PersistentVolumeClaim" && *n == namespace && *c == claim) {
+            if given
+                .iter()
+                .any(|(k, n, c)| k == "PersistentVolumeClaim" && *n == namespace && *c == claim)
+            {
                 continue;
             }
             claims
@@ -276,7 +316,8 @@ fn convert(args: ConvertArgs) -> Result<ExitCode, String> {
         if doc.object.get("kind").and_then(Value::as_str) != Some("Deployment") {
             continue;
         }
-        let c = crate::convert::convert(&policy, &doc.object).map_err(|e| format!("{}: {e}", doc.source))?;
+        let c = crate::convert::convert(&policy, &doc.object)
+            .map_err(|e| format!("{}: {e}", doc.source))?;
         if converted > 0 {
             out.push_str("---\n");
         }

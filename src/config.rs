@@ -138,7 +138,10 @@ impl Config {
 
     fn check(&self) -> anyhow::Result<()> {
         if crate::mutate::parse_quantity(&self.claims.size).is_none() {
-            anyhow::bail!("claims.size {:?} is not a storage quantity", self.claims.size);
+            anyhow::bail!(
+                "claims.size {:?} is not a storage quantity",
+                self.claims.size
+            );
         }
         if !matches!(
             self.claims.access_mode.as_str(),

@@ -23,10 +23,18 @@ fn str_at<'v>(v: &'v Value, p: &str) -> Option<&'v str> {
 
 /// The StatefulSet, its headless Service and the migration steps, as YAML.
 pub fn convert(policy: &Policy, deployment: &Value) -> Result<String, String> {
-    let name = str_at(deployment, "/metadata/name").ok_or("the Deployment has no name")?.to_string();
+    let name = str_at(deployment, "/metadata/name")
+        .ok_or("the Deployment has no name")?
+        .to_string();
     let namespace = str_at(deployment, "/metadata/namespace").map(str::to_string);
-    let spec = deployment.get("spec").and_then(Value::as_object).ok_or("the Deployment has no spec")?;
-    let template = spec.get("template").cloned().ok_or("the Deployment has no pod template")?;
+    let spec = deployment
+        .get("spec")
+        .and_then(Value::as_object)
+        .ok_or("the Deployment has no spec")?;
+    let template = spec
+        .get("template")
+        .cloned()
+        .ok_or("the Deployment has no pod template")?;
     let service = format!("{name}-headless");
 
     let mut metadata = Map::new();
@@ -47,7 +55,10 @@ pub fn convert(policy: &Policy, deployment: &Value) -> Result<String, String> {
         }
     }
     let mut sts_spec = Map::new();
-    sts_spec.insert("replicas".into(), spec.get("replicas").cloned().unwrap_or(json!(1)));
+    sts_spec.insert(
+        "replicas".into(),
+        spec.get("replicas").cloned().unwrap_or(json!(1)),
+    );
     if let Some(selector) = spec.get("selector") {
         sts_spec.insert("selector".into(), selector.clone());
     }
@@ -72,7 +83,10 @@ pub fn convert(policy: &Policy, deployment: &Value) -> Result<String, String> {
     if let Some(Value::Object(a)) = sts.pointer_mut("/metadata/annotations") {
         a.remove(mutate::MUTATED_ANNOTATION);
         if a.is_empty() {
-            sts["metadata"].as_object_mut().expect("metadata").remove("annotations");
+            sts["metadata"]
+                .as_object_mut()
+                .expect("metadata")
+                .remove("annotations");
         }
     }
 
@@ -80,29 +94,49 @@ pub fn convert(policy: &Policy, deployment: &Value) -> Result<String, String> {
     let mut moves: Vec<(String, String, ClaimSpec)> = Vec::new();
     if let Some(a) = policy.evaluate(&sts, &facts).map_err(|e| e.0)? {
         for site in &a.sites {
-            if let (Backing::Claim(claim), Some(m)) = (&site.placement.backing, &site.placement.mount) {
-                if site.path.source.is_database() && !moves.iter().any(|(v, _, _)| v == m.volume_name) {
-                    let spec = ClaimSpec {
-                        size: policy.config.claims.size.clone(),
-                        storage_class: policy.config.claims.storage_class.clone(),
-                        access_mode: policy.config.claims.access_mode.clone(),
-                    };
-                    moves.push((m.volume_name.to_string(), claim.clone(), spec));
-                }
+            if let (Backing::Claim(claim), Some(m)) =
+                (&site.placement.backing, &site.placement.mount)
+                && site.path.source.is_database()
+                && !moves.iter().any(|(v, _, _)| v == m.volume_name)
+            {
+                let spec = ClaimSpec {
+                    size: policy.config.claims.size.clone(),
+                    storage_class: policy.config.claims.storage_class.clone(),
+                    access_mode: policy.config.claims.access_mode.clone(),
+                };
+                moves.push((m.volume_name.to_string(), claim.clone(), spec));
             }
         }
     }
     for (volume, _, spec) in &moves {
         let kind = crate::policy::Kind::StatefulSet;
-        mutate::apply(&mut sts, kind, &mutate::Change::ClaimTemplate { name: volume.clone(), spec: spec.clone() });
+        mutate::apply(
+            &mut sts,
+            kind,
+            &mutate::Change::ClaimTemplate {
+                name: volume.clone(),
+                spec: spec.clone(),
+            },
+        );
     }
 
-    let labels = sts.pointer("/spec/template/metadata/labels").cloned().unwrap_or(json!({}));
-    let selector = sts.pointer("/spec/selector/matchLabels").cloned().unwrap_or(labels);
+    let labels = sts
+        .pointer("/spec/template/metadata/labels")
+        .cloned()
+        .unwrap_or(json!({}));
+    let selector = sts
+        .pointer("/spec/selector/matchLabels")
+        .cloned()
+        .unwrap_or(labels);
     let mut ports = Vec::new();
     if let Some(Value::Array(cs)) = sts.pointer("/spec/template/spec/containers") {
         for c in cs {
-            for p in c.get("ports").and_then(Value::as_array).into_iter().flatten() {
+            for p in c
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(port) = p.get("containerPort") {
                     let mut entry = json!({"port": port, "targetPort": port});
                     if let Some(n) = p.get("name") {
@@ -127,7 +161,10 @@ pub fn convert(policy: &Policy, deployment: &Value) -> Result<String, String> {
         "spec": {"clusterIP": "None", "selector": selector, "ports": ports},
     });
 
-    let ns_flag = namespace.as_ref().map(|n| format!(" -n {n}")).unwrap_or_default();
+    let ns_flag = namespace
+        .as_ref()
+        .map(|n| format!(" -n {n}"))
+        .unwrap_or_default();
     let mut out = format!(
         "# StatefulSet equivalent of Deployment {name}, printed by pvc-guard convert.\n\
          # Its claims are named <template>-{name}-<ordinal> and are kept when the\n\

@@ -5,11 +5,11 @@
 //! ([`server`], [`cli`]) around it.
 
 pub mod admission;
-pub mod config;
-pub mod mutate;
-pub mod policy;
 pub mod certs;
 pub mod cli;
+pub mod config;
 pub mod convert;
 pub mod manifest;
+pub mod mutate;
+pub mod policy;
 pub mod server;

@@ -26,7 +26,10 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
         for entry in entries {
             if entry.is_dir() {
                 collect_files(&entry, out)?;
-            } else if matches!(entry.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+            } else if matches!(
+                entry.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            ) {
                 out.push(entry);
             }
         }
@@ -39,10 +42,14 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
 /// Parses one file's text into documents; `List` kinds are expanded.
 pub fn parse_text(name: &str, text: &str) -> Result<Vec<Document>, String> {
     let mut docs = Vec::new();
-    let is_json = name.ends_with(".json") || text.trim_start().starts_with('{') && !text.contains("\n---");
+    let is_json =
+        name.ends_with(".json") || text.trim_start().starts_with('{') && !text.contains("\n---");
     let raw: Vec<Value> = if is_json && name.ends_with(".json") {
         let mut out = Vec::new();
-        for (i, v) in serde_json::Deserializer::from_str(text).into_iter::<Value>().enumerate() {
+        for (i, v) in serde_json::Deserializer::from_str(text)
+            .into_iter::<Value>()
+            .enumerate()
+        {
             out.push(v.map_err(|e| format!("{name}#{}: {e}", i + 1))?);
         }
         out
@@ -57,14 +64,33 @@ pub fn parse_text(name: &str, text: &str) -> Result<Vec<Document>, String> {
         let source = format!("{name}#{}", i + 1);
         match value {
             Value::Null => {}
-            Value::Object(ref m) if m.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List")) && m.get("items").is_some() => {
-                let items = m.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+            Value::Object(ref m)
+                if m.get("kind")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| k.ends_with("List"))
+                    && m.get("items").is_some() =>
+            {
+                let items = m
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 for (j, item) in items.into_iter().enumerate() {
-                    docs.push(Document { source: format!("{source}.items[{j}]"), object: item });
+                    docs.push(Document {
+                        source: format!("{source}.items[{j}]"),
+                        object: item,
+                    });
                 }
             }
-            Value::Object(_) => docs.push(Document { source, object: value }),
-            _ => return Err(format!("{source}: not a Kubernetes object (a mapping with kind)")),
+            Value::Object(_) => docs.push(Document {
+                source,
+                object: value,
+            }),
+            _ => {
+                return Err(format!(
+                    "{source}: not a Kubernetes object (a mapping with kind)"
+                ));
+            }
         }
     }
     Ok(docs)
@@ -86,7 +112,8 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Document>, String> {
         collect_files(path, &mut files)?;
         for file in files {
             let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", file.display()))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| format!("{}: not UTF-8 text", file.display()))?;
             docs.extend(parse_text(&file.display().to_string(), &text)?);
         }
     }

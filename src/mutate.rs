@@ -54,10 +54,19 @@ pub struct InitDir {
 pub enum Change {
     /// The pod volume `volume` becomes (or is added as) a claim volume.
     #[serde(rename_all = "camelCase")]
-    ClaimVolume { volume: String, claim: String, #[serde(flatten)] spec: ClaimSpec },
+    ClaimVolume {
+        volume: String,
+        claim: String,
+        #[serde(flatten)]
+        spec: ClaimSpec,
+    },
     /// A StatefulSet claim template `name`; a pod volume of that name goes.
     #[serde(rename_all = "camelCase")]
-    ClaimTemplate { name: String, #[serde(flatten)] spec: ClaimSpec },
+    ClaimTemplate {
+        name: String,
+        #[serde(flatten)]
+        spec: ClaimSpec,
+    },
     /// A mount of `volume` at `mount_path` in `container`.
     #[serde(rename_all = "camelCase")]
     Mount {
@@ -86,7 +95,10 @@ pub struct Record {
 
 impl Record {
     pub fn from_object(object: &Value) -> Option<Record> {
-        let text = object.pointer("/metadata/annotations")?.get(MUTATED_ANNOTATION)?.as_str()?;
+        let text = object
+            .pointer("/metadata/annotations")?
+            .get(MUTATED_ANNOTATION)?
+            .as_str()?;
         serde_json::from_str(text).ok()
     }
 
@@ -117,7 +129,10 @@ pub struct Mutation {
 
 impl Mutation {
     fn unchanged(object: &Value) -> Mutation {
-        Mutation { fixed: object.clone(), ..Default::default() }
+        Mutation {
+            fixed: object.clone(),
+            ..Default::default()
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -128,13 +143,19 @@ impl Mutation {
 /// Validates a Kubernetes quantity such as `10Gi`, `500M` or `1e3`.
 pub fn parse_quantity(q: &str) -> Option<()> {
     let q = q.trim();
-    let digits_end = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
+    let digits_end = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
     let (number, suffix) = q.split_at(digits_end);
     if number.is_empty() || number.parse::<f64>().is_err() {
         return None;
     }
-    const SUFFIXES: &[&str] = &["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E", "m"];
-    let exponent = suffix.strip_prefix(['e', 'E']).is_some_and(|e| e.parse::<i32>().is_ok());
+    const SUFFIXES: &[&str] = &[
+        "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E", "m",
+    ];
+    let exponent = suffix
+        .strip_prefix(['e', 'E'])
+        .is_some_and(|e| e.parse::<i32>().is_ok());
     (SUFFIXES.contains(&suffix) || exponent).then_some(())
 }
 
@@ -144,7 +165,13 @@ pub fn shorten(name: &str, max: usize) -> String {
     let clean: String = name
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let clean = clean.trim_matches(|c| c == '-' || c == '.').to_string();
     if clean.len() <= max {
@@ -156,12 +183,14 @@ pub fn shorten(name: &str, max: usize) -> String {
     format!("{keep}-{hex}")
 }
 
-fn pod_spec_mut<'v>(object: &'v mut Value, kind: Kind) -> Option<&'v mut Map<String, Value>> {
+fn pod_spec_mut(object: &mut Value, kind: Kind) -> Option<&mut Map<String, Value>> {
     object.pointer_mut(kind.pod_spec_pointer())?.as_object_mut()
 }
 
 fn array_mut<'v>(map: &'v mut Map<String, Value>, key: &str) -> &'v mut Vec<Value> {
-    let slot = map.entry(key.to_string()).or_insert_with(|| Value::Array(Vec::new()));
+    let slot = map
+        .entry(key.to_string())
+        .or_insert_with(|| Value::Array(Vec::new()));
     if !slot.is_array() {
         *slot = Value::Array(Vec::new());
     }
@@ -169,7 +198,9 @@ fn array_mut<'v>(map: &'v mut Map<String, Value>, key: &str) -> &'v mut Vec<Valu
 }
 
 fn named<'v>(items: &'v mut [Value], name: &str) -> Option<&'v mut Value> {
-    items.iter_mut().find(|v| v.get("name").and_then(Value::as_str) == Some(name))
+    items
+        .iter_mut()
+        .find(|v| v.get("name").and_then(Value::as_str) == Some(name))
 }
 
 fn claim_template_value(name: &str, spec: &ClaimSpec) -> Value {
@@ -223,15 +254,15 @@ fn permissions_container(image: &str, dirs: &[InitDir]) -> Value {
 
 /// Applies one change to the object; finds everything it owns by name.
 pub fn apply(object: &mut Value, kind: Kind, change: &Change) {
-    if let Change::ClaimTemplate { name, spec } = change {
-        if let Some(spec_map) = object.get_mut("spec").and_then(Value::as_object_mut) {
-            let templates = array_mut(spec_map, "volumeClaimTemplates");
-            let exists = templates
-                .iter()
-                .any(|t| t.pointer("/metadata/name").and_then(Value::as_str) == Some(name));
-            if !exists {
-                templates.push(claim_template_value(name, spec));
-            }
+    if let Change::ClaimTemplate { name, spec } = change
+        && let Some(spec_map) = object.get_mut("spec").and_then(Value::as_object_mut)
+    {
+        let templates = array_mut(spec_map, "volumeClaimTemplates");
+        let exists = templates
+            .iter()
+            .any(|t| t.pointer("/metadata/name").and_then(Value::as_str) == Some(name));
+        if !exists {
+            templates.push(claim_template_value(name, spec));
         }
     }
     if let Change::Recreate = change {
@@ -246,7 +277,9 @@ pub fn apply(object: &mut Value, kind: Kind, change: &Change) {
         }
         return;
     }
-    let Some(pod) = pod_spec_mut(object, kind) else { return };
+    let Some(pod) = pod_spec_mut(object, kind) else {
+        return;
+    };
     match change {
         Change::ClaimVolume { volume, claim, .. } => {
             let new = json!({"name": volume, "persistentVolumeClaim": {"claimName": claim}});
@@ -264,13 +297,25 @@ pub fn apply(object: &mut Value, kind: Kind, change: &Change) {
                 }
             }
         }
-        Change::Mount { container, volume, mount_path, sub_path } => {
+        Change::Mount {
+            container,
+            volume,
+            mount_path,
+            sub_path,
+        } => {
             for list in ["containers", "initContainers"] {
-                let Some(Value::Array(items)) = pod.get_mut(list) else { continue };
-                let Some(Value::Object(c)) = named(items, container) else { continue };
+                let Some(Value::Array(items)) = pod.get_mut(list) else {
+                    continue;
+                };
+                let Some(Value::Object(c)) = named(items, container) else {
+                    continue;
+                };
                 let mounts = array_mut(c, "volumeMounts");
                 let existing = mounts.iter_mut().find(|m| {
-                    m.get("mountPath").and_then(Value::as_str).map(normalize_path).as_deref()
+                    m.get("mountPath")
+                        .and_then(Value::as_str)
+                        .map(normalize_path)
+                        .as_deref()
                         == Some(mount_path.as_str())
                 });
                 match existing.and_then(Value::as_object_mut) {
@@ -306,31 +351,42 @@ pub fn apply(object: &mut Value, kind: Kind, change: &Change) {
             }
             let sc = sc.as_object_mut().expect("object");
             sc.entry("fsGroup").or_insert(json!(gid));
-            sc.entry("fsGroupChangePolicy").or_insert(json!("OnRootMismatch"));
+            sc.entry("fsGroupChangePolicy")
+                .or_insert(json!("OnRootMismatch"));
         }
         Change::Recreate => {}
     }
 }
 
 fn set_annotation(object: &mut Value, key: &str, value: String) {
-    let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+    let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
     let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
     if !annotations.is_object() {
         *annotations = json!({});
     }
-    annotations.as_object_mut().expect("object").insert(key.to_string(), Value::String(value));
+    annotations
+        .as_object_mut()
+        .expect("object")
+        .insert(key.to_string(), Value::String(value));
 }
 
 /// Can the mutation give this workload's pods a claim of their own?
 fn fixable_kind(assessment: &Assessment<'_, '_>) -> Result<(), String> {
     let w = &assessment.workload;
     match w.kind {
-        Kind::DaemonSet => Err("a DaemonSet runs a pod on every node, and they cannot share one claim".into()),
+        Kind::DaemonSet => {
+            Err("a DaemonSet runs a pod on every node, and they cannot share one claim".into())
+        }
         Kind::CronJob => Err("a CronJob's runs may overlap on one claim".into()),
         Kind::Deployment | Kind::ReplicaSet | Kind::ReplicationController if w.replicas() > 1 => {
             Err(format!("{} replicas cannot share one claim", w.replicas()))
         }
-        Kind::Job if w.replicas() > 1 => Err(format!("parallelism {} cannot share one claim", w.replicas())),
+        Kind::Job if w.replicas() > 1 => Err(format!(
+            "parallelism {} cannot share one claim",
+            w.replicas()
+        )),
         _ => Ok(()),
     }
 }
@@ -354,10 +410,19 @@ impl Planner<'_, '_, '_, '_> {
     }
 
     fn annotation(&self, key: &str) -> Option<String> {
-        self.a.workload.annotation(key).map(str::to_string).filter(|s| !s.trim().is_empty())
+        self.a
+            .workload
+            .annotation(key)
+            .map(str::to_string)
+            .filter(|s| !s.trim().is_empty())
     }
 
-    fn claim_spec(&self, volume_size: Option<String>, class: Option<String>, mode: Option<String>) -> ClaimSpec {
+    fn claim_spec(
+        &self,
+        volume_size: Option<String>,
+        class: Option<String>,
+        mode: Option<String>,
+    ) -> ClaimSpec {
         let cfg = &self.policy.config.claims;
         ClaimSpec {
             size: self
@@ -365,8 +430,14 @@ impl Planner<'_, '_, '_, '_> {
                 .filter(|s| parse_quantity(s).is_some())
                 .or(volume_size)
                 .unwrap_or_else(|| cfg.size.clone()),
-            storage_class: self.annotation(CLAIM_CLASS_ANNOTATION).or(class).or_else(|| cfg.storage_class.clone()),
-            access_mode: self.annotation(CLAIM_ACCESS_ANNOTATION).or(mode).unwrap_or_else(|| cfg.access_mode.clone()),
+            storage_class: self
+                .annotation(CLAIM_CLASS_ANNOTATION)
+                .or(class)
+                .or_else(|| cfg.storage_class.clone()),
+            access_mode: self
+                .annotation(CLAIM_ACCESS_ANNOTATION)
+                .or(mode)
+                .unwrap_or_else(|| cfg.access_mode.clone()),
         }
     }
 
@@ -375,7 +446,11 @@ impl Planner<'_, '_, '_, '_> {
         let workload = &self.a.workload.name;
         let workload = workload.trim_end_matches('-');
         if let Some(name) = self.annotation(CLAIM_NAME_ANNOTATION) {
-            return if self.claims_made == 1 { shorten(&name, 253) } else { shorten(&format!("{name}-{container}"), 253) };
+            return if self.claims_made == 1 {
+                shorten(&name, 253)
+            } else {
+                shorten(&format!("{name}-{container}"), 253)
+            };
         }
         let name = self
             .policy
@@ -388,7 +463,13 @@ impl Planner<'_, '_, '_, '_> {
     }
 
     /// Makes the claim writable for the database's user (`permissions`).
-    fn permissions(&mut self, db: &DbContainer<'_, '_>, volume: &str, sub_path: Option<&str>, path: &str) {
+    fn permissions(
+        &mut self,
+        db: &DbContainer<'_, '_>,
+        volume: &str,
+        sub_path: Option<&str>,
+        path: &str,
+    ) {
         let mode = self.policy.config.permissions;
         if mode == Permissions::None {
             return;
@@ -420,7 +501,12 @@ impl Planner<'_, '_, '_, '_> {
             _ => pod_non_root || self.facts.restricted(),
         };
         if use_fs_group {
-            if !pod_fs_group && !self.changes.iter().any(|c| matches!(c, Change::FsGroup { .. })) {
+            if !pod_fs_group
+                && !self
+                    .changes
+                    .iter()
+                    .any(|c| matches!(c, Change::FsGroup { .. }))
+            {
                 self.changes.push(Change::FsGroup { gid });
                 self.did(Rule::EphemeralDataPath, format!("set the pod's fsGroup to {gid} (OnRootMismatch) so user {uid} can write {path}"));
             }
@@ -462,14 +548,21 @@ impl Planner<'_, '_, '_, '_> {
         let c = db.container.name;
         let p = &site.placement;
         if db.pgdata_hidden {
-            return Err("PGDATA may come from envFrom or valueFrom, so where the data lands is unknown".into());
+            return Err(
+                "PGDATA may come from envFrom or valueFrom, so where the data lands is unknown"
+                    .into(),
+            );
         }
         if p.per_pod_sub_path {
-            return Err("its subPathExpr names the pod; pvc-guard leaves that layout to you".into());
+            return Err(
+                "its subPathExpr names the pod; pvc-guard leaves that layout to you".into(),
+            );
         }
         let is_sts = a.workload.kind == Kind::StatefulSet;
         match (&p.backing, &p.mount) {
-            (Backing::EmptyDir | Backing::GenericEphemeral, Some(m)) if p.class == StorageClass::Ephemeral => {
+            (Backing::EmptyDir | Backing::GenericEphemeral, Some(m))
+                if p.class == StorageClass::Ephemeral =>
+            {
                 let volume = m.volume_name.to_string();
                 let writers = self.other_writers(db, &volume);
                 if !writers.is_empty() {
@@ -482,11 +575,21 @@ impl Planner<'_, '_, '_, '_> {
                 let (size, class, mode) = match &p.backing {
                     Backing::GenericEphemeral => {
                         let t = vol.and_then(|v| v.pointer("/ephemeral/volumeClaimTemplate/spec"));
-                        let s = |ptr: &str| t.and_then(|t| t.pointer(ptr)).and_then(Value::as_str).map(str::to_string);
-                        (s("/resources/requests/storage"), s("/storageClassName"), s("/accessModes/0"))
+                        let s = |ptr: &str| {
+                            t.and_then(|t| t.pointer(ptr))
+                                .and_then(Value::as_str)
+                                .map(str::to_string)
+                        };
+                        (
+                            s("/resources/requests/storage"),
+                            s("/storageClassName"),
+                            s("/accessModes/0"),
+                        )
                     }
                     _ => (
-                        vol.and_then(|v| v.pointer("/emptyDir/sizeLimit")).and_then(Value::as_str).map(str::to_string),
+                        vol.and_then(|v| v.pointer("/emptyDir/sizeLimit"))
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
                         None,
                         None,
                     ),
@@ -494,16 +597,41 @@ impl Planner<'_, '_, '_, '_> {
                 let spec = self.claim_spec(size, class, mode);
                 if is_sts {
                     self.did(Rule::EphemeralDataPath, format!("replaced volume {volume:?} with a volumeClaimTemplate of {} per replica", spec.size));
-                    self.changes.push(Change::ClaimTemplate { name: volume.clone(), spec });
+                    self.changes.push(Change::ClaimTemplate {
+                        name: volume.clone(),
+                        spec,
+                    });
                 } else {
                     let claim = self.claim_name(c);
-                    self.did(Rule::EphemeralDataPath, format!("volume {volume:?} now uses claim {claim:?} ({})", spec.size));
-                    self.changes.push(Change::ClaimVolume { volume: volume.clone(), claim, spec });
+                    self.did(
+                        Rule::EphemeralDataPath,
+                        format!("volume {volume:?} now uses claim {claim:?} ({})", spec.size),
+                    );
+                    self.changes.push(Change::ClaimVolume {
+                        volume: volume.clone(),
+                        claim,
+                        spec,
+                    });
                 }
                 // Postgres never initialises a file-system root (lost+found).
                 let mut sub_path = m.sub_path.map(str::to_string);
-                let only_mount = a.workload.containers().iter().map(|c| c.mounts().iter().filter(|mm| mm.get("name").and_then(Value::as_str) == Some(&volume)).count()).sum::<usize>() == 1;
-                if db.is_postgres() && sub_path.is_none() && db.pgdata.as_deref() == Some(m.mount_path.as_str()) && only_mount {
+                let only_mount = a
+                    .workload
+                    .containers()
+                    .iter()
+                    .map(|c| {
+                        c.mounts()
+                            .iter()
+                            .filter(|mm| mm.get("name").and_then(Value::as_str) == Some(&volume))
+                            .count()
+                    })
+                    .sum::<usize>()
+                    == 1;
+                if db.is_postgres()
+                    && sub_path.is_none()
+                    && db.pgdata.as_deref() == Some(m.mount_path.as_str())
+                    && only_mount
+                {
                     sub_path = Some("pgdata".into());
                     self.changes.push(Change::Mount {
                         container: c.to_string(),
@@ -517,7 +645,10 @@ impl Planner<'_, '_, '_, '_> {
             }
             (Backing::None, None) => {
                 let target = if site.path.file {
-                    let dir = p.image_volume.clone().unwrap_or_else(|| parent_dir(&site.path.path));
+                    let dir = p
+                        .image_volume
+                        .clone()
+                        .unwrap_or_else(|| parent_dir(&site.path.path));
                     if image_populated_dir(&dir, db.container.working_dir()) {
                         return Err(format!(
                             "the database file sits in {dir}, a directory the image populates; move it into a directory of its own"
@@ -537,10 +668,21 @@ impl Planner<'_, '_, '_, '_> {
                 // another layout (postgres 18 against /var/lib/postgresql/data)
                 // may hold that data: the user moves it, not pvc-guard.
                 let family = db.family().unwrap_or("");
-                if let Some(other) = db.container.mounts().iter().filter_map(|m| m.get("mountPath").and_then(Value::as_str)).map(normalize_path).find(|mp| {
-                    path_contains(&target, mp)
-                        || self.policy.catalog.by_distinctive_path(mp).is_some_and(|e| e.family == family)
-                }) {
+                if let Some(other) = db
+                    .container
+                    .mounts()
+                    .iter()
+                    .filter_map(|m| m.get("mountPath").and_then(Value::as_str))
+                    .map(normalize_path)
+                    .find(|mp| {
+                        path_contains(&target, mp)
+                            || self
+                                .policy
+                                .catalog
+                                .by_distinctive_path(mp)
+                                .is_some_and(|e| e.family == family)
+                    })
+                {
                     return Err(format!(
                         "the mount at {other} lands elsewhere than where the data goes and may hold data in another layout; move it to {target} yourself"
                     ));
@@ -550,7 +692,11 @@ impl Planner<'_, '_, '_, '_> {
                 if existing_mount {
                     return Ok(());
                 }
-                let same_volume_mounts = self.changes.iter().filter(|ch| matches!(ch, Change::Mount { volume: v, .. } if *v == volume)).count();
+                let same_volume_mounts = self
+                    .changes
+                    .iter()
+                    .filter(|ch| matches!(ch, Change::Mount { volume: v, .. } if *v == volume))
+                    .count();
                 let sub_path = if db.is_postgres() {
                     Some("pgdata".to_string())
                 } else if same_volume_mounts > 0 {
@@ -561,15 +707,34 @@ impl Planner<'_, '_, '_, '_> {
                 if same_volume_mounts == 0 {
                     let spec = self.claim_spec(None, None, None);
                     if is_sts {
-                        self.did(Rule::EphemeralDataPath, format!("added a volumeClaimTemplate {volume:?} of {} per replica", spec.size));
-                        self.changes.push(Change::ClaimTemplate { name: volume.clone(), spec });
+                        self.did(
+                            Rule::EphemeralDataPath,
+                            format!(
+                                "added a volumeClaimTemplate {volume:?} of {} per replica",
+                                spec.size
+                            ),
+                        );
+                        self.changes.push(Change::ClaimTemplate {
+                            name: volume.clone(),
+                            spec,
+                        });
                     } else {
                         let claim = self.claim_name(c);
-                        self.did(Rule::EphemeralDataPath, format!("added volume {volume:?} on claim {claim:?} ({})", spec.size));
-                        self.changes.push(Change::ClaimVolume { volume: volume.clone(), claim, spec });
+                        self.did(
+                            Rule::EphemeralDataPath,
+                            format!("added volume {volume:?} on claim {claim:?} ({})", spec.size),
+                        );
+                        self.changes.push(Change::ClaimVolume {
+                            volume: volume.clone(),
+                            claim,
+                            spec,
+                        });
                     }
                 }
-                self.did(Rule::EphemeralDataPath, format!("mounted it in container {c:?} at {target}"));
+                self.did(
+                    Rule::EphemeralDataPath,
+                    format!("mounted it in container {c:?} at {target}"),
+                );
                 self.changes.push(Change::Mount {
                     container: c.to_string(),
                     volume: volume.clone(),
@@ -588,8 +753,17 @@ impl Planner<'_, '_, '_, '_> {
     }
 }
 
+/// What one planning pass decided.
+struct Plan {
+    changes: Vec<Change>,
+    rules: Vec<Rule>,
+    applied: Vec<String>,
+    unfixed: Vec<String>,
+    warnings: Vec<String>,
+}
+
 /// One pass: plan changes from an assessment.
-fn plan(policy: &Policy, facts: &ClusterFacts, a: &Assessment<'_, '_>) -> (Vec<Change>, Vec<Rule>, Vec<String>, Vec<String>, Vec<String>) {
+fn plan(policy: &Policy, facts: &ClusterFacts, a: &Assessment<'_, '_>) -> Plan {
     let mut planner = Planner {
         policy,
         facts,
@@ -612,7 +786,10 @@ fn plan(policy: &Policy, facts: &ClusterFacts, a: &Assessment<'_, '_>) -> (Vec<C
         match fixable_kind(a) {
             Err(why) => {
                 for (_, c, p) in &ephemeral {
-                    planner.unfixed.push(format!("[{}] container {c:?} {p}: {why}", Rule::EphemeralDataPath));
+                    planner.unfixed.push(format!(
+                        "[{}] container {c:?} {p}: {why}",
+                        Rule::EphemeralDataPath
+                    ));
                 }
             }
             Ok(()) => {
@@ -623,14 +800,20 @@ fn plan(policy: &Policy, facts: &ClusterFacts, a: &Assessment<'_, '_>) -> (Vec<C
                                 planner.rules.push(Rule::EphemeralDataPath);
                             }
                         }
-                        Err(why) => planner.unfixed.push(format!("[{}] container {c:?} {p}: {why}", Rule::EphemeralDataPath)),
+                        Err(why) => planner.unfixed.push(format!(
+                            "[{}] container {c:?} {p}: {why}",
+                            Rule::EphemeralDataPath
+                        )),
                     }
                 }
             }
         }
     }
     // Recreate: single-replica Deployments with a claim at a data path.
-    let rolling = a.findings.iter().any(|f| f.rule == Rule::RollingUpdateClaim);
+    let rolling = a
+        .findings
+        .iter()
+        .any(|f| f.rule == Rule::RollingUpdateClaim);
     if rolling && a.workload.kind == Kind::Deployment && a.workload.replicas() <= 1 {
         planner.changes.push(Change::Recreate);
         planner.rules.push(Rule::RollingUpdateClaim);
@@ -638,16 +821,36 @@ fn plan(policy: &Policy, facts: &ClusterFacts, a: &Assessment<'_, '_>) -> (Vec<C
     }
     if !planner.init_dirs.is_empty() {
         let dirs = std::mem::take(&mut planner.init_dirs);
-        planner.did(Rule::EphemeralDataPath, format!("added init container {PERMISSIONS_CONTAINER} to set the owner of {}",
-            dirs.iter().map(|d| d.path.as_str()).collect::<Vec<_>>().join(", ")
-        ));
-        planner.changes.push(Change::Permissions { image: policy.config.permissions_image.clone(), dirs });
+        planner.did(
+            Rule::EphemeralDataPath,
+            format!(
+                "added init container {PERMISSIONS_CONTAINER} to set the owner of {}",
+                dirs.iter()
+                    .map(|d| d.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        planner.changes.push(Change::Permissions {
+            image: policy.config.permissions_image.clone(),
+            dirs,
+        });
     }
-    (planner.changes, planner.rules, planner.applied, planner.unfixed, planner.warnings)
+    Plan {
+        changes: planner.changes,
+        rules: planner.rules,
+        applied: planner.applied,
+        unfixed: planner.unfixed,
+        warnings: planner.warnings,
+    }
 }
 
 /// The mutation on CREATE: fix what can be fixed safely.
-pub fn mutate_create(policy: &Policy, object: &Value, facts: &ClusterFacts) -> Result<Mutation, Unreadable> {
+pub fn mutate_create(
+    policy: &Policy,
+    object: &Value,
+    facts: &ClusterFacts,
+) -> Result<Mutation, Unreadable> {
     let mut m = Mutation::unchanged(object);
     let mut record = Record::from_object(object).unwrap_or_default();
     let recorded_before = record.changes.len();
@@ -655,12 +858,23 @@ pub fn mutate_create(policy: &Policy, object: &Value, facts: &ClusterFacts) -> R
     // A second pass sees what the first made (a new claim on a Deployment
     // wants Recreate); two passes reach the fixed point.
     for _ in 0..2 {
-        let Some(a) = policy.evaluate(&m.fixed, facts)? else { return Ok(m) };
+        let Some(a) = policy.evaluate(&m.fixed, facts)? else {
+            return Ok(m);
+        };
         if a.workload.controller_owner().is_some() {
             return Ok(m);
         }
-        database_in_deployment |= a.findings.iter().any(|f| f.rule == Rule::DatabaseInDeployment);
-        let (changes, rules, applied, unfixed, warnings) = plan(policy, facts, &a);
+        database_in_deployment |= a
+            .findings
+            .iter()
+            .any(|f| f.rule == Rule::DatabaseInDeployment);
+        let Plan {
+            changes,
+            rules,
+            applied,
+            unfixed,
+            warnings,
+        } = plan(policy, facts, &a);
         let kind = a.workload.kind;
         drop(a);
         if m.unfixed.is_empty() {
@@ -685,7 +899,11 @@ pub fn mutate_create(policy: &Policy, object: &Value, facts: &ClusterFacts) -> R
     if record.changes.len() == recorded_before {
         return Ok(m);
     }
-    set_annotation(&mut m.fixed, MUTATED_ANNOTATION, serde_json::to_string(&record).expect("record serializes"));
+    set_annotation(
+        &mut m.fixed,
+        MUTATED_ANNOTATION,
+        serde_json::to_string(&record).expect("record serializes"),
+    );
     if database_in_deployment {
         set_annotation(
             &mut m.fixed,
@@ -712,25 +930,47 @@ fn record_intact(object: &Value, kind: Kind, record: &Record) -> bool {
             .is_some_and(|vs| {
                 vs.iter().any(|v| {
                     v.get("name").and_then(Value::as_str) == Some(volume)
-                        && v.pointer("/persistentVolumeClaim/claimName").and_then(Value::as_str) == Some(claim)
+                        && v.pointer("/persistentVolumeClaim/claimName")
+                            .and_then(Value::as_str)
+                            == Some(claim)
                 })
             }),
         Change::ClaimTemplate { name, .. } => object
             .pointer("/spec/volumeClaimTemplates")
             .and_then(Value::as_array)
-            .is_some_and(|ts| ts.iter().any(|t| t.pointer("/metadata/name").and_then(Value::as_str) == Some(name))),
-        Change::Mount { container, volume, mount_path, sub_path } => ["containers", "initContainers"].iter().any(|list| {
-            pod.and_then(|p| p.get(*list)).and_then(Value::as_array).is_some_and(|cs| {
-                cs.iter().filter(|c| c.get("name").and_then(Value::as_str) == Some(container)).any(|c| {
-                    c.get("volumeMounts").and_then(Value::as_array).is_some_and(|ms| {
-                        ms.iter().any(|m| {
-                            m.get("name").and_then(Value::as_str) == Some(volume)
-                                && m.get("mountPath").and_then(Value::as_str).map(normalize_path).as_deref() == Some(mount_path.as_str())
-                                && (sub_path.is_none() || m.get("subPath").and_then(Value::as_str) == sub_path.as_deref())
+            .is_some_and(|ts| {
+                ts.iter()
+                    .any(|t| t.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
+            }),
+        Change::Mount {
+            container,
+            volume,
+            mount_path,
+            sub_path,
+        } => ["containers", "initContainers"].iter().any(|list| {
+            pod.and_then(|p| p.get(*list))
+                .and_then(Value::as_array)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .filter(|c| c.get("name").and_then(Value::as_str) == Some(container))
+                        .any(|c| {
+                            c.get("volumeMounts")
+                                .and_then(Value::as_array)
+                                .is_some_and(|ms| {
+                                    ms.iter().any(|m| {
+                                        m.get("name").and_then(Value::as_str) == Some(volume)
+                                            && m.get("mountPath")
+                                                .and_then(Value::as_str)
+                                                .map(normalize_path)
+                                                .as_deref()
+                                                == Some(mount_path.as_str())
+                                            && (sub_path.is_none()
+                                                || m.get("subPath").and_then(Value::as_str)
+                                                    == sub_path.as_deref())
+                                    })
+                                })
                         })
-                    })
                 })
-            })
         }),
         _ => true,
     })
@@ -738,23 +978,39 @@ fn record_intact(object: &Value, kind: Kind, record: &Record) -> bool {
 
 /// The mutation on UPDATE: nothing new; a recorded fix the new object lost
 /// is put back exactly, so the pods keep the claim that holds the data.
-pub fn mutate_update(policy: &Policy, old: &Value, new: &Value, _facts: &ClusterFacts) -> Result<Mutation, Unreadable> {
+pub fn mutate_update(
+    policy: &Policy,
+    old: &Value,
+    new: &Value,
+    _facts: &ClusterFacts,
+) -> Result<Mutation, Unreadable> {
     let mut m = Mutation::unchanged(new);
-    let Some(workload) = crate::policy::Workload::from_object(new)? else { return Ok(m) };
+    let Some(workload) = crate::policy::Workload::from_object(new)? else {
+        return Ok(m);
+    };
     let _ = policy;
     if workload.controller_owner().is_some() {
         return Ok(m);
     }
     let kind = workload.kind;
-    let Some(record) = Record::from_object(old) else { return Ok(m) };
+    let Some(record) = Record::from_object(old) else {
+        return Ok(m);
+    };
     if record_intact(new, kind, &record) {
         return Ok(m);
     }
     for change in &record.changes {
         apply(&mut m.fixed, kind, change);
     }
-    set_annotation(&mut m.fixed, MUTATED_ANNOTATION, serde_json::to_string(&record).expect("record serializes"));
-    m.applied.push(format!("[{}] put back the claim mounts pvc-guard added when the workload was created", Rule::EphemeralDataPath));
+    set_annotation(
+        &mut m.fixed,
+        MUTATED_ANNOTATION,
+        serde_json::to_string(&record).expect("record serializes"),
+    );
+    m.applied.push(format!(
+        "[{}] put back the claim mounts pvc-guard added when the workload was created",
+        Rule::EphemeralDataPath
+    ));
     m.warnings.push(format!(
         "[{}] this update dropped the claim mounts recorded in {MUTATED_ANNOTATION}; pvc-guard put them back so the pods keep their data",
         Rule::EphemeralDataPath

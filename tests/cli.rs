@@ -12,43 +12,84 @@ use serde_json::Value;
 
 fn check_json(path: &str) -> (i32, Vec<Value>) {
     let (code, out, err) = run_cli(&["check", "-o", "json", "-f", path], None);
-    let report: Vec<Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{path}: {e}\n{out}\n{err}"));
+    let report: Vec<Value> =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{path}: {e}\n{out}\n{err}"));
     (code, report)
 }
 
 fn decision_of(entry: &Value) -> String {
-    let rules: Vec<&str> = entry["findings"].as_array().unwrap().iter().map(|f| f["rule"].as_str().unwrap()).collect();
-    format!("{} {}", entry["decision"].as_str().unwrap(), rules.join(","))
+    let rules: Vec<&str> = entry["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    format!(
+        "{} {}",
+        entry["decision"].as_str().unwrap(),
+        rules.join(",")
+    )
 }
 
 #[test]
 fn the_real_world_corpus_reaches_every_expected_decision() {
     let expectations: BTreeMap<String, BTreeMap<String, String>> =
         serde_json::from_slice(&std::fs::read(data("corpus/expectations.json")).unwrap()).unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(data("corpus")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(data("corpus"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut checked = 0;
-    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "yaml")) {
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "yaml"))
+    {
         let name = file.file_name().unwrap().to_str().unwrap();
         let want = expectations.get(name).cloned().unwrap_or_default();
         let (code, report) = check_json(file.to_str().unwrap());
         let mut any_deny = false;
         for entry in &report {
-            let key = format!("{}/{}", entry["kind"].as_str().unwrap(), entry["name"].as_str().unwrap());
+            let key = format!(
+                "{}/{}",
+                entry["kind"].as_str().unwrap(),
+                entry["name"].as_str().unwrap()
+            );
             let decision = entry["decision"].as_str().unwrap();
-            let rules: Vec<&str> = entry["findings"].as_array().unwrap().iter().map(|f| f["rule"].as_str().unwrap()).collect();
-            let deny_rules: Vec<&str> = entry["findings"].as_array().unwrap().iter().filter(|f| f["severity"] == "deny").map(|f| f["rule"].as_str().unwrap()).collect();
+            let rules: Vec<&str> = entry["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["rule"].as_str().unwrap())
+                .collect();
+            let deny_rules: Vec<&str> = entry["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| f["severity"] == "deny")
+                .map(|f| f["rule"].as_str().unwrap())
+                .collect();
             any_deny |= decision == "deny";
             match want.get(&key).map(String::as_str) {
                 Some(expected) if expected.starts_with("deny ") => {
                     assert_eq!(decision, "deny", "{name} {key}: {}", decision_of(entry));
-                    assert!(deny_rules.contains(&&expected[5..]), "{name} {key}: {}", decision_of(entry));
+                    assert!(
+                        deny_rules.contains(&&expected[5..]),
+                        "{name} {key}: {}",
+                        decision_of(entry)
+                    );
                 }
                 Some(expected) if expected.starts_with("admit warn:") => {
                     assert_ne!(decision, "deny", "{name} {key}: {}", decision_of(entry));
-                    assert!(rules.contains(&&expected[11..]), "{name} {key}: {}", decision_of(entry));
+                    assert!(
+                        rules.contains(&&expected[11..]),
+                        "{name} {key}: {}",
+                        decision_of(entry)
+                    );
                 }
-                Some("admit") | None => assert_ne!(decision, "deny", "{name} {key}: {}", decision_of(entry)),
+                Some("admit") | None => {
+                    assert_ne!(decision, "deny", "{name} {key}: {}", decision_of(entry))
+                }
                 Some(other) => panic!("unknown expectation {other}"),
             }
             checked += 1;
@@ -71,40 +112,85 @@ struct Expect {
 /// expectation in the annotation `test.pvc-guard.io/expect` (JSON).
 #[test]
 fn every_rule_storage_class_and_family_case() {
-    let mut files: Vec<_> = std::fs::read_dir(data("cases")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(data("cases"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut seen_rules = std::collections::BTreeSet::new();
     let mut count = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text).map(|d| Value::deserialize(d).unwrap()).collect();
+        let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+            .map(|d| Value::deserialize(d).unwrap())
+            .collect();
         let (_, report) = check_json(file.to_str().unwrap());
         assert_eq!(docs.len(), report.len(), "{}", file.display());
         for (doc, entry) in docs.iter().zip(&report) {
-            let Some(expect) = doc.pointer("/metadata/annotations/test.pvc-guard.io~1expect").and_then(Value::as_str) else {
+            let Some(expect) = doc
+                .pointer("/metadata/annotations/test.pvc-guard.io~1expect")
+                .and_then(Value::as_str)
+            else {
                 continue;
             };
             let expect: Expect = serde_json::from_str(expect).unwrap();
-            let where_ = format!("{} {}: {}", entry["source"], entry["name"], serde_json::to_string_pretty(&entry["findings"]).unwrap());
-            assert_eq!(entry["decision"].as_str().unwrap(), expect.decision, "{where_}");
-            let rules: Vec<String> = entry["findings"].as_array().unwrap().iter().map(|f| format!("{}:{}", f["severity"].as_str().unwrap(), f["rule"].as_str().unwrap())).collect();
+            let where_ = format!(
+                "{} {}: {}",
+                entry["source"],
+                entry["name"],
+                serde_json::to_string_pretty(&entry["findings"]).unwrap()
+            );
+            assert_eq!(
+                entry["decision"].as_str().unwrap(),
+                expect.decision,
+                "{where_}"
+            );
+            let rules: Vec<String> = entry["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}:{}",
+                        f["severity"].as_str().unwrap(),
+                        f["rule"].as_str().unwrap()
+                    )
+                })
+                .collect();
             for r in &expect.rules {
                 assert!(rules.contains(r), "{r} missing in {where_}");
                 seen_rules.insert(r.split(':').nth(1).unwrap().to_string());
             }
             for r in &expect.absent {
-                assert!(!rules.iter().any(|x| x.ends_with(&format!(":{r}"))), "{r} present in {where_}");
+                assert!(
+                    !rules.iter().any(|x| x.ends_with(&format!(":{r}"))),
+                    "{r} present in {where_}"
+                );
             }
             for f in entry["findings"].as_array().unwrap() {
-                assert!(f["message"].as_str().unwrap().starts_with(&format!("[{}]", f["rule"].as_str().unwrap())));
+                assert!(
+                    f["message"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with(&format!("[{}]", f["rule"].as_str().unwrap()))
+                );
             }
             count += 1;
         }
     }
     for rule in [
-        "ephemeral-data-path", "config-volume-data-path", "node-local-data-path", "unknown-storage",
-        "read-only-data-path", "shared-claim-replicas", "rolling-update-claim", "pgdata-mount-root",
-        "database-in-deployment", "unresolved-data-path", "sqlite-file-mount", "invalid-opt-out",
+        "ephemeral-data-path",
+        "config-volume-data-path",
+        "node-local-data-path",
+        "unknown-storage",
+        "read-only-data-path",
+        "shared-claim-replicas",
+        "rolling-update-claim",
+        "pgdata-mount-root",
+        "database-in-deployment",
+        "unresolved-data-path",
+        "sqlite-file-mount",
+        "invalid-opt-out",
     ] {
         assert!(seen_rules.contains(rule), "no case covers {rule}");
     }
@@ -123,13 +209,17 @@ fn every_catalog_family_is_caught_without_storage_and_passes_with_a_claim() {
         let (_, report, _) = run_cli(&["check", "-o", "json", "-f", "-"], Some(&bare.to_string()));
         let report: Vec<Value> = serde_json::from_str(&report).unwrap();
         let f = report[0]["findings"].as_array().unwrap();
-        let facts = pvc_guard::policy::catalog::facts_for(entry, &pvc_guard::policy::catalog::ImageRef::parse(&image));
+        let facts = pvc_guard::policy::catalog::facts_for(
+            entry,
+            &pvc_guard::policy::catalog::ImageRef::parse(&image),
+        );
         if facts.data_paths.is_empty() {
             continue; // data directory only from flags (minio, etcd)
         }
         let want = if entry.cache_like { "warn" } else { "deny" };
         assert!(
-            f.iter().any(|x| x["rule"] == "ephemeral-data-path" && x["severity"] == want),
+            f.iter()
+                .any(|x| x["rule"] == "ephemeral-data-path" && x["severity"] == want),
             "{}: {f:?}",
             entry.name
         );
@@ -141,9 +231,16 @@ fn every_catalog_family_is_caught_without_storage_and_passes_with_a_claim() {
                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "db"}}],
             },
         });
-        let (code, out, _) = run_cli(&["check", "-o", "json", "-f", "-"], Some(&claimed.to_string()));
+        let (code, out, _) = run_cli(
+            &["check", "-o", "json", "-f", "-"],
+            Some(&claimed.to_string()),
+        );
         assert_eq!(code, 0, "{}: {out}", entry.name);
-        assert!(!out.contains("ephemeral-data-path"), "{}: {out}", entry.name);
+        assert!(
+            !out.contains("ephemeral-data-path"),
+            "{}: {out}",
+            entry.name
+        );
     }
 }
 
@@ -169,8 +266,22 @@ fn check_exit_codes_stdin_lists_and_errors_that_name_the_document() {
 #[test]
 fn fix_output_applies_cleanly_and_passes_check() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["pg-emptydir", "pg-no-volume", "mariadb-pod", "sqlite-app", "pg-rolling-update", "pg18-old-mount"] {
-        let (code, out, err) = run_cli(&["fix", "-f", data(&format!("manifests/{name}.yaml")).to_str().unwrap()], None);
+    for name in [
+        "pg-emptydir",
+        "pg-no-volume",
+        "mariadb-pod",
+        "sqlite-app",
+        "pg-rolling-update",
+        "pg18-old-mount",
+    ] {
+        let (code, out, err) = run_cli(
+            &[
+                "fix",
+                "-f",
+                data(&format!("manifests/{name}.yaml")).to_str().unwrap(),
+            ],
+            None,
+        );
         assert_eq!(code, 0, "{err}");
         let fixed = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&fixed, &out).unwrap();
@@ -181,7 +292,10 @@ fn fix_output_applies_cleanly_and_passes_check() {
             continue;
         }
         assert_eq!(code, 0, "{name}: {report:?}");
-        let claims: Vec<&Value> = report.iter().filter(|r| r["kind"] == "PersistentVolumeClaim").collect();
+        let claims: Vec<&Value> = report
+            .iter()
+            .filter(|r| r["kind"] == "PersistentVolumeClaim")
+            .collect();
         if name != "pg-rolling-update" {
             assert_eq!(claims.len(), 1, "{name}: {out}");
         }
@@ -189,25 +303,53 @@ fn fix_output_applies_cleanly_and_passes_check() {
         let (_, again, _) = run_cli(&["fix", "-f", fixed.to_str().unwrap()], None);
         assert_eq!(again, out, "{name}: fix is not idempotent");
     }
-    let (_, out, _) = run_cli(&["fix", "-f", data("manifests/pg-no-volume.yaml").to_str().unwrap()], None);
+    let (_, out, _) = run_cli(
+        &[
+            "fix",
+            "-f",
+            data("manifests/pg-no-volume.yaml").to_str().unwrap(),
+        ],
+        None,
+    );
     assert!(out.contains("claimName: orders-db-postgres-data"), "{out}");
     assert!(out.contains("subPath: pgdata"), "{out}");
     assert!(out.contains("type: Recreate"), "{out}");
     assert!(out.contains("storage: 10Gi"), "{out}");
-    assert!(out.contains("app.kubernetes.io/managed-by: pvc-guard"), "{out}");
+    assert!(
+        out.contains("app.kubernetes.io/managed-by: pvc-guard"),
+        "{out}"
+    );
 }
 
 #[test]
 fn convert_prints_a_statefulset_a_headless_service_and_the_move_steps() {
-    let (code, out, err) = run_cli(&["convert", "-f", data("manifests/pg-pvc-good.yaml").to_str().unwrap()], None);
+    let (code, out, err) = run_cli(
+        &[
+            "convert",
+            "-f",
+            data("manifests/pg-pvc-good.yaml").to_str().unwrap(),
+        ],
+        None,
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("# Move the data of claim users-db-data to the StatefulSet's first claim data-users-db-0"), "{out}");
-    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&out).map(|d| Value::deserialize(d).unwrap()).collect();
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&out)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect();
     assert_eq!(docs[0]["kind"], "StatefulSet");
     assert_eq!(docs[0]["spec"]["serviceName"], "users-db-headless");
-    assert_eq!(docs[0]["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"], "Retain");
-    assert_eq!(docs[0]["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "data");
-    assert!(docs[0].pointer("/spec/template/spec/volumes").is_none(), "the claim volume is replaced: {out}");
+    assert_eq!(
+        docs[0]["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
+        "Retain"
+    );
+    assert_eq!(
+        docs[0]["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+        "data"
+    );
+    assert!(
+        docs[0].pointer("/spec/template/spec/volumes").is_none(),
+        "the claim volume is replaced: {out}"
+    );
     assert_eq!(docs[1]["kind"], "Service");
     assert_eq!(docs[1]["spec"]["clusterIP"], "None");
     let sts = tempfile::NamedTempFile::new().unwrap();
@@ -215,10 +357,24 @@ fn convert_prints_a_statefulset_a_headless_service_and_the_move_steps() {
     let (code, _, _) = run_cli(&["check", "-f", sts.path().to_str().unwrap()], None);
     assert_eq!(code, 0, "the StatefulSet passes check");
     // An emptyDir Deployment becomes a StatefulSet with a claim template.
-    let (code, out, _) = run_cli(&["convert", "-f", data("manifests/pg-emptydir.yaml").to_str().unwrap()], None);
+    let (code, out, _) = run_cli(
+        &[
+            "convert",
+            "-f",
+            data("manifests/pg-emptydir.yaml").to_str().unwrap(),
+        ],
+        None,
+    );
     assert_eq!(code, 0);
     assert!(out.contains("volumeClaimTemplates"), "{out}");
-    let (code, _, err) = run_cli(&["convert", "-f", data("manifests/mariadb-pod.yaml").to_str().unwrap()], None);
+    let (code, _, err) = run_cli(
+        &[
+            "convert",
+            "-f",
+            data("manifests/mariadb-pod.yaml").to_str().unwrap(),
+        ],
+        None,
+    );
     assert_eq!(code, 2);
     assert!(err.contains("no Deployment"), "{err}");
 }

@@ -40,20 +40,23 @@ fn check_laws(object: &Value) -> Result<(), TestCaseError> {
     let again = mutate_create(&policy, &m.fixed, &facts).unwrap();
     prop_assert!(again.patch.0.is_empty(), "second patch {:?}", again.patch);
     // 3. No deny finding the mutation could fix is left.
-    if m.unfixed.is_empty() {
-        if let Some(a) = policy.evaluate(&m.fixed, &facts).unwrap() {
-            let left: Vec<_> = a
-                .findings
-                .iter()
-                .filter(|f| f.severity == Severity::Deny && f.rule == Rule::EphemeralDataPath)
-                .map(|f| f.message.clone())
-                .collect();
-            prop_assert!(left.is_empty(), "left after the fix: {:?}", left);
-        }
+    if m.unfixed.is_empty()
+        && let Some(a) = policy.evaluate(&m.fixed, &facts).unwrap()
+    {
+        let left: Vec<_> = a
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Deny && f.rule == Rule::EphemeralDataPath)
+            .map(|f| f.message.clone())
+            .collect();
+        prop_assert!(left.is_empty(), "left after the fix: {:?}", left);
     }
     // 4. Every field the mutation does not own is unchanged.
     for op in &m.patch.0 {
-        let path = serde_json::to_value(op).unwrap()["path"].as_str().unwrap().to_string();
+        let path = serde_json::to_value(op).unwrap()["path"]
+            .as_str()
+            .unwrap()
+            .to_string();
         prop_assert!(owned(&path), "the mutation touched {}", path);
     }
     // And an UPDATE that drops the fix gets it back.
@@ -64,8 +67,16 @@ fn check_laws(object: &Value) -> Result<(), TestCaseError> {
         let still = policy.evaluate(&back, &facts).unwrap().unwrap();
         let before = policy.evaluate(&m.fixed, &facts).unwrap().unwrap();
         prop_assert_eq!(
-            still.findings.iter().filter(|f| f.severity == Severity::Deny).count(),
-            before.findings.iter().filter(|f| f.severity == Severity::Deny).count()
+            still
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Deny)
+                .count(),
+            before
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Deny)
+                .count()
         );
     }
     Ok(())
@@ -82,7 +93,9 @@ fn image() -> impl Strategy<Value = Value> {
         Just(json!("redis:7.4")),
         Just(json!("bitnami/postgresql:17")),
         Just(json!("grafana/grafana:11.0.0")),
-        Just(json!("docker.elastic.co/elasticsearch/elasticsearch:8.15.0")),
+        Just(json!(
+            "docker.elastic.co/elasticsearch/elasticsearch:8.15.0"
+        )),
         Just(json!("nginx:1.27")),
         Just(json!("example/app:1")),
         Just(Value::Null),
@@ -120,23 +133,32 @@ fn volume() -> impl Strategy<Value = Value> {
         Just(json!({"name": "data", "emptyDir": {}})),
         Just(json!({"name": "data", "emptyDir": {"sizeLimit": "2Gi"}})),
         Just(json!({"name": "data", "persistentVolumeClaim": {"claimName": "c"}})),
-        Just(json!({"name": "data", "ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "3Gi"}}}}}})),
+        Just(
+            json!({"name": "data", "ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "3Gi"}}}}}})
+        ),
         Just(json!({"name": "other", "emptyDir": {}})),
         Just(json!({"name": "data", "hostPath": {"path": "/x"}})),
     ]
 }
 
 fn container(name: &'static str) -> impl Strategy<Value = Value> {
-    (image(), env(), mounts(), any::<bool>(), prop::option::of(0i64..2000)).prop_map(move |(image, env, mounts, unknown, uid)| {
-        let mut c = json!({"name": name, "image": image, "env": env, "volumeMounts": mounts});
-        if unknown {
-            c["x-unknown-field"] = json!({"kept": true});
-        }
-        if let Some(uid) = uid {
-            c["securityContext"] = json!({"runAsUser": uid});
-        }
-        c
-    })
+    (
+        image(),
+        env(),
+        mounts(),
+        any::<bool>(),
+        prop::option::of(0i64..2000),
+    )
+        .prop_map(move |(image, env, mounts, unknown, uid)| {
+            let mut c = json!({"name": name, "image": image, "env": env, "volumeMounts": mounts});
+            if unknown {
+                c["x-unknown-field"] = json!({"kept": true});
+            }
+            if let Some(uid) = uid {
+                c["securityContext"] = json!({"runAsUser": uid});
+            }
+            c
+        })
 }
 
 fn workload() -> impl Strategy<Value = Value> {
@@ -186,7 +208,8 @@ proptest! {
 fn the_mutation_laws_hold_for_api_server_defaulted_objects() {
     let mut n = 0;
     for entry in std::fs::read_dir(common::data("admission")).unwrap() {
-        let review: Value = serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        let review: Value =
+            serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
         let object = &review["request"]["object"];
         check_laws(object).unwrap();
         n += 1;
@@ -206,7 +229,10 @@ fn an_update_that_drops_the_recorded_claim_gets_it_back() {
     assert!(!m.patch.0.is_empty());
     let mut updated = original.clone();
     json_patch::patch(&mut updated, &m.patch).unwrap();
-    assert_eq!(updated["spec"]["template"]["spec"]["volumes"], created["spec"]["template"]["spec"]["volumes"]);
+    assert_eq!(
+        updated["spec"]["template"]["spec"]["volumes"],
+        created["spec"]["template"]["spec"]["volumes"]
+    );
     assert!(m.warnings[0].starts_with("[ephemeral-data-path]"));
     // An UPDATE that keeps the claim is left alone.
     let m = mutate_update(&policy, &created, &created, &facts).unwrap();

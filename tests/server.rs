@@ -12,22 +12,82 @@ use serde_json::{Value, json};
 /// that must be the denial's or among the warnings, patch due on /mutate).
 const EXPECTED: &[(&str, bool, Option<&str>, bool)] = &[
     ("cronjob-sqlite.create", true, None, false),
-    ("mariadb-pod.create", false, Some("ephemeral-data-path"), true),
-    ("mongo-hostpath.create", true, Some("node-local-data-path"), false),
+    (
+        "mariadb-pod.create",
+        false,
+        Some("ephemeral-data-path"),
+        true,
+    ),
+    (
+        "mongo-hostpath.create",
+        true,
+        Some("node-local-data-path"),
+        false,
+    ),
     ("mysql-statefulset-good.create", true, None, false),
     ("nginx-stateless.create", true, None, false),
-    ("pg-emptydir.create", false, Some("ephemeral-data-path"), true),
-    ("pg-emptydir.dryrun-create", false, Some("ephemeral-data-path"), true),
-    ("pg-no-volume.create", false, Some("ephemeral-data-path"), true),
-    ("pg-no-volume.update-scale", true, Some("ephemeral-data-path"), false),
+    (
+        "pg-emptydir.create",
+        false,
+        Some("ephemeral-data-path"),
+        true,
+    ),
+    (
+        "pg-emptydir.dryrun-create",
+        false,
+        Some("ephemeral-data-path"),
+        true,
+    ),
+    (
+        "pg-no-volume.create",
+        false,
+        Some("ephemeral-data-path"),
+        true,
+    ),
+    (
+        "pg-no-volume.update-scale",
+        true,
+        Some("ephemeral-data-path"),
+        false,
+    ),
     ("pg-opt-out.create", true, None, false),
     ("pg-pvc-good.create", true, None, false),
-    ("pg-pvc-good.update-drop-volume", false, Some("ephemeral-data-path"), false),
-    ("pg-replicas-shared-claim.create", false, Some("shared-claim-replicas"), false),
-    ("pg-rolling-update.create", true, Some("rolling-update-claim"), true),
-    ("pg18-old-mount.create", false, Some("ephemeral-data-path"), false),
-    ("redis-emptydir.create", true, Some("ephemeral-data-path"), false),
-    ("sqlite-app.create", false, Some("ephemeral-data-path"), true),
+    (
+        "pg-pvc-good.update-drop-volume",
+        false,
+        Some("ephemeral-data-path"),
+        false,
+    ),
+    (
+        "pg-replicas-shared-claim.create",
+        false,
+        Some("shared-claim-replicas"),
+        false,
+    ),
+    (
+        "pg-rolling-update.create",
+        true,
+        Some("rolling-update-claim"),
+        true,
+    ),
+    (
+        "pg18-old-mount.create",
+        false,
+        Some("ephemeral-data-path"),
+        false,
+    ),
+    (
+        "redis-emptydir.create",
+        true,
+        Some("ephemeral-data-path"),
+        false,
+    ),
+    (
+        "sqlite-app.create",
+        false,
+        Some("ephemeral-data-path"),
+        true,
+    ),
 ];
 
 fn fixture(name: &str) -> Value {
@@ -37,7 +97,10 @@ fn fixture(name: &str) -> Value {
 fn check_envelope(review: &Value, response: &Value) {
     assert_eq!(response["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(response["kind"], "AdmissionReview");
-    assert_eq!(response.pointer("/response/uid"), review.pointer("/request/uid"));
+    assert_eq!(
+        response.pointer("/response/uid"),
+        review.pointer("/request/uid")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,32 +113,56 @@ async fn every_fixture_gets_its_decision_and_patch_over_http1_and_http2() {
             let (status, body) = post(&client, &server.url("/validate?timeout=10s"), &review).await;
             assert_eq!(status, 200, "{name}: {body}");
             check_envelope(&review, &body);
-            assert_eq!(body.pointer("/response/allowed"), Some(&json!(allowed)), "{name}: {body}");
-            let message = body.pointer("/response/status/message").and_then(Value::as_str).unwrap_or("");
+            assert_eq!(
+                body.pointer("/response/allowed"),
+                Some(&json!(allowed)),
+                "{name}: {body}"
+            );
+            let message = body
+                .pointer("/response/status/message")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let w = warnings(&body);
             if let Some(rule) = rule {
                 let tag = format!("[{rule}]");
                 if *allowed {
-                    assert!(w.iter().any(|w| w.starts_with(&tag)), "{name}: no {tag} warning in {w:?}");
+                    assert!(
+                        w.iter().any(|w| w.starts_with(&tag)),
+                        "{name}: no {tag} warning in {w:?}"
+                    );
                 } else {
-                    assert!(message.starts_with(&tag) || message.contains(&format!("\n{tag}")), "{name}: {message}");
+                    assert!(
+                        message.starts_with(&tag) || message.contains(&format!("\n{tag}")),
+                        "{name}: {message}"
+                    );
                 }
             }
             if *name == "nginx-stateless.create" {
                 assert!(w.is_empty(), "{name}: {w:?}");
             }
             for warning in &w {
-                assert!(warning.starts_with('['), "warnings start with the rule id: {warning}");
+                assert!(
+                    warning.starts_with('['),
+                    "warnings start with the rule id: {warning}"
+                );
             }
 
-            let (status, mutated) = post(&client, &server.url("/mutate?timeout=10s"), &review).await;
+            let (status, mutated) =
+                post(&client, &server.url("/mutate?timeout=10s"), &review).await;
             assert_eq!(status, 200);
             check_envelope(&review, &mutated);
-            assert_eq!(mutated.pointer("/response/allowed"), Some(&json!(true)), "{name}");
+            assert_eq!(
+                mutated.pointer("/response/allowed"),
+                Some(&json!(true)),
+                "{name}"
+            );
             let patch = patch_of(&mutated);
             assert_eq!(patch.is_some(), *patch_due, "{name}: patch {patch:?}");
             let Some(patch) = patch else { continue };
-            assert_eq!(mutated.pointer("/response/patchType"), Some(&json!("JSONPatch")));
+            assert_eq!(
+                mutated.pointer("/response/patchType"),
+                Some(&json!("JSONPatch"))
+            );
             // The patch applies to the very object sent; the result passes
             // /validate and a second /mutate changes nothing.
             let mut object = review["request"]["object"].clone();
@@ -83,9 +170,16 @@ async fn every_fixture_gets_its_decision_and_patch_over_http1_and_http2() {
             let mut again = review.clone();
             again["request"]["object"] = object;
             let (_, validated) = post(&client, &server.url("/validate"), &again).await;
-            assert_eq!(validated.pointer("/response/allowed"), Some(&json!(true)), "{name} after the patch: {validated}");
+            assert_eq!(
+                validated.pointer("/response/allowed"),
+                Some(&json!(true)),
+                "{name} after the patch: {validated}"
+            );
             let (_, second) = post(&client, &server.url("/mutate"), &again).await;
-            assert!(patch_of(&second).is_none(), "{name}: second mutation {second}");
+            assert!(
+                patch_of(&second).is_none(),
+                "{name}: second mutation {second}"
+            );
         }
     }
 }
@@ -103,9 +197,15 @@ async fn the_pg18_denial_names_the_mount_to_use_and_http2_is_negotiated() {
         .unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     let body: Value = r.json().await.unwrap();
-    let message = body.pointer("/response/status/message").and_then(Value::as_str).unwrap();
+    let message = body
+        .pointer("/response/status/message")
+        .and_then(Value::as_str)
+        .unwrap();
     assert!(message.starts_with("[ephemeral-data-path] Deployment data/analytics-db container \"postgres\" (postgres:18)"), "{message}");
-    assert!(message.contains("exactly /var/lib/postgresql "), "{message}");
+    assert!(
+        message.contains("exactly /var/lib/postgresql "),
+        "{message}"
+    );
     assert_eq!(body.pointer("/response/status/code"), Some(&json!(403)));
 }
 
@@ -113,11 +213,28 @@ async fn the_pg18_denial_names_the_mount_to_use_and_http2_is_negotiated() {
 async fn dry_run_gets_the_same_patch_as_a_real_create() {
     let server = Server::start(&[]);
     let client = server.client(false);
-    let (_, real) = post(&client, &server.url("/mutate"), &fixture("pg-emptydir.create")).await;
-    let (_, dry) = post(&client, &server.url("/mutate"), &fixture("pg-emptydir.dryrun-create")).await;
+    let (_, real) = post(
+        &client,
+        &server.url("/mutate"),
+        &fixture("pg-emptydir.create"),
+    )
+    .await;
+    let (_, dry) = post(
+        &client,
+        &server.url("/mutate"),
+        &fixture("pg-emptydir.dryrun-create"),
+    )
+    .await;
     // The same operations at the same places (the dry-run object has another name).
-    let paths = |p: json_patch::Patch| p.0.iter().map(|op| serde_json::to_value(op).unwrap()["path"].clone()).collect::<Vec<_>>();
-    assert_eq!(paths(patch_of(&real).unwrap()), paths(patch_of(&dry).unwrap()));
+    let paths = |p: json_patch::Patch| {
+        p.0.iter()
+            .map(|op| serde_json::to_value(op).unwrap()["path"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        paths(patch_of(&real).unwrap()),
+        paths(patch_of(&dry).unwrap())
+    );
     let patch = serde_json::to_string(&patch_of(&real).unwrap()).unwrap();
     assert!(patch.contains("persistentVolumeClaim"), "{patch}");
     assert!(patch.contains("Recreate"), "{patch}");
@@ -131,7 +248,13 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         let client = client.clone();
         let url = server.url("/validate");
         async move {
-            let r = client.post(url).header("content-type", ct).body(body).send().await.unwrap();
+            let r = client
+                .post(url)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
@@ -158,7 +281,11 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let (s, t) = send("application/json", serde_json::to_vec(&v1beta1).unwrap()).await;
     assert_eq!(s, 400);
     assert!(t.contains("v1beta1"), "{t}");
-    let (s, _) = send("application/json", br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec()).await;
+    let (s, _) = send(
+        "application/json",
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
+    )
+    .await;
     assert_eq!(s, 400);
     let mut no_uid = fixture("nginx-stateless.create");
     no_uid["request"].as_object_mut().unwrap().remove("uid");
@@ -177,27 +304,62 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     null_object["request"]["object"] = Value::Null;
     let (s, body) = post(&client, &server.url("/mutate"), &null_object).await;
     assert_eq!(s, 200);
-    assert_eq!(body.pointer("/response/uid"), null_object.pointer("/request/uid"));
+    assert_eq!(
+        body.pointer("/response/uid"),
+        null_object.pointer("/request/uid")
+    );
     let mut null_image = fixture("pg-no-volume.create");
-    null_image["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] = Value::Null;
+    null_image["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] =
+        Value::Null;
     let (s, body) = post(&client, &server.url("/validate"), &null_image).await;
     assert_eq!(s, 200);
     assert_eq!(body.pointer("/response/allowed"), Some(&json!(true)));
     let mut unknown_kind = fixture("nginx-stateless.create");
     unknown_kind["request"]["object"]["kind"] = json!("Widget");
     let (s, body) = post(&client, &server.url("/validate"), &unknown_kind).await;
-    assert_eq!((s, body.pointer("/response/allowed")), (200, Some(&json!(true))));
+    assert_eq!(
+        (s, body.pointer("/response/allowed")),
+        (200, Some(&json!(true)))
+    );
 
     let r = client.get(server.url("/nope")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
     // Still serving.
-    let (s, body) = post(&client, &server.url("/validate"), &fixture("pg-no-volume.create")).await;
-    assert_eq!((s, body.pointer("/response/allowed")), (200, Some(&json!(false))));
-    let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    for reason in ["bad_request", "unsupported_media_type", "payload_too_large", "not_found"] {
-        assert!(metrics.contains(&format!("pvc_guard_http_rejected_total{{reason=\"{reason}\"}}")), "{reason}: {metrics}");
+    let (s, body) = post(
+        &client,
+        &server.url("/validate"),
+        &fixture("pg-no-volume.create"),
+    )
+    .await;
+    assert_eq!(
+        (s, body.pointer("/response/allowed")),
+        (200, Some(&json!(false)))
+    );
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in [
+        "bad_request",
+        "unsupported_media_type",
+        "payload_too_large",
+        "not_found",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "pvc_guard_http_rejected_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason}: {metrics}"
+        );
     }
-    assert!(metrics.contains("pvc_guard_policy_unreadable_objects_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("pvc_guard_policy_unreadable_objects_total 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,20 +370,38 @@ async fn failure_mode_deny_rejects_objects_the_policy_cannot_read() {
     let (s, body) = post(&server.client(false), &server.url("/validate"), &null_spec).await;
     assert_eq!(s, 200);
     assert_eq!(body.pointer("/response/allowed"), Some(&json!(false)));
-    assert!(body.pointer("/response/status/message").unwrap().as_str().unwrap().contains("no pod spec"));
+    assert!(
+        body.pointer("/response/status/message")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .contains("no pod spec")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn plain_http_on_the_tls_port_gets_a_readable_400() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = Server::start(&[]);
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert!(out.contains("HTTPS"), "{out}");
-    let health = server.client(false).get(server.url("/healthz")).send().await.unwrap();
+    let health = server
+        .client(false)
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status().as_u16(), 200);
 }
 
@@ -230,10 +410,27 @@ async fn metrics_count_what_was_sent() {
     let server = Server::start(&[]);
     let client = server.client(true);
     for _ in 0..3 {
-        post(&client, &server.url("/validate"), &fixture("pg-no-volume.create")).await;
+        post(
+            &client,
+            &server.url("/validate"),
+            &fixture("pg-no-volume.create"),
+        )
+        .await;
     }
-    post(&client, &server.url("/mutate"), &fixture("pg-emptydir.create")).await;
-    let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    post(
+        &client,
+        &server.url("/mutate"),
+        &fixture("pg-emptydir.create"),
+    )
+    .await;
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics.contains(r#"pvc_guard_admission_requests_total{endpoint="validate",kind="Deployment",operation="CREATE",decision="deny"} 3"#),
         "{metrics}"
@@ -243,23 +440,58 @@ async fn metrics_count_what_was_sent() {
         "{metrics}"
     );
     assert!(metrics.contains(r#"decision="patch""#), "{metrics}");
-    assert!(metrics.contains("pvc_guard_admission_duration_seconds_count{endpoint=\"validate\"} 3"), "{metrics}");
-    let expiry_line = metrics.lines().find(|l| l.starts_with("pvc_guard_certificate_expiry_timestamp_seconds ")).unwrap();
-    let expiry: i64 = expiry_line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!(
+        metrics.contains("pvc_guard_admission_duration_seconds_count{endpoint=\"validate\"} 3"),
+        "{metrics}"
+    );
+    let expiry_line = metrics
+        .lines()
+        .find(|l| l.starts_with("pvc_guard_certificate_expiry_timestamp_seconds "))
+        .unwrap();
+    let expiry: i64 = expiry_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     assert!(expiry > now + 300 * 86_400, "{expiry_line}");
     // One log line per decision, without the object's contents.
     let log = server.log_text();
     assert!(log.contains("admission decision"), "{log}");
-    assert!(!log.contains("not-a-secret"), "the log must not carry env values");
+    assert!(
+        !log.contains("not-a-secret"),
+        "the log must not carry env values"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_and_health() {
     let server = Server::start(&[]);
     let client = server.client(false);
-    assert_eq!(client.get(server.url("/healthz")).send().await.unwrap().status().as_u16(), 200);
-    assert_eq!(client.get(server.url("/readyz")).send().await.unwrap().status().as_u16(), 200);
+    assert_eq!(
+        client
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
 }
 
 fn write_pair(dir: &std::path::Path, g: &pvc_guard::certs::Generated) {
@@ -314,12 +546,19 @@ async fn a_replaced_certificate_is_served_without_a_restart_or_a_failed_request(
         if fresh.get(server.url("/healthz")).send().await.is_ok() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the new certificate was never served: {}", server.log_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was never served: {}",
+            server.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(load.await.unwrap(), 200);
     let fresh_old = client_for(&[&first.ca_pem], false);
-    assert!(fresh_old.get(server.url("/healthz")).send().await.is_err(), "the old certificate is still served");
+    assert!(
+        fresh_old.get(server.url("/healthz")).send().await.is_err(),
+        "the old certificate is still served"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -327,22 +566,76 @@ async fn an_invalid_config_keeps_the_old_one_in_force() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, "mode: warn\n").unwrap();
-    let server = Server::start(&["--config", config.to_str().unwrap(), "--reload-interval", "100ms"]);
+    let server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--reload-interval",
+        "100ms",
+    ]);
     let client = server.client(false);
-    let (_, body) = post(&client, &server.url("/validate"), &fixture("pg-no-volume.create")).await;
-    assert_eq!(body.pointer("/response/allowed"), Some(&json!(true)), "warn mode admits");
+    let (_, body) = post(
+        &client,
+        &server.url("/validate"),
+        &fixture("pg-no-volume.create"),
+    )
+    .await;
+    assert_eq!(
+        body.pointer("/response/allowed"),
+        Some(&json!(true)),
+        "warn mode admits"
+    );
     std::fs::write(&config, "mode: [not, a, mode]\n").unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let (_, body) = post(&client, &server.url("/validate"), &fixture("pg-no-volume.create")).await;
-    assert_eq!(body.pointer("/response/allowed"), Some(&json!(true)), "the old config stays");
-    assert_eq!(client.get(server.url("/readyz")).send().await.unwrap().status().as_u16(), 200);
-    let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("pvc_guard_config_reload_errors_total 1"), "{metrics}");
-    assert!(metrics.contains("pvc_guard_config_last_reload_success 0"), "{metrics}");
+    let (_, body) = post(
+        &client,
+        &server.url("/validate"),
+        &fixture("pg-no-volume.create"),
+    )
+    .await;
+    assert_eq!(
+        body.pointer("/response/allowed"),
+        Some(&json!(true)),
+        "the old config stays"
+    );
+    assert_eq!(
+        client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("pvc_guard_config_reload_errors_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pvc_guard_config_last_reload_success 0"),
+        "{metrics}"
+    );
     std::fs::write(&config, "mode: enforce\n").unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let (_, body) = post(&client, &server.url("/validate"), &fixture("pg-no-volume.create")).await;
-    assert_eq!(body.pointer("/response/allowed"), Some(&json!(false)), "the new config is in force");
+    let (_, body) = post(
+        &client,
+        &server.url("/validate"),
+        &fixture("pg-no-volume.create"),
+    )
+    .await;
+    assert_eq!(
+        body.pointer("/response/allowed"),
+        Some(&json!(false)),
+        "the new config is in force"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -353,10 +646,12 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     let (first, rest) = body.split_at(100);
     let (first, rest) = (first.to_vec(), rest.to_vec());
     // A request whose body is still arriving when SIGTERM comes.
-    let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(first), Ok(rest)]).then(|chunk| async move {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        chunk
-    });
+    let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(first), Ok(rest)]).then(
+        |chunk| async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            chunk
+        },
+    );
     use futures_util::StreamExt;
     let url = server.url("/validate");
     let inflight = tokio::spawn(async move {
@@ -369,12 +664,23 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pid = server.pid().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let response = inflight.await.unwrap().expect("the in-flight request is answered");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let response = inflight
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
     assert_eq!(response.status().as_u16(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body.pointer("/response/allowed"), Some(&json!(false)));
-    let status = server.wait_exit(Duration::from_secs(8)).expect("exits within the drain timeout");
+    let status = server
+        .wait_exit(Duration::from_secs(8))
+        .expect("exits within the drain timeout");
     assert!(status.success(), "{status:?}");
     assert!(server.log_text().contains("shutting down"));
 }

@@ -70,16 +70,34 @@ pub enum TagVersion {
 impl CatalogEntry {
     pub fn check(&self) -> anyhow::Result<()> {
         if self.name.is_empty() || self.repositories.is_empty() || self.family.is_empty() {
-            anyhow::bail!("catalog entry {:?} needs name, repositories and family", self.name);
+            anyhow::bail!(
+                "catalog entry {:?} needs name, repositories and family",
+                self.name
+            );
         }
-        for user in self.user.iter().chain(self.versioned_paths.iter().filter_map(|v| v.user.as_ref())) {
+        for user in self
+            .user
+            .iter()
+            .chain(self.versioned_paths.iter().filter_map(|v| v.user.as_ref()))
+        {
             if parse_owner(user).is_none() {
-                anyhow::bail!("catalog entry {:?}: user {user:?} is not uid[:gid]", self.name);
+                anyhow::bail!(
+                    "catalog entry {:?}: user {user:?} is not uid[:gid]",
+                    self.name
+                );
             }
         }
-        for path in self.data_paths.iter().chain(&self.volumes).chain(&self.distinctive_paths) {
+        for path in self
+            .data_paths
+            .iter()
+            .chain(&self.volumes)
+            .chain(&self.distinctive_paths)
+        {
             if !path.starts_with('/') {
-                anyhow::bail!("catalog entry {:?}: {path:?} is not an absolute path", self.name);
+                anyhow::bail!(
+                    "catalog entry {:?}: {path:?} is not an absolute path",
+                    self.name
+                );
             }
         }
         Ok(())
@@ -117,7 +135,10 @@ impl ImageRef {
         // A colon after the last slash is the tag; one before it is a port.
         let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
         let (name, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => (&rest[..last_slash + i], Some(rest[last_slash + i + 1..].to_string())),
+            Some(i) => (
+                &rest[..last_slash + i],
+                Some(rest[last_slash + i + 1..].to_string()),
+            ),
             None => (rest, None),
         };
         let mut parts: Vec<&str> = name.split('/').filter(|p| !p.is_empty()).collect();
@@ -138,7 +159,11 @@ impl ImageRef {
             })
             .collect::<Vec<_>>()
             .join("/");
-        ImageRef { repository, tag: tag.filter(|t| !t.is_empty()), digest }
+        ImageRef {
+            repository,
+            tag: tag.filter(|t| !t.is_empty()),
+            digest,
+        }
     }
 }
 
@@ -232,7 +257,10 @@ pub fn facts_for<'c>(entry: &'c CatalogEntry, image: &ImageRef) -> ImageFacts<'c
     if entry.versioned_paths.is_empty() {
         return facts;
     }
-    let major = image.tag.as_deref().and_then(|t| tag_major(t, entry.tag_version));
+    let major = image
+        .tag
+        .as_deref()
+        .and_then(|t| tag_major(t, entry.tag_version));
     if major.is_none() && image.tag.is_none() && image.digest.is_some() {
         facts.version_assumed_from_digest = true;
     }
@@ -284,7 +312,10 @@ mod tests {
         let r = ImageRef::parse("localhost:5000/team/db:1");
         assert_eq!(r.repository, "team/db");
         assert_eq!(r.tag.as_deref(), Some("1"));
-        assert_eq!(ImageRef::parse("bitnamilegacy/redis:7").repository, "bitnami/redis");
+        assert_eq!(
+            ImageRef::parse("bitnamilegacy/redis:7").repository,
+            "bitnami/redis"
+        );
         assert_eq!(ImageRef::parse("postgres").tag, None);
     }
 
@@ -292,9 +323,15 @@ mod tests {
     fn longest_whole_component_suffix_wins() {
         let c = Catalog::built_in();
         let name = |img: &str| c.lookup(&ImageRef::parse(img)).map(|e| e.name.clone());
-        assert_eq!(name("mcr.microsoft.com/oss/bitnami/redis:7").as_deref(), Some("bitnami/redis"));
+        assert_eq!(
+            name("mcr.microsoft.com/oss/bitnami/redis:7").as_deref(),
+            Some("bitnami/redis")
+        );
         assert_eq!(name("registry.k8s.io/redis:e2e").as_deref(), Some("redis"));
-        assert_eq!(name("bitnamisecure/postgresql:17").as_deref(), Some("bitnami/postgresql"));
+        assert_eq!(
+            name("bitnamisecure/postgresql:17").as_deref(),
+            Some("bitnami/postgresql")
+        );
         assert_eq!(name("example/redis-exporter:1"), None);
         assert_eq!(name("myredis:1"), None);
     }
@@ -305,15 +342,25 @@ mod tests {
         let facts = |img: &str| {
             let r = ImageRef::parse(img);
             let f = facts_for(c.lookup(&r).unwrap(), &r);
-            (f.data_paths[0].clone(), f.mount_path.clone().unwrap(), f.version_assumed_from_digest)
+            (
+                f.data_paths[0].clone(),
+                f.mount_path.clone().unwrap(),
+                f.version_assumed_from_digest,
+            )
         };
         assert_eq!(facts("postgres:17.2").1, "/var/lib/postgresql/data");
         assert_eq!(facts("postgres:18").0, "/var/lib/postgresql/18/docker");
         assert_eq!(facts("postgres:latest").1, "/var/lib/postgresql");
         assert_eq!(facts("postgres").1, "/var/lib/postgresql");
         assert!(facts("postgres@sha256:0123").2);
-        assert_eq!(facts("pgvector/pgvector:0.8.0-pg16").1, "/var/lib/postgresql/data");
-        assert_eq!(facts("timescale/timescaledb:2.17.2-pg18").0, "/var/lib/postgresql/18/docker");
+        assert_eq!(
+            facts("pgvector/pgvector:0.8.0-pg16").1,
+            "/var/lib/postgresql/data"
+        );
+        assert_eq!(
+            facts("timescale/timescaledb:2.17.2-pg18").0,
+            "/var/lib/postgresql/18/docker"
+        );
         assert_eq!(facts("influxdb:1.11").0, "/var/lib/influxdb");
         assert_eq!(facts("influxdb:3-core").0, "/home/influxdb3/.influxdb3");
     }

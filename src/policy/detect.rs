@@ -111,19 +111,43 @@ enum Flag {
 
 /// Server programs and their data-directory flags, scoped to the program.
 const SERVER_FLAGS: &[(&str, &str, &[Flag])] = &[
-    ("postgres", "postgres", &[Flag::Value("-D"), Flag::Setting("-c", "data_directory")]),
-    ("pg_ctl", "postgres", &[Flag::Value("-D"), Flag::Value("--pgdata")]),
+    (
+        "postgres",
+        "postgres",
+        &[Flag::Value("-D"), Flag::Setting("-c", "data_directory")],
+    ),
+    (
+        "pg_ctl",
+        "postgres",
+        &[Flag::Value("-D"), Flag::Value("--pgdata")],
+    ),
     ("mysqld", "mysql", &[Flag::Value("--datadir")]),
     ("mariadbd", "mysql", &[Flag::Value("--datadir")]),
     ("mongod", "mongo", &[Flag::Value("--dbpath")]),
     ("redis-server", "redis", &[Flag::Value("--dir")]),
     ("valkey-server", "redis", &[Flag::Value("--dir")]),
     ("etcd", "etcd", &[Flag::Value("--data-dir")]),
-    ("cockroach", "cockroach", &[Flag::Value("--store"), Flag::Value("-s")]),
-    ("rethinkdb", "rethinkdb", &[Flag::Value("-d"), Flag::Value("--directory")]),
+    (
+        "cockroach",
+        "cockroach",
+        &[Flag::Value("--store"), Flag::Value("-s")],
+    ),
+    (
+        "rethinkdb",
+        "rethinkdb",
+        &[Flag::Value("-d"), Flag::Value("--directory")],
+    ),
     ("meilisearch", "meilisearch", &[Flag::Value("--db-path")]),
-    ("prometheus", "prometheus", &[Flag::Value("--storage.tsdb.path")]),
-    ("elasticsearch", "elasticsearch", &[Flag::Prefixed("-Epath.data=")]),
+    (
+        "prometheus",
+        "prometheus",
+        &[Flag::Value("--storage.tsdb.path")],
+    ),
+    (
+        "elasticsearch",
+        "elasticsearch",
+        &[Flag::Prefixed("-Epath.data=")],
+    ),
     ("minio", "minio", &[Flag::Positional("server")]),
 ];
 
@@ -229,12 +253,18 @@ pub fn command_words(container: &Container<'_>) -> Vec<Word> {
     for (text, _) in raw {
         if text == ";" {
             program_next = true;
-            words.push(Word { text, program: false });
+            words.push(Word {
+                text,
+                program: false,
+            });
             continue;
         }
         if skip_user {
             skip_user = false;
-            words.push(Word { text, program: false });
+            words.push(Word {
+                text,
+                program: false,
+            });
             continue;
         }
         let program = program_next;
@@ -277,20 +307,31 @@ fn flag_paths(words: &[Word], implicit_program: Option<&str>) -> Vec<(String, &'
             continue;
         }
         if word.program {
-            current = SERVER_FLAGS.iter().find(|(name, _, _)| *name == basename(&word.text));
+            current = SERVER_FLAGS
+                .iter()
+                .find(|(name, _, _)| *name == basename(&word.text));
             continue;
         }
-        let Some((_, family, flags)) = current else { continue };
+        let Some((_, family, flags)) = current else {
+            continue;
+        };
         let next = words.get(i + 1).map(|w| w.text.as_str());
         for flag in flags.iter() {
             let value = match *flag {
                 Flag::Value(name) => {
                     if word.text == name {
                         next.map(str::to_string)
-                    } else if let Some(v) = word.text.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+                    } else if let Some(v) = word
+                        .text
+                        .strip_prefix(name)
+                        .and_then(|r| r.strip_prefix('='))
+                    {
                         Some(v.to_string())
                     } else if name.len() == 2 && !name.starts_with("--") && word.text.len() > 2 {
-                        word.text.strip_prefix(name).filter(|v| v.starts_with('/')).map(str::to_string)
+                        word.text
+                            .strip_prefix(name)
+                            .filter(|v| v.starts_with('/'))
+                            .map(str::to_string)
                     } else {
                         None
                     }
@@ -301,15 +342,23 @@ fn flag_paths(words: &[Word], implicit_program: Option<&str>) -> Vec<(String, &'
                     .and_then(|n| n.strip_prefix(key)?.strip_prefix('=').map(str::to_string)),
                 Flag::Prefixed(prefix) => word.text.strip_prefix(prefix).map(str::to_string),
                 Flag::Positional(sub) => {
-                    let after_sub = words[..i].iter().rev().take_while(|w| !w.program && w.text != ";").any(|w| w.text == sub);
-                    (after_sub && word.text.starts_with('/') && !word.text.contains('{')).then(|| word.text.clone())
+                    let after_sub = words[..i]
+                        .iter()
+                        .rev()
+                        .take_while(|w| !w.program && w.text != ";")
+                        .any(|w| w.text == sub);
+                    (after_sub && word.text.starts_with('/') && !word.text.contains('{'))
+                        .then(|| word.text.clone())
                 }
             };
             if let Some(value) = value {
                 // `--store=path=/x,attrs=ssd` and `--store=/x`; in-memory stores are not paths.
                 let value = value
                     .split(',')
-                    .find_map(|part| part.strip_prefix("path=").or(Some(part).filter(|p| !p.contains('='))))
+                    .find_map(|part| {
+                        part.strip_prefix("path=")
+                            .or(Some(part).filter(|p| !p.contains('=')))
+                    })
                     .unwrap_or("")
                     .trim_matches(|c| c == '"' || c == '\'')
                     .to_string();
@@ -346,7 +395,9 @@ pub fn sqlite_paths(text: &str) -> Vec<(String, bool)> {
                 continue;
             }
             out.push((normalize_path(path), true));
-        } else if prefixed && !path.is_empty() && !path.starts_with('.') || prefixed && path.starts_with("./") {
+        } else if prefixed && !path.is_empty() && !path.starts_with('.')
+            || prefixed && path.starts_with("./")
+        {
             out.push((path.trim_start_matches("./").to_string(), false));
         }
     }
@@ -377,7 +428,10 @@ fn explicit_cache(words: &[Word]) -> bool {
 }
 
 /// Paths the `pvc-guard.io/data-paths` annotation gives each container.
-fn annotated_paths<'a>(workload: &Workload<'a>, containers: &[Container<'a>]) -> Vec<(usize, String)> {
+fn annotated_paths<'a>(
+    workload: &Workload<'a>,
+    containers: &[Container<'a>],
+) -> Vec<(usize, String)> {
     let Some(value) = workload.annotation(DATA_PATHS_ANNOTATION) else {
         return Vec::new();
     };
@@ -388,7 +442,11 @@ fn annotated_paths<'a>(workload: &Workload<'a>, containers: &[Container<'a>]) ->
         .filter(|(_, c)| c.list == ContainerList::Containers)
         .map(|(i, _)| i)
         .collect();
-    for item in value.split([';', ',', '\n']).map(str::trim).filter(|s| !s.is_empty()) {
+    for item in value
+        .split([';', ',', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         match item.split_once('=') {
             Some((name, path)) => {
                 if let Some(i) = containers.iter().position(|c| c.name == name.trim()) {
@@ -442,7 +500,10 @@ pub fn start_user(workload: &Workload<'_>, db: &DbContainer<'_, '_>) -> Option<(
     if let Some(uid) = uid {
         return Some((uid, gid.unwrap_or(if uid == 0 { 0 } else { uid })));
     }
-    if let Some(owner) = workload.annotation(DATA_OWNER_ANNOTATION).and_then(parse_owner) {
+    if let Some(owner) = workload
+        .annotation(DATA_OWNER_ANNOTATION)
+        .and_then(parse_owner)
+    {
         return Some(owner);
     }
     db.facts.as_ref().and_then(|f| f.user)
@@ -458,7 +519,11 @@ pub fn detect<'a, 'c>(
     let annotated = annotated_paths(workload, &containers);
     let mut out = Vec::new();
     for (ci, container) in containers.iter().enumerate() {
-        let mine: Vec<&String> = annotated.iter().filter(|(i, _)| *i == ci).map(|(_, p)| p).collect();
+        let mine: Vec<&String> = annotated
+            .iter()
+            .filter(|(i, _)| *i == ci)
+            .map(|(_, p)| p)
+            .collect();
         let ordinary_init = container.list == ContainerList::InitContainers && !container.sidecar;
         if ordinary_init && mine.is_empty() {
             continue;
@@ -466,7 +531,9 @@ pub fn detect<'a, 'c>(
         let image = container.image().unwrap_or("");
         let image_ref = ImageRef::parse(image);
         let words = command_words(container);
-        let entry = (!image.is_empty()).then(|| catalog.lookup(&image_ref)).flatten();
+        let entry = (!image.is_empty())
+            .then(|| catalog.lookup(&image_ref))
+            .flatten();
 
         // Does a catalog image run its server, or a client?
         let runs_server = entry.is_some_and(|e| {
@@ -490,19 +557,32 @@ pub fn detect<'a, 'c>(
 
         // Server-only variables name the family of an image built on it.
         let mut from_env = false;
-        if entry.is_none() {
-            if let Some((_, family)) = SERVER_ENV.iter().find(|(var, _)| has_env(container, var)) {
-                if let Some(e) = catalog.by_name(family).or_else(|| catalog.by_family(family)) {
-                    facts = Some(facts_for(e, &ImageRef { repository: e.name.clone(), tag: None, digest: None }));
-                    from_env = true;
-                }
-            }
+        if entry.is_none()
+            && let Some((_, family)) = SERVER_ENV.iter().find(|(var, _)| has_env(container, var))
+            && let Some(e) = catalog
+                .by_name(family)
+                .or_else(|| catalog.by_family(family))
+        {
+            facts = Some(facts_for(
+                e,
+                &ImageRef {
+                    repository: e.name.clone(),
+                    tag: None,
+                    digest: None,
+                },
+            ));
+            from_env = true;
         }
 
-        let implicit_program = match (&facts, container.has_command(), container.strings("args").first()) {
-            (Some(f), false, None) | (Some(f), false, Some(_)) if from_catalog => {
-                SERVER_FLAGS.iter().find(|(_, fam, _)| *fam == f.entry.family).map(|(p, _, _)| *p)
-            }
+        let implicit_program = match (
+            &facts,
+            container.has_command(),
+            container.strings("args").first(),
+        ) {
+            (Some(f), false, None) | (Some(f), false, Some(_)) if from_catalog => SERVER_FLAGS
+                .iter()
+                .find(|(_, fam, _)| *fam == f.entry.family)
+                .map(|(p, _, _)| *p),
             _ => None,
         };
         let flagged = flag_paths(&words, implicit_program);
@@ -521,10 +601,10 @@ pub fn detect<'a, 'c>(
         } else {
             for (path, family) in &flagged {
                 push(&mut paths, path.clone(), Source::Flag, false);
-                if facts.is_none() {
-                    if let Some(e) = catalog.by_family(family) {
-                        facts = Some(facts_for(e, &image_ref));
-                    }
+                if facts.is_none()
+                    && let Some(e) = catalog.by_family(family)
+                {
+                    facts = Some(facts_for(e, &image_ref));
                 }
             }
         }
@@ -543,7 +623,9 @@ pub fn detect<'a, 'c>(
                         push(&mut paths, v, Source::Pgdata, false);
                     }
                     if facts.is_none() {
-                        facts = catalog.by_family("postgres").map(|e| facts_for(e, &image_ref));
+                        facts = catalog
+                            .by_family("postgres")
+                            .map(|e| facts_for(e, &image_ref));
                     }
                 }
             }
@@ -557,14 +639,22 @@ pub fn detect<'a, 'c>(
             .env()
             .iter()
             .filter_map(|e| e.get("value").and_then(Value::as_str));
-        let cmd_texts = container.strings("command").into_iter().chain(container.strings("args"));
+        let cmd_texts = container
+            .strings("command")
+            .into_iter()
+            .chain(container.strings("args"));
         if paths.iter().all(|p| p.source != Source::Annotation) {
             for text in env_texts.chain(cmd_texts) {
                 for (path, absolute) in sqlite_paths(text) {
                     if absolute {
                         push(&mut paths, path, Source::Sqlite, true);
                     } else if let Some(wd) = container.working_dir() {
-                        push(&mut paths, normalize_path(&format!("{wd}/{path}")), Source::Sqlite, true);
+                        push(
+                            &mut paths,
+                            normalize_path(&format!("{wd}/{path}")),
+                            Source::Sqlite,
+                            true,
+                        );
                     } else if !unresolved.iter().any(|u: &Unresolved| u.path == path) {
                         unresolved.push(Unresolved {
                             why: format!(
@@ -582,10 +672,21 @@ pub fn detect<'a, 'c>(
         let mut explicit_cache_form = false;
         if let Some(f) = &facts {
             if from_catalog || from_env {
-                let moved = paths.iter().any(|p| matches!(p.source, Source::Flag | Source::Pgdata | Source::Annotation));
+                let moved = paths.iter().any(|p| {
+                    matches!(p.source, Source::Flag | Source::Pgdata | Source::Annotation)
+                });
                 if !moved {
                     for p in &f.data_paths {
-                        push(&mut paths, p.clone(), if from_env { Source::ServerEnv } else { Source::Catalog }, false);
+                        push(
+                            &mut paths,
+                            p.clone(),
+                            if from_env {
+                                Source::ServerEnv
+                            } else {
+                                Source::Catalog
+                            },
+                            false,
+                        );
                     }
                 }
                 if f.version_assumed_from_digest && f.entry.family == "postgres" {
@@ -599,7 +700,9 @@ pub fn detect<'a, 'c>(
                 }
             }
             let annotated_here = paths.iter().any(|p| p.source == Source::Annotation);
-            cache_like = f.entry.cache_like && !durable_images.iter().any(|d| d == &f.entry.name) && !annotated_here;
+            cache_like = f.entry.cache_like
+                && !durable_images.iter().any(|d| d == &f.entry.name)
+                && !annotated_here;
             if f.entry.family == "redis" && explicit_cache(&words) && !annotated_here {
                 explicit_cache_form = true;
             }
@@ -609,26 +712,37 @@ pub fn detect<'a, 'c>(
         }
 
         // A family known only from variables clients set too.
-        if paths.is_empty() && entry.is_none() && !container.has_command() {
-            if let Some((var, family)) = CLIENT_ENV.iter().find(|(var, _)| has_env(container, var)) {
-                unresolved.push(Unresolved {
+        if paths.is_empty()
+            && entry.is_none()
+            && !container.has_command()
+            && let Some((var, family)) = CLIENT_ENV.iter().find(|(var, _)| has_env(container, var))
+        {
+            unresolved.push(Unresolved {
                     path: String::new(),
                     why: format!(
                         "{var} suggests a {family} server built on the official image, but clients set it too; if this container runs {family}, annotate the workload with {DATA_PATHS_ANNOTATION}"
                     ),
                 });
-            }
         }
 
         // A mount at a path only one database uses, whatever the image.
         if paths.is_empty() && !explicit_cache_form {
             for m in container.mounts() {
-                let Some(mp) = m.get("mountPath").and_then(Value::as_str) else { continue };
+                let Some(mp) = m.get("mountPath").and_then(Value::as_str) else {
+                    continue;
+                };
                 let mp = normalize_path(mp);
                 if let Some(e) = catalog.by_distinctive_path(&mp) {
                     push(&mut paths, mp, Source::DistinctiveMount, false);
                     if facts.is_none() {
-                        let mut f = facts_for(e, &ImageRef { repository: e.name.clone(), tag: None, digest: None });
+                        let mut f = facts_for(
+                            e,
+                            &ImageRef {
+                                repository: e.name.clone(),
+                                tag: None,
+                                digest: None,
+                            },
+                        );
                         // The image is not the catalog's: its VOLUMEs are unknown.
                         f.volumes.clear();
                         f.user = None;
@@ -675,12 +789,27 @@ mod tests {
     #[test]
     fn sqlite_locations_and_not_host_names() {
         let p = |s: &str| sqlite_paths(s);
-        assert_eq!(p("sqlite:////state/export-state.db"), vec![("/state/export-state.db".into(), true)]);
+        assert_eq!(
+            p("sqlite:////state/export-state.db"),
+            vec![("/state/export-state.db".into(), true)]
+        );
         assert_eq!(p("sqlite:///mlflow.db"), vec![("mlflow.db".into(), false)]);
-        assert_eq!(p("jdbc:sqlite:/data/x.sqlite"), vec![("/data/x.sqlite".into(), true)]);
-        assert_eq!(p("Data Source=/srv/app.db;Cache=Shared"), vec![("/srv/app.db".into(), true)]);
-        assert_eq!(p("file:/tmp/x.db?mode=rwc"), vec![("/tmp/x.db".into(), true)]);
-        assert_eq!(p("/var/lib/ledger/ledger.sqlite3"), vec![("/var/lib/ledger/ledger.sqlite3".into(), true)]);
+        assert_eq!(
+            p("jdbc:sqlite:/data/x.sqlite"),
+            vec![("/data/x.sqlite".into(), true)]
+        );
+        assert_eq!(
+            p("Data Source=/srv/app.db;Cache=Shared"),
+            vec![("/srv/app.db".into(), true)]
+        );
+        assert_eq!(
+            p("file:/tmp/x.db?mode=rwc"),
+            vec![("/tmp/x.db".into(), true)]
+        );
+        assert_eq!(
+            p("/var/lib/ledger/ledger.sqlite3"),
+            vec![("/var/lib/ledger/ledger.sqlite3".into(), true)]
+        );
         assert!(p("postgres.db").is_empty());
         assert!(p("http://example.com/files/x.db").is_empty());
         assert!(p("/data/x.dbx").is_empty());
@@ -688,22 +817,51 @@ mod tests {
 
     fn words_of(command: &[&str], args: &[&str]) -> Vec<Word> {
         let value = serde_json::json!({"name": "c", "command": command, "args": args});
-        let c = Container { list: ContainerList::Containers, index: 0, name: "c", value: &value, sidecar: false };
+        let c = Container {
+            list: ContainerList::Containers,
+            index: 0,
+            name: "c",
+            value: &value,
+            sidecar: false,
+        };
         command_words(&c)
     }
 
     #[test]
     fn flags_are_scoped_to_their_program() {
-        let w = words_of(&["sh", "-c", "mkdir -p /x && exec postgres -D /srv/pg -c shared_buffers=1GB"], &[]);
+        let w = words_of(
+            &[
+                "sh",
+                "-c",
+                "mkdir -p /x && exec postgres -D /srv/pg -c shared_buffers=1GB",
+            ],
+            &[],
+        );
         assert_eq!(flag_paths(&w, None), vec![("/srv/pg".into(), "postgres")]);
         // `-d` of another program is not rethinkdb's data directory.
         let w = words_of(&["myapp", "-d", "/srv/x"], &[]);
         assert!(flag_paths(&w, None).is_empty());
-        let w = words_of(&["/bin/bash", "-ecx", "exec /cockroach/cockroach start --store=path=/cockroach/cockroach-data,attrs=ssd"], &[]);
-        assert_eq!(flag_paths(&w, None), vec![("/cockroach/cockroach-data".into(), "cockroach")]);
+        let w = words_of(
+            &[
+                "/bin/bash",
+                "-ecx",
+                "exec /cockroach/cockroach start --store=path=/cockroach/cockroach-data,attrs=ssd",
+            ],
+            &[],
+        );
+        assert_eq!(
+            flag_paths(&w, None),
+            vec![("/cockroach/cockroach-data".into(), "cockroach")]
+        );
         let w = words_of(&[], &["--dbpath", "/data/mine"]);
-        assert_eq!(flag_paths(&w, Some("mongod")), vec![("/data/mine".into(), "mongo")]);
-        let w = words_of(&["minio"], &["server", "/export", "--console-address", ":9001"]);
+        assert_eq!(
+            flag_paths(&w, Some("mongod")),
+            vec![("/data/mine".into(), "mongo")]
+        );
+        let w = words_of(
+            &["minio"],
+            &["server", "/export", "--console-address", ":9001"],
+        );
         assert_eq!(flag_paths(&w, None), vec![("/export".into(), "minio")]);
         let w = words_of(&["elasticsearch", "-Epath.data=/es"], &[]);
         assert_eq!(flag_paths(&w, None), vec![("/es".into(), "elasticsearch")]);
@@ -711,8 +869,17 @@ mod tests {
 
     #[test]
     fn redis_cache_form_needs_both_flags() {
-        assert!(explicit_cache(&words_of(&["redis-server", "--save", "", "--appendonly", "no"], &[])));
-        assert!(explicit_cache(&words_of(&["sh", "-c", "redis-server --save '' --appendonly no"], &[])));
-        assert!(!explicit_cache(&words_of(&["redis-server", "--appendonly", "no"], &[])));
+        assert!(explicit_cache(&words_of(
+            &["redis-server", "--save", "", "--appendonly", "no"],
+            &[]
+        )));
+        assert!(explicit_cache(&words_of(
+            &["sh", "-c", "redis-server --save '' --appendonly no"],
+            &[]
+        )));
+        assert!(!explicit_cache(&words_of(
+            &["redis-server", "--appendonly", "no"],
+            &[]
+        )));
     }
 }

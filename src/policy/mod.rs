@@ -120,7 +120,11 @@ impl Policy {
         let dbs = detect::detect(&workload, &self.catalog, &self.config.durable_images);
         let mut sites = Vec::new();
         for (i, db) in dbs.iter().enumerate() {
-            let volumes = db.facts.as_ref().map(|f| f.volumes.as_slice()).unwrap_or_default();
+            let volumes = db
+                .facts
+                .as_ref()
+                .map(|f| f.volumes.as_slice())
+                .unwrap_or_default();
             for path in &db.paths {
                 let placement = storage::place(
                     &workload,
@@ -130,10 +134,20 @@ impl Policy {
                     volumes,
                     &self.config.csi_drivers,
                 );
-                sites.push(Site { db: i, path: path.clone(), placement });
+                sites.push(Site {
+                    db: i,
+                    path: path.clone(),
+                    placement,
+                });
             }
         }
-        let mut assessment = Assessment { workload, dbs, sites, findings: Vec::new(), opted_out: None };
+        let mut assessment = Assessment {
+            workload,
+            dbs,
+            sites,
+            findings: Vec::new(),
+            opted_out: None,
+        };
         self.apply_rules(&mut assessment, facts);
         Ok(Some(assessment))
     }
@@ -143,7 +157,12 @@ impl Policy {
         let mut findings = Vec::new();
         for (si, site) in a.sites.iter().enumerate() {
             let db = &a.dbs[site.db];
-            let ctx = Ctx { who: &who, db, site, index: si };
+            let ctx = Ctx {
+                who: &who,
+                db,
+                site,
+                index: si,
+            };
             let p = &site.placement;
             match p.class {
                 StorageClass::WritableLayer | StorageClass::ImageVolume | StorageClass::Ephemeral => {
@@ -189,29 +208,36 @@ impl Policy {
                 Backing::Claim(c) if p.class == StorageClass::Persistent => Some(c.as_str()),
                 _ => None,
             };
-            if let Some(claim) = claim.filter(|_| site.path.source.is_database()) {
-                if let Some(f) = shared_claim_replicas(&ctx, &a.workload, claim) {
-                    findings.push(f);
-                }
+            if let Some(claim) = claim.filter(|_| site.path.source.is_database())
+                && let Some(f) = shared_claim_replicas(&ctx, &a.workload, claim)
+            {
+                findings.push(f);
             }
-            if let Some(claim) = claim {
-                if a.workload.kind == Kind::Deployment && !facts.claim_read_write_many(claim) {
-                    let strategy = a.workload.object.pointer("/spec/strategy/type").and_then(Value::as_str);
-                    if strategy.is_none_or(|s| s == "RollingUpdate") {
-                        findings.push(ctx.finding(
+            if let Some(claim) = claim
+                && a.workload.kind == Kind::Deployment
+                && !facts.claim_read_write_many(claim)
+            {
+                let strategy = a
+                    .workload
+                    .object
+                    .pointer("/spec/strategy/type")
+                    .and_then(Value::as_str);
+                if strategy.is_none_or(|s| s == "RollingUpdate") {
+                    findings.push(ctx.finding(
                             Rule::RollingUpdateClaim,
                             Severity::Warn,
                             format!("on claim {claim:?} with the RollingUpdate strategy: during a rollout the new pod hangs on Multi-Attach, or two database processes share one data directory"),
                             "Set spec.strategy.type: Recreate".into(),
                         ));
-                    }
                 }
             }
             let claim_like = matches!(p.backing, Backing::Claim(_) | Backing::ClaimTemplate(_));
             if db.is_postgres()
                 && claim_like
                 && db.pgdata.as_deref() == Some(site.path.path.as_str())
-                && p.mount.as_ref().is_some_and(|m| m.mount_path == site.path.path && m.sub_path.is_none())
+                && p.mount
+                    .as_ref()
+                    .is_some_and(|m| m.mount_path == site.path.path && m.sub_path.is_none())
             {
                 findings.push(ctx.finding(
                     Rule::PgdataMountRoot,
@@ -223,18 +249,33 @@ impl Policy {
         }
         for db in &a.dbs {
             for u in &db.unresolved {
-                let short = format!("[{}] container {:?}: {}", Rule::UnresolvedDataPath, db.container.name, u.why);
+                let short = format!(
+                    "[{}] container {:?}: {}",
+                    Rule::UnresolvedDataPath,
+                    db.container.name,
+                    u.why
+                );
                 findings.push(Finding {
                     rule: Rule::UnresolvedDataPath,
                     severity: Severity::Warn,
                     container: db.container.name.to_string(),
                     path: u.path.clone(),
-                    message: format!("[{}] {who} container {:?} ({}): {}.", Rule::UnresolvedDataPath, db.container.name, db.image, u.why),
+                    message: format!(
+                        "[{}] {who} container {:?} ({}): {}.",
+                        Rule::UnresolvedDataPath,
+                        db.container.name,
+                        db.image,
+                        u.why
+                    ),
                     short,
                     site: None,
                 });
             }
-            let is_server = db.family().is_some() && db.paths.iter().any(|p| p.source.is_database() && p.source != Source::Sqlite);
+            let is_server = db.family().is_some()
+                && db
+                    .paths
+                    .iter()
+                    .any(|p| p.source.is_database() && p.source != Source::Sqlite);
             if a.workload.kind == Kind::Deployment && is_server && !db.cache_like {
                 let family = db.family().unwrap_or("");
                 findings.push(Finding {
@@ -255,13 +296,22 @@ impl Policy {
             }
         }
         self.apply_opt_out(a, &mut findings);
-        findings.sort_by(|x, y| (y.severity, x.rule, &x.container, &x.path).cmp(&(x.severity, y.rule, &y.container, &y.path)));
+        findings.sort_by(|x, y| {
+            (y.severity, x.rule, &x.container, &x.path).cmp(&(
+                x.severity,
+                y.rule,
+                &y.container,
+                &y.path,
+            ))
+        });
         findings.dedup_by(|x, y| x.key() == y.key());
         a.findings = findings;
     }
 
     fn apply_opt_out(&self, a: &mut Assessment<'_, '_>, findings: &mut Vec<Finding>) {
-        let Some(reason) = a.workload.annotation(ALLOW_EPHEMERAL_ANNOTATION) else { return };
+        let Some(reason) = a.workload.annotation(ALLOW_EPHEMERAL_ANNOTATION) else {
+            return;
+        };
         let who = a.workload.display();
         let refuse = |why: String| Finding {
             rule: Rule::InvalidOptOut,
@@ -306,10 +356,10 @@ impl Ctx<'_, '_, '_> {
         if let Some(v) = &self.site.placement.image_volume {
             return v.clone();
         }
-        if let Some(mp) = self.db.facts.as_ref().and_then(|f| f.mount_path.as_ref()) {
-            if workload::path_contains(mp, &path.path) {
-                return mp.clone();
-            }
+        if let Some(mp) = self.db.facts.as_ref().and_then(|f| f.mount_path.as_ref())
+            && workload::path_contains(mp, &path.path)
+        {
+            return mp.clone();
         }
         if path.file {
             return parent_dir(&path.path);
@@ -325,8 +375,15 @@ impl Ctx<'_, '_, '_> {
             severity,
             container: c.to_string(),
             path: path.clone(),
-            message: format!("[{rule}] {} container {c:?} ({}) keeps {path} {what}. {fix}.", self.who, self.db.image),
-            short: format!("[{rule}] container {c:?} keeps {path} {}; {}", first_clause(&what), lower_first(&fix)),
+            message: format!(
+                "[{rule}] {} container {c:?} ({}) keeps {path} {what}. {fix}.",
+                self.who, self.db.image
+            ),
+            short: format!(
+                "[{rule}] container {c:?} keeps {path} {}; {}",
+                first_clause(&what),
+                lower_first(&fix)
+            ),
             site: Some(self.index),
         }
     }
@@ -353,7 +410,9 @@ pub fn parent_dir(path: &str) -> String {
 
 /// Directories images populate: a claim mounted there would hide the image's files.
 pub fn image_populated_dir(dir: &str, working_dir: Option<&str>) -> bool {
-    const POPULATED: &[&str] = &["/", "/app", "/usr", "/bin", "/etc", "/opt", "/srv", "/home", "/root", "/var", "/var/lib"];
+    const POPULATED: &[&str] = &[
+        "/", "/app", "/usr", "/bin", "/etc", "/opt", "/srv", "/home", "/root", "/var", "/var/lib",
+    ];
     POPULATED.contains(&dir) || working_dir.is_some_and(|w| workload::normalize_path(w) == dir)
 }
 
@@ -362,13 +421,22 @@ fn ephemeral_data_path(ctx: &Ctx<'_, '_, '_>) -> Finding {
     let p = &ctx.site.placement;
     let path = &ctx.site.path;
     let lost = match p.class {
-        StorageClass::WritableLayer => format!("on {}: the data is lost whenever the pod restarts", p.describe),
-        StorageClass::ImageVolume => format!("in {}: the data is lost whenever the container is recreated", p.describe),
+        StorageClass::WritableLayer => format!(
+            "on {}: the data is lost whenever the pod restarts",
+            p.describe
+        ),
+        StorageClass::ImageVolume => format!(
+            "in {}: the data is lost whenever the container is recreated",
+            p.describe
+        ),
         _ if p.per_pod_sub_path => format!(
             "on {} with a subPathExpr naming the pod: every new pod starts with an empty directory",
             p.describe
         ),
-        _ => format!("on {}: the data is lost whenever the pod is deleted, evicted or rescheduled", p.describe),
+        _ => format!(
+            "on {}: the data is lost whenever the pod is deleted, evicted or rescheduled",
+            p.describe
+        ),
     };
     let target = ctx.mount_target();
     let mut fix = if path.file && image_populated_dir(&target, ctx.db.container.working_dir()) {
@@ -388,7 +456,11 @@ fn ephemeral_data_path(ctx: &Ctx<'_, '_, '_>) -> Finding {
     if ctx.db.pgdata_hidden {
         fix.push_str("; PGDATA comes from envFrom or valueFrom, so pvc-guard cannot fix it: set PGDATA in env");
     }
-    let severity = if ctx.db.cache_like { Severity::Warn } else { Severity::Deny };
+    let severity = if ctx.db.cache_like {
+        Severity::Warn
+    } else {
+        Severity::Deny
+    };
     let mut f = ctx.finding(Rule::EphemeralDataPath, severity, lost, fix);
     f.message.push_str(&format!(
         " Or annotate the workload with {ALLOW_EPHEMERAL_ANNOTATION}: \"<reason>\"."
@@ -396,7 +468,11 @@ fn ephemeral_data_path(ctx: &Ctx<'_, '_, '_>) -> Finding {
     if ctx.db.cache_like {
         f.message.push_str(&format!(
             " A warning only: {} is a cache by default; annotate {} if it holds data you need.",
-            ctx.db.facts.as_ref().map(|f| f.entry.name.as_str()).unwrap_or("this image"),
+            ctx.db
+                .facts
+                .as_ref()
+                .map(|f| f.entry.name.as_str())
+                .unwrap_or("this image"),
             detect::DATA_PATHS_ANNOTATION
         ));
     }
@@ -407,25 +483,39 @@ fn ephemeral_data_path(ctx: &Ctx<'_, '_, '_>) -> Finding {
 fn shared_claim_replicas(ctx: &Ctx<'_, '_, '_>, w: &Workload<'_>, claim: &str) -> Option<Finding> {
     let replicas = w.replicas();
     let (severity, how) = match w.kind {
-        Kind::Deployment | Kind::ReplicaSet | Kind::ReplicationController | Kind::StatefulSet if replicas > 1 => {
+        Kind::Deployment | Kind::ReplicaSet | Kind::ReplicationController | Kind::StatefulSet
+            if replicas > 1 =>
+        {
             (Severity::Deny, format!("{replicas} replicas"))
         }
         Kind::DaemonSet => (Severity::Deny, "a pod on every node".to_string()),
         Kind::Job if replicas > 1 => (Severity::Deny, format!("parallelism {replicas}")),
         Kind::CronJob if replicas > 1 => (Severity::Deny, format!("parallelism {replicas}")),
         Kind::CronJob => {
-            let policy = w.object.pointer("/spec/concurrencyPolicy").and_then(Value::as_str).unwrap_or("Allow");
+            let policy = w
+                .object
+                .pointer("/spec/concurrencyPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("Allow");
             if policy != "Allow" {
                 return None;
             }
-            (Severity::Warn, "concurrencyPolicy Allow (runs may overlap)".to_string())
+            (
+                Severity::Warn,
+                "concurrencyPolicy Allow (runs may overlap)".to_string(),
+            )
         }
         _ => return None,
     };
     let fix = match w.kind {
-        Kind::CronJob if severity == Severity::Warn => "Set spec.concurrencyPolicy: Forbid".to_string(),
-        Kind::StatefulSet => format!("Move claim {claim:?} into volumeClaimTemplates so each replica gets its own"),
-        _ => "Run one replica, or a StatefulSet with volumeClaimTemplates (pvc-guard convert)".to_string(),
+        Kind::CronJob if severity == Severity::Warn => {
+            "Set spec.concurrencyPolicy: Forbid".to_string()
+        }
+        Kind::StatefulSet => {
+            format!("Move claim {claim:?} into volumeClaimTemplates so each replica gets its own")
+        }
+        _ => "Run one replica, or a StatefulSet with volumeClaimTemplates (pvc-guard convert)"
+            .to_string(),
     };
     Some(ctx.finding(
         Rule::SharedClaimReplicas,

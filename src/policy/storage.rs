@@ -113,33 +113,66 @@ fn csi_class(driver: &str, config: &BTreeMap<String, CsiClass>) -> CsiClass {
     config
         .get(driver)
         .copied()
-        .or_else(|| CSI_DRIVERS.iter().find(|(d, _)| *d == driver).map(|(_, c)| *c))
+        .or_else(|| {
+            CSI_DRIVERS
+                .iter()
+                .find(|(d, _)| *d == driver)
+                .map(|(_, c)| *c)
+        })
         .unwrap_or(CsiClass::Unknown)
 }
 
-fn volume_class(volume: &Value, csi: &BTreeMap<String, CsiClass>) -> (StorageClass, Backing, String) {
+fn volume_class(
+    volume: &Value,
+    csi: &BTreeMap<String, CsiClass>,
+) -> (StorageClass, Backing, String) {
     let name = volume.get("name").and_then(Value::as_str).unwrap_or("");
     let Some(obj) = volume.as_object() else {
-        return (StorageClass::Unknown, Backing::Missing, format!("volume {name:?}"));
+        return (
+            StorageClass::Unknown,
+            Backing::Missing,
+            format!("volume {name:?}"),
+        );
     };
-    let source = obj.keys().find(|k| *k != "name").map(String::as_str).unwrap_or("");
+    let source = obj
+        .keys()
+        .find(|k| *k != "name")
+        .map(String::as_str)
+        .unwrap_or("");
     let describe = format!("{source} volume {name:?}");
     match source {
         "emptyDir" | "gitRepo" => (StorageClass::Ephemeral, Backing::EmptyDir, describe),
         "ephemeral" => (StorageClass::Ephemeral, Backing::GenericEphemeral, describe),
-        "hostPath" | "local" => (StorageClass::NodeLocal, Backing::Other(source.into()), describe),
+        "hostPath" | "local" => (
+            StorageClass::NodeLocal,
+            Backing::Other(source.into()),
+            describe,
+        ),
         "persistentVolumeClaim" => {
             let claim = volume
                 .pointer("/persistentVolumeClaim/claimName")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            (StorageClass::Persistent, Backing::Claim(claim.clone()), format!("claim {claim:?}"))
+            (
+                StorageClass::Persistent,
+                Backing::Claim(claim.clone()),
+                format!("claim {claim:?}"),
+            )
         }
-        s if PERSISTENT_SOURCES.contains(&s) => (StorageClass::Persistent, Backing::Other(s.into()), describe),
-        s if READ_ONLY_SOURCES.contains(&s) => (StorageClass::ReadOnlySource, Backing::Other(s.into()), describe),
+        s if PERSISTENT_SOURCES.contains(&s) => {
+            (StorageClass::Persistent, Backing::Other(s.into()), describe)
+        }
+        s if READ_ONLY_SOURCES.contains(&s) => (
+            StorageClass::ReadOnlySource,
+            Backing::Other(s.into()),
+            describe,
+        ),
         "csi" => {
-            let driver = volume.pointer("/csi/driver").and_then(Value::as_str).unwrap_or("");
+            let driver = volume
+                .pointer("/csi/driver")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let class = match csi_class(driver, csi) {
                 CsiClass::Persistent => StorageClass::Persistent,
                 CsiClass::ReadOnlySource => StorageClass::ReadOnlySource,
@@ -147,9 +180,17 @@ fn volume_class(volume: &Value, csi: &BTreeMap<String, CsiClass>) -> (StorageCla
                 CsiClass::NodeLocal => StorageClass::NodeLocal,
                 CsiClass::Unknown => StorageClass::Unknown,
             };
-            (class, Backing::Other("csi".into()), format!("inline CSI volume {name:?} (driver {driver})"))
+            (
+                class,
+                Backing::Other("csi".into()),
+                format!("inline CSI volume {name:?} (driver {driver})"),
+            )
         }
-        _ => (StorageClass::Unknown, Backing::Other(source.into()), describe),
+        _ => (
+            StorageClass::Unknown,
+            Backing::Other(source.into()),
+            describe,
+        ),
     }
 }
 
@@ -165,7 +206,10 @@ pub fn containing_mount<'a>(container: &Container<'a>, path: &str) -> Option<Mou
                 index,
                 mount_path: mp,
                 volume_name: m.get("name").and_then(Value::as_str).unwrap_or(""),
-                sub_path: m.get("subPath").and_then(Value::as_str).filter(|s| !s.is_empty()),
+                sub_path: m
+                    .get("subPath")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty()),
                 read_only: m.get("readOnly").and_then(Value::as_bool).unwrap_or(false),
             })
         })
@@ -187,10 +231,20 @@ pub fn place<'a>(
     let shadow = image_volumes
         .iter()
         .filter(|v| path_contains(v, path))
-        .filter(|v| !container.mounts().iter().any(|m| {
-            m.get("mountPath").and_then(Value::as_str).map(normalize_path).as_deref() == Some(v.as_str())
-        }))
-        .filter(|v| mount.as_ref().is_none_or(|m| path_contains(&m.mount_path, v) && m.mount_path != **v))
+        .filter(|v| {
+            !container.mounts().iter().any(|m| {
+                m.get("mountPath")
+                    .and_then(Value::as_str)
+                    .map(normalize_path)
+                    .as_deref()
+                    == Some(v.as_str())
+            })
+        })
+        .filter(|v| {
+            mount
+                .as_ref()
+                .is_none_or(|m| path_contains(&m.mount_path, v) && m.mount_path != **v)
+        })
         .max_by_key(|v| v.len())
         .cloned();
     let Some(mount) = mount else {
@@ -199,7 +253,9 @@ pub fn place<'a>(
                 class: StorageClass::ImageVolume,
                 mount: None,
                 backing: Backing::None,
-                describe: format!("the image's VOLUME {v}, which the container runtime gives a fresh directory for every container"),
+                describe: format!(
+                    "the image's VOLUME {v}, which the container runtime gives a fresh directory for every container"
+                ),
                 image_volume: Some(v),
                 per_pod_sub_path: false,
                 file_mount: false,
@@ -237,7 +293,8 @@ pub fn place<'a>(
             .and_then(Value::as_str)
             .is_some_and(|e| e.contains("$(POD_NAME)") || e.contains("$(HOSTNAME)"));
 
-    let (mut class, backing, describe) = if let Some(t) = workload.claim_template(mount.volume_name) {
+    let (mut class, backing, describe) = if let Some(t) = workload.claim_template(mount.volume_name)
+    {
         let _ = t;
         (
             StorageClass::Persistent,
@@ -250,11 +307,22 @@ pub fn place<'a>(
         (
             StorageClass::Unknown,
             Backing::Missing,
-            format!("volume {:?}, which the pod spec does not define", mount.volume_name),
+            format!(
+                "volume {:?}, which the pod spec does not define",
+                mount.volume_name
+            ),
         )
     };
     if per_pod_sub_path && class == StorageClass::Persistent {
         class = StorageClass::Ephemeral;
     }
-    Placement { class, mount: Some(mount), backing, image_volume: None, per_pod_sub_path, file_mount, describe }
+    Placement {
+        class,
+        mount: Some(mount),
+        backing,
+        image_volume: None,
+        per_pod_sub_path,
+        file_mount,
+        describe,
+    }
 }

@@ -194,7 +194,9 @@ impl<'a> Workload<'a> {
                     "{} {} has no pod spec at {}",
                     kind.as_str(),
                     if name.is_empty() { "(unnamed)" } else { &name },
-                    kind.pod_spec_pointer().trim_start_matches('/').replace('/', ".")
+                    kind.pod_spec_pointer()
+                        .trim_start_matches('/')
+                        .replace('/', ".")
                 ))
             })?;
         for list in ["containers", "initContainers", "volumes"] {
@@ -208,7 +210,13 @@ impl<'a> Workload<'a> {
                 }
             }
         }
-        Ok(Some(Workload { kind, object, name, namespace, pod_spec }))
+        Ok(Some(Workload {
+            kind,
+            object,
+            name,
+            namespace,
+            pod_spec,
+        }))
     }
 
     /// "Deployment shop/orders-db", as messages name it.
@@ -245,7 +253,13 @@ impl<'a> Workload<'a> {
                 let name = value.get("name").and_then(Value::as_str).unwrap_or("");
                 let sidecar = list == ContainerList::InitContainers
                     && value.get("restartPolicy").and_then(Value::as_str) == Some("Always");
-                out.push(Container { list, index, name, value, sidecar });
+                out.push(Container {
+                    list,
+                    index,
+                    name,
+                    value,
+                    sidecar,
+                });
             }
         }
         out
@@ -289,7 +303,9 @@ impl<'a> Workload<'a> {
     }
 
     pub fn pod_security_context(&self, key: &str) -> Option<&'a Value> {
-        self.pod_spec.get("securityContext").and_then(|s| s.get(key))
+        self.pod_spec
+            .get("securityContext")
+            .and_then(|s| s.get(key))
     }
 }
 

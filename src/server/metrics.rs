@@ -57,33 +57,87 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("pvc_guard");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("admission_requests", "AdmissionReviews answered", requests.clone());
+        registry.register(
+            "admission_requests",
+            "AdmissionReviews answered",
+            requests.clone(),
+        );
         let findings = Family::<FindingLabels, Counter>::default();
-        registry.register("admission_findings", "Findings in answered AdmissionReviews, by rule", findings.clone());
+        registry.register(
+            "admission_findings",
+            "Findings in answered AdmissionReviews, by rule",
+            findings.clone(),
+        );
         let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0])
+            Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ])
         });
-        registry.register("admission_duration_seconds", "Time from request to answer", latency.clone());
+        registry.register(
+            "admission_duration_seconds",
+            "Time from request to answer",
+            latency.clone(),
+        );
         let rejected = Family::<RejectLabels, Counter>::default();
-        registry.register("http_rejected", "Requests and connections refused before admission", rejected.clone());
+        registry.register(
+            "http_rejected",
+            "Requests and connections refused before admission",
+            rejected.clone(),
+        );
         let policy_errors = Counter::default();
-        registry.register("policy_unreadable_objects", "Objects the policy could not read", policy_errors.clone());
+        registry.register(
+            "policy_unreadable_objects",
+            "Objects the policy could not read",
+            policy_errors.clone(),
+        );
         let panics = Counter::default();
-        registry.register("policy_panics", "Panics caught in the policy", panics.clone());
+        registry.register(
+            "policy_panics",
+            "Panics caught in the policy",
+            panics.clone(),
+        );
         let cert_expiry = Gauge::default();
-        registry.register("certificate_expiry_timestamp_seconds", "When the serving certificate expires", cert_expiry.clone());
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the serving certificate expires",
+            cert_expiry.clone(),
+        );
         let cert_reloads = Counter::default();
-        registry.register("certificate_reloads", "Certificates loaded from changed files", cert_reloads.clone());
+        registry.register(
+            "certificate_reloads",
+            "Certificates loaded from changed files",
+            cert_reloads.clone(),
+        );
         let cert_reload_errors = Counter::default();
-        registry.register("certificate_reload_errors", "Changed certificate files that could not be loaded", cert_reload_errors.clone());
+        registry.register(
+            "certificate_reload_errors",
+            "Changed certificate files that could not be loaded",
+            cert_reload_errors.clone(),
+        );
         let config_reloads = Counter::default();
-        registry.register("config_reloads", "Configs loaded from a changed file", config_reloads.clone());
+        registry.register(
+            "config_reloads",
+            "Configs loaded from a changed file",
+            config_reloads.clone(),
+        );
         let config_reload_errors = Counter::default();
-        registry.register("config_reload_errors", "Changed config files that could not be loaded", config_reload_errors.clone());
+        registry.register(
+            "config_reload_errors",
+            "Changed config files that could not be loaded",
+            config_reload_errors.clone(),
+        );
         let config_last_reload_ok = Gauge::default();
-        registry.register("config_last_reload_success", "1 when the last config load succeeded", config_last_reload_ok.clone());
+        registry.register(
+            "config_last_reload_success",
+            "1 when the last config load succeeded",
+            config_last_reload_ok.clone(),
+        );
         let connections = Gauge::default();
-        registry.register("open_connections", "TLS connections being served", connections.clone());
+        registry.register(
+            "open_connections",
+            "TLS connections being served",
+            connections.clone(),
+        );
         config_last_reload_ok.set(1);
         Metrics {
             registry,
@@ -109,7 +163,8 @@ impl Metrics {
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
         out
     }
 }

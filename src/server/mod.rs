@@ -58,7 +58,12 @@ impl App {
 fn plain(status: StatusCode, reason: impl Into<String>) -> Response {
     let mut body = reason.into();
     body.push('\n');
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 fn operation_str(op: &kube::core::admission::Operation) -> &'static str {
@@ -77,10 +82,17 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
     if !json {
         app.metrics.reject("unsupported_media_type");
-        return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be an AdmissionReview sent as application/json");
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be an AdmissionReview sent as application/json",
+        );
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -88,7 +100,10 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > app.max_body) {
         app.metrics.reject("payload_too_large");
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {} bytes", app.max_body));
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {} bytes", app.max_body),
+        );
     }
     let bytes = match axum::body::to_bytes(body, app.max_body).await {
         Ok(b) => b,
@@ -97,10 +112,16 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             return if too_large {
                 app.metrics.reject("payload_too_large");
-                plain(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {} bytes", app.max_body))
+                plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is larger than {} bytes", app.max_body),
+                )
             } else {
                 app.metrics.reject("bad_request");
-                plain(StatusCode::BAD_REQUEST, format!("reading the body failed: {e}"))
+                plain(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the body failed: {e}"),
+                )
             };
         }
     };
@@ -120,7 +141,11 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body
         Err(_) => {
             app.metrics.panics.inc();
             error!(uid = %request.request.uid, "the policy panicked; answering per the failure mode");
-            admission::failure(&request, "pvc-guard hit an internal error judging this object", app.failure_mode)
+            admission::failure(
+                &request,
+                "pvc-guard hit an internal error judging this object",
+                app.failure_mode,
+            )
         }
     };
     if verdict.error.is_some() {
@@ -146,17 +171,35 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body
         "admission decision"
     );
     let decision = verdict.decision.as_str();
-    let labels = RequestLabels { endpoint: endpoint.as_str(), kind: r.kind.kind.clone(), operation, decision };
+    let labels = RequestLabels {
+        endpoint: endpoint.as_str(),
+        kind: r.kind.kind.clone(),
+        operation,
+        decision,
+    };
     app.metrics.requests.get_or_create(&labels).inc();
     for rule in rules {
-        let l = FindingLabels { endpoint: endpoint.as_str(), kind: r.kind.kind.clone(), operation, decision, rule };
+        let l = FindingLabels {
+            endpoint: endpoint.as_str(),
+            kind: r.kind.kind.clone(),
+            operation,
+            decision,
+            rule,
+        };
         app.metrics.findings.get_or_create(&l).inc();
     }
     app.metrics
         .latency
-        .get_or_create(&EndpointLabels { endpoint: endpoint.as_str() })
+        .get_or_create(&EndpointLabels {
+            endpoint: endpoint.as_str(),
+        })
         .observe(elapsed.as_secs_f64());
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], verdict.to_json()).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        verdict.to_json(),
+    )
+        .into_response()
 }
 
 async fn validate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
@@ -183,7 +226,10 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     app.metrics.cert_expiry.set(app.cert.not_after());
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         app.metrics.encode(),
     )
         .into_response()
@@ -208,8 +254,16 @@ pub fn router(app: Arc<App>, request_timeout: Duration) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .fallback(|| async { plain(StatusCode::NOT_FOUND, "pvc-guard serves POST /validate and /mutate, GET /healthz, /readyz and /metrics") })
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .fallback(|| async {
+            plain(
+                StatusCode::NOT_FOUND,
+                "pvc-guard serves POST /validate and /mutate, GET /healthz, /readyz and /metrics",
+            )
+        })
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), count_refusals))
         .with_state(app)
 }
@@ -217,7 +271,9 @@ pub fn router(app: Arc<App>, request_timeout: Duration) -> Router {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -230,13 +286,16 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    runtime.block_on(serve(args)).map_err(|e| format!("{e:#}"))?;
+    runtime
+        .block_on(serve(args))
+        .map_err(|e| format!("{e:#}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn load_config(path: &PathBuf) -> anyhow::Result<(Config, Vec<u8>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let text = std::str::from_utf8(&bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
+    let text =
+        std::str::from_utf8(&bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
     let config = Config::from_yaml(text).with_context(|| format!("{}", path.display()))?;
     Ok((config, bytes))
 }
@@ -245,13 +304,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -263,7 +323,12 @@ async fn shutdown_signal() {
 
 /// Watches the certificate and config files and swaps in what changed.
 /// A file that fails to load leaves the old one in force.
-async fn reload_loop(app: Arc<App>, args: ServeArgs, mut cert_seen: Vec<u8>, mut config_seen: Vec<u8>) {
+async fn reload_loop(
+    app: Arc<App>,
+    args: ServeArgs,
+    mut cert_seen: Vec<u8>,
+    mut config_seen: Vec<u8>,
+) {
     let mut tick = tokio::time::interval(args.reload_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -347,15 +412,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let g = crate::certs::generate(
                 "pvc-guard",
                 &["localhost".to_string()],
-                &["127.0.0.1".parse().expect("an IP"), "::1".parse().expect("an IP")],
+                &[
+                    "127.0.0.1".parse().expect("an IP"),
+                    "::1".parse().expect("an IP"),
+                ],
                 365,
             )?;
             match &args.write_ca {
                 Some(path) => {
-                    std::fs::write(path, &g.ca_pem).with_context(|| format!("writing {}", path.display()))?;
+                    std::fs::write(path, &g.ca_pem)
+                        .with_context(|| format!("writing {}", path.display()))?;
                     info!(ca = %path.display(), "serving a generated self-signed certificate for localhost and 127.0.0.1; its CA is in the file");
                 }
-                None => info!("serving a generated self-signed certificate for localhost and 127.0.0.1; pass --write-ca FILE to save its CA, or --tls-cert/--tls-key to serve your own"),
+                None => info!(
+                    "serving a generated self-signed certificate for localhost and 127.0.0.1; pass --write-ca FILE to save its CA, or --tls-cert/--tls-key to serve your own"
+                ),
             }
             let (ck, not_after) = tls::certified_key(g.cert_pem.as_bytes(), g.key_pem.as_bytes())?;
             (ck, not_after, Vec::new())
@@ -375,9 +446,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app.metrics.cert_expiry.set(not_after);
     let service = router(app.clone(), args.request_timeout);
 
-    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
     info!(address = %listener.local_addr()?, "listening on https://{}", listener.local_addr()?);
-    let reloader = tokio::spawn(reload_loop(app.clone(), args.clone(), cert_seen, config_seen));
+    let reloader = tokio::spawn(reload_loop(
+        app.clone(),
+        args.clone(),
+        cert_seen,
+        config_seen,
+    ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
@@ -425,7 +503,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             };
             app.metrics.connections.inc();
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true);
             builder
                 .http2()
                 .timer(TokioTimer::new())
@@ -451,7 +533,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     drop(listener);
     let _ = stop_tx.send(true);
     drop(alive_tx);
-    if tokio::time::timeout(args.drain_timeout, alive_rx.recv()).await.is_err() {
+    if tokio::time::timeout(args.drain_timeout, alive_rx.recv())
+        .await
+        .is_err()
+    {
         warn!("drain timeout reached; closing the remaining connections");
     }
     reloader.abort();

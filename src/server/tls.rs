@@ -34,7 +34,8 @@ impl CertStore {
 
     pub fn swap(&self, key: CertifiedKey, not_after: i64) {
         self.current.store(Arc::new(key));
-        self.not_after.store(not_after, std::sync::atomic::Ordering::Relaxed);
+        self.not_after
+            .store(not_after, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn not_after(&self) -> i64 {
@@ -53,7 +54,10 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<(Certifi
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<Result<_, _>>()
         .context("reading the certificate PEM")?;
-    anyhow::ensure!(!certs.is_empty(), "the certificate file holds no certificate");
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "the certificate file holds no certificate"
+    );
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
         .context("reading the key PEM")?
         .context("the key file holds no private key")?;
@@ -61,10 +65,12 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<(Certifi
         .key_provider
         .load_private_key(key)
         .context("loading the private key")?;
-    let (_, leaf) = x509_parser::parse_x509_certificate(&certs[0]).context("parsing the certificate")?;
+    let (_, leaf) =
+        x509_parser::parse_x509_certificate(&certs[0]).context("parsing the certificate")?;
     let not_after = leaf.validity().not_after.timestamp();
     let ck = CertifiedKey::new(certs, signing);
-    ck.keys_match().context("the private key does not match the certificate")?;
+    ck.keys_match()
+        .context("the private key does not match the certificate")?;
     Ok((ck, not_after))
 }
 
@@ -78,7 +84,10 @@ pub fn load_files(cert: &Path, key: &Path) -> anyhow::Result<(CertifiedKey, i64,
 }
 
 /// TLS 1.2 and 1.3 only, ALPN h2 and http/1.1, optional client certificates.
-pub fn server_config(store: Arc<CertStore>, client_ca: Option<&PathBuf>) -> anyhow::Result<ServerConfig> {
+pub fn server_config(
+    store: Arc<CertStore>,
+    client_ca: Option<&PathBuf>,
+) -> anyhow::Result<ServerConfig> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("TLS versions")?;

@@ -14,7 +14,9 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_pvc-guard");
 
 pub fn data(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(path)
 }
 
 pub fn read_json(path: &str) -> Value {
@@ -59,22 +61,33 @@ impl Server {
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Some(i) = line.find("listening on https://127.0.0.1:") {
-                        let rest = &line[i + "listening on https://127.0.0.1:".len()..];
-                        let port: u16 = rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap();
-                        let _ = tx.send(port);
-                        sent = true;
-                    }
+                if !sent && let Some(i) = line.find("listening on https://127.0.0.1:") {
+                    let rest = &line[i + "listening on https://127.0.0.1:".len()..];
+                    let port: u16 = rest
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                        .parse()
+                        .unwrap();
+                    let _ = tx.send(port);
+                    sent = true;
                 }
                 log2.lock().unwrap().push(line);
             }
         });
-        let port = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
-            panic!("pvc-guard did not start: {:?}", log.lock().unwrap())
-        });
-        let ca_pem = ca.map(|p| std::fs::read_to_string(p).unwrap()).unwrap_or_default();
-        Server { child, port, ca_pem, dir, log }
+        let port = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("pvc-guard did not start: {:?}", log.lock().unwrap()));
+        let ca_pem = ca
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .unwrap_or_default();
+        Server {
+            child,
+            port,
+            ca_pem,
+            dir,
+            log,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -121,7 +134,11 @@ pub fn client_for(cas: &[&str], http2: bool) -> reqwest::Client {
     for ca in cas {
         b = b.add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
     }
-    b = if http2 { b.http2_prior_knowledge() } else { b.http1_only() };
+    b = if http2 {
+        b.http2_prior_knowledge()
+    } else {
+        b.http1_only()
+    };
     b.build().unwrap()
 }
 
@@ -136,7 +153,10 @@ pub async fn post(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Va
         .unwrap();
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// The JSON patch of an AdmissionResponse, decoded, if any.
@@ -151,7 +171,11 @@ pub fn warnings(response: &Value) -> Vec<String> {
     response
         .pointer("/response/warnings")
         .and_then(Value::as_array)
-        .map(|w| w.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|w| {
+            w.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
