@@ -306,7 +306,8 @@ fn flag_paths(words: &[Word], implicit_program: Option<&str>) -> Vec<(String, &'
             current = None;
             continue;
         }
-        if word.program {
+        // Args that start with a flag run the image's own server.
+        if word.program && !word.text.starts_with('-') {
             current = SERVER_FLAGS
                 .iter()
                 .find(|(name, _, _)| *name == basename(&word.text));
