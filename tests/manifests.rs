@@ -166,9 +166,10 @@ fn flag_value(args: &[String], flag: &str) -> Option<String> {
 /// Does a label selector (matchLabels, matchExpressions) select `labels`?
 fn selects(selector: &Value, labels: &Value) -> bool {
     let label = |key: &str| labels.get(key).and_then(Value::as_str).map(str::to_string);
-    let by_labels = selector["matchLabels"]
-        .as_object()
-        .is_none_or(|m| m.iter().all(|(k, v)| label(k).as_deref() == v.as_str()));
+    let by_labels = selector["matchLabels"].as_object().is_none_or(|m| {
+        m.iter()
+            .all(|(k, v)| label(k.as_str()).as_deref() == v.as_str())
+    });
     let by_expressions = items(&selector["matchExpressions"]).all(|e| {
         let key = e["key"].as_str().unwrap_or_default();
         let values = strings(&e["values"]);
@@ -691,7 +692,7 @@ fn cert_manager_overlay_injects_the_ca() {
     );
     let dns_names = strings(&certificate["spec"]["dnsNames"]);
     for name in [
-        "pvc-guard".to_string(),
+        SERVICE.to_string(),
         format!("{SERVICE}.{NAMESPACE}"),
         format!("{SERVICE}.{NAMESPACE}.svc"),
         format!("{SERVICE}.{NAMESPACE}.svc.cluster.local"),
