@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::Value;
 
-use super::catalog::{Catalog, CatalogEntry, ImageFacts, ImageRef, facts_for, parse_owner};
+use super::catalog::{Catalog, ImageFacts, ImageRef, facts_for, parse_owner};
 use super::workload::{Container, ContainerList, Workload, normalize_path};
 
 pub const DATA_PATHS_ANNOTATION: &str = "pvc-guard.io/data-paths";
@@ -776,11 +776,6 @@ pub fn detect<'a, 'c>(
         });
     }
     out
-}
-
-/// Is this entry's family served by the given catalog entry? (used by tests)
-pub fn entry_family(entry: &CatalogEntry) -> &str {
-    &entry.family
 }
 
 #[cfg(test)]
