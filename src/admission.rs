@@ -339,7 +339,7 @@ pub fn mutate(
     let result = match req.request.operation {
         Operation::Create => mutate::mutate_create(policy, object, facts),
         Operation::Update => match req.old_object.as_ref() {
-            Some(old) => mutate::mutate_update(policy, old, object, facts),
+            Some(old) => mutate::mutate_update(old, object),
             None => Ok(Mutation::default()),
         },
         _ => Ok(Mutation::default()),
@@ -377,8 +377,8 @@ pub fn mutate(
     v
 }
 
-/// Parses and answers one request body. The caller supplies cluster facts
-/// for the request's namespace.
+/// Answers one parsed request at an endpoint. The caller supplies cluster
+/// facts for the request's namespace.
 pub fn review(
     policy: &Policy,
     endpoint: Endpoint,

@@ -462,6 +462,40 @@ impl Planner<'_, '_, '_, '_> {
         shorten(&name, 253)
     }
 
+    /// Backs `volume` with storage that outlives the pod: a claim template
+    /// per replica in a StatefulSet, one claim otherwise. `replacing`: the
+    /// volume exists (emptyDir or ephemeral) rather than being added.
+    fn back_with_claim(&mut self, volume: &str, container: &str, spec: ClaimSpec, replacing: bool) {
+        let size = spec.size.clone();
+        if self.a.workload.kind == Kind::StatefulSet {
+            let what = if replacing {
+                format!(
+                    "replaced volume {volume:?} with a volumeClaimTemplate of {size} per replica"
+                )
+            } else {
+                format!("added a volumeClaimTemplate {volume:?} of {size} per replica")
+            };
+            self.did(Rule::EphemeralDataPath, what);
+            self.changes.push(Change::ClaimTemplate {
+                name: volume.to_string(),
+                spec,
+            });
+        } else {
+            let claim = self.claim_name(container);
+            let what = if replacing {
+                format!("volume {volume:?} now uses claim {claim:?} ({size})")
+            } else {
+                format!("added volume {volume:?} on claim {claim:?} ({size})")
+            };
+            self.did(Rule::EphemeralDataPath, what);
+            self.changes.push(Change::ClaimVolume {
+                volume: volume.to_string(),
+                claim,
+                spec,
+            });
+        }
+    }
+
     /// Makes the claim writable for the database's user (`permissions`).
     fn permissions(
         &mut self,
@@ -558,7 +592,6 @@ impl Planner<'_, '_, '_, '_> {
                 "its subPathExpr names the pod; pvc-guard leaves that layout to you".into(),
             );
         }
-        let is_sts = a.workload.kind == Kind::StatefulSet;
         match (&p.backing, &p.mount) {
             (Backing::EmptyDir | Backing::GenericEphemeral, Some(m))
                 if p.class == StorageClass::Ephemeral =>
@@ -595,24 +628,7 @@ impl Planner<'_, '_, '_, '_> {
                     ),
                 };
                 let spec = self.claim_spec(size, class, mode);
-                if is_sts {
-                    self.did(Rule::EphemeralDataPath, format!("replaced volume {volume:?} with a volumeClaimTemplate of {} per replica", spec.size));
-                    self.changes.push(Change::ClaimTemplate {
-                        name: volume.clone(),
-                        spec,
-                    });
-                } else {
-                    let claim = self.claim_name(c);
-                    self.did(
-                        Rule::EphemeralDataPath,
-                        format!("volume {volume:?} now uses claim {claim:?} ({})", spec.size),
-                    );
-                    self.changes.push(Change::ClaimVolume {
-                        volume: volume.clone(),
-                        claim,
-                        spec,
-                    });
-                }
+                self.back_with_claim(&volume, c, spec, true);
                 // Postgres never initialises a file-system root (lost+found).
                 let mut sub_path = m.sub_path.map(str::to_string);
                 let only_mount = a
@@ -706,30 +722,7 @@ impl Planner<'_, '_, '_, '_> {
                 };
                 if same_volume_mounts == 0 {
                     let spec = self.claim_spec(None, None, None);
-                    if is_sts {
-                        self.did(
-                            Rule::EphemeralDataPath,
-                            format!(
-                                "added a volumeClaimTemplate {volume:?} of {} per replica",
-                                spec.size
-                            ),
-                        );
-                        self.changes.push(Change::ClaimTemplate {
-                            name: volume.clone(),
-                            spec,
-                        });
-                    } else {
-                        let claim = self.claim_name(c);
-                        self.did(
-                            Rule::EphemeralDataPath,
-                            format!("added volume {volume:?} on claim {claim:?} ({})", spec.size),
-                        );
-                        self.changes.push(Change::ClaimVolume {
-                            volume: volume.clone(),
-                            claim,
-                            spec,
-                        });
-                    }
+                    self.back_with_claim(&volume, c, spec, false);
                 }
                 self.did(
                     Rule::EphemeralDataPath,
@@ -978,17 +971,11 @@ fn record_intact(object: &Value, kind: Kind, record: &Record) -> bool {
 
 /// The mutation on UPDATE: nothing new; a recorded fix the new object lost
 /// is put back exactly, so the pods keep the claim that holds the data.
-pub fn mutate_update(
-    policy: &Policy,
-    old: &Value,
-    new: &Value,
-    _facts: &ClusterFacts,
-) -> Result<Mutation, Unreadable> {
+pub fn mutate_update(old: &Value, new: &Value) -> Result<Mutation, Unreadable> {
     let mut m = Mutation::unchanged(new);
     let Some(workload) = crate::policy::Workload::from_object(new)? else {
         return Ok(m);
     };
-    let _ = policy;
     if workload.controller_owner().is_some() {
         return Ok(m);
     }

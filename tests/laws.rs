@@ -61,7 +61,7 @@ fn check_laws(object: &Value) -> Result<(), TestCaseError> {
     }
     // And an UPDATE that drops the fix gets it back.
     if !m.patch.0.is_empty() {
-        let restored = mutate_update(&policy, &m.fixed, object, &facts).unwrap();
+        let restored = mutate_update(&m.fixed, object).unwrap();
         let mut back = object.clone();
         json_patch::patch(&mut back, &restored.patch).unwrap();
         let still = policy.evaluate(&back, &facts).unwrap().unwrap();
@@ -225,7 +225,7 @@ fn an_update_that_drops_the_recorded_claim_gets_it_back() {
     let original = &review["request"]["object"];
     let created = mutate_create(&policy, original, &facts).unwrap().fixed;
     // A GitOps tool re-applies the original manifest: the emptyDir is back.
-    let m = mutate_update(&policy, &created, original, &facts).unwrap();
+    let m = mutate_update(&created, original).unwrap();
     assert!(!m.patch.0.is_empty());
     let mut updated = original.clone();
     json_patch::patch(&mut updated, &m.patch).unwrap();
@@ -235,6 +235,6 @@ fn an_update_that_drops_the_recorded_claim_gets_it_back() {
     );
     assert!(m.warnings[0].starts_with("[ephemeral-data-path]"));
     // An UPDATE that keeps the claim is left alone.
-    let m = mutate_update(&policy, &created, &created, &facts).unwrap();
+    let m = mutate_update(&created, &created).unwrap();
     assert!(m.patch.0.is_empty());
 }

@@ -580,7 +580,7 @@ pub fn detect<'a, 'c>(
             container.has_command(),
             container.strings("args").first(),
         ) {
-            (Some(f), false, None) | (Some(f), false, Some(_)) if from_catalog => SERVER_FLAGS
+            (Some(f), false, _) if from_catalog => SERVER_FLAGS
                 .iter()
                 .find(|(_, fam, _)| *fam == f.entry.family)
                 .map(|(p, _, _)| *p),

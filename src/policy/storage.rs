@@ -293,9 +293,7 @@ pub fn place<'a>(
             .and_then(Value::as_str)
             .is_some_and(|e| e.contains("$(POD_NAME)") || e.contains("$(HOSTNAME)"));
 
-    let (mut class, backing, describe) = if let Some(t) = workload.claim_template(mount.volume_name)
-    {
-        let _ = t;
+    let (mut class, backing, describe) = if workload.claim_template(mount.volume_name).is_some() {
         (
             StorageClass::Persistent,
             Backing::ClaimTemplate(mount.volume_name.to_string()),

@@ -4,7 +4,7 @@
 pub mod metrics;
 pub mod tls;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -294,10 +294,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
 
 fn load_config(path: &PathBuf) -> anyhow::Result<(Config, Vec<u8>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok((parse_config(path, &bytes)?, bytes))
+}
+
+fn parse_config(path: &Path, bytes: &[u8]) -> anyhow::Result<Config> {
     let text =
-        std::str::from_utf8(&bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
-    let config = Config::from_yaml(text).with_context(|| format!("{}", path.display()))?;
-    Ok((config, bytes))
+        std::str::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
+    Config::from_yaml(text).with_context(|| format!("{}", path.display()))
 }
 
 async fn shutdown_signal() {
@@ -334,26 +337,23 @@ async fn reload_loop(
     loop {
         tick.tick().await;
         if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-            let changed = match (std::fs::read(cert), std::fs::read(key)) {
-                (Ok(mut c), Ok(k)) => {
-                    c.extend_from_slice(&k);
-                    (c != cert_seen).then_some(c)
-                }
-                _ => None,
-            };
-            if let Some(bytes) = changed {
-                match tls::load_files(cert, key) {
-                    Ok((ck, not_after, _)) => {
-                        app.cert.swap(ck, not_after);
-                        app.metrics.cert_reloads.inc();
-                        app.metrics.cert_expiry.set(not_after);
-                        info!(cert = %cert.display(), "loaded the changed certificate");
-                        cert_seen = bytes;
-                    }
-                    // Mid-rotation the two files may not match yet: try again next tick.
-                    Err(e) => {
-                        app.metrics.cert_reload_errors.inc();
-                        warn!(error = %format!("{e:#}"), "the changed certificate could not be loaded; the old one stays in force");
+            // The bytes compared are the bytes loaded: each file is read once a tick.
+            if let (Ok(cert_pem), Ok(key_pem)) = (std::fs::read(cert), std::fs::read(key)) {
+                let seen = [cert_pem.as_slice(), key_pem.as_slice()].concat();
+                if seen != cert_seen {
+                    match tls::certified_key(&cert_pem, &key_pem) {
+                        Ok((ck, not_after)) => {
+                            app.cert.swap(ck, not_after);
+                            app.metrics.cert_reloads.inc();
+                            app.metrics.cert_expiry.set(not_after);
+                            info!(cert = %cert.display(), "loaded the changed certificate");
+                            cert_seen = seen;
+                        }
+                        // Mid-rotation the two files may not match yet: try again next tick.
+                        Err(e) => {
+                            app.metrics.cert_reload_errors.inc();
+                            warn!(error = %format!("{e:#}"), "the changed certificate could not be loaded; the old one stays in force");
+                        }
                     }
                 }
             }
@@ -361,9 +361,10 @@ async fn reload_loop(
         if let Some(path) = &args.config {
             let changed = std::fs::read(path).ok().filter(|b| *b != config_seen);
             if let Some(bytes) = changed {
+                let parsed = parse_config(path, &bytes);
                 config_seen = bytes;
-                match load_config(path) {
-                    Ok((config, _)) => {
+                match parsed {
+                    Ok(config) => {
                         app.policy.store(Arc::new(Policy::new(config)));
                         app.metrics.config_reloads.inc();
                         app.metrics.config_last_reload_ok.set(1);
