@@ -10,6 +10,14 @@ use common::*;
 use serde::Deserialize;
 use serde_json::Value;
 
+/// The path of a fixture manifest, tests/data/manifests/<name>.yaml.
+fn manifest(name: &str) -> String {
+    data(&format!("manifests/{name}.yaml"))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
 fn check_json(path: &str) -> (i32, Vec<Value>) {
     let (code, out, err) = run_cli(&["check", "-o", "json", "-f", path], None);
     let report: Vec<Value> =
@@ -274,14 +282,7 @@ fn fix_output_applies_cleanly_and_passes_check() {
         "pg-rolling-update",
         "pg18-old-mount",
     ] {
-        let (code, out, err) = run_cli(
-            &[
-                "fix",
-                "-f",
-                data(&format!("manifests/{name}.yaml")).to_str().unwrap(),
-            ],
-            None,
-        );
+        let (code, out, err) = run_cli(&["fix", "-f", &manifest(name)], None);
         assert_eq!(code, 0, "{err}");
         let fixed = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&fixed, &out).unwrap();
@@ -303,14 +304,7 @@ fn fix_output_applies_cleanly_and_passes_check() {
         let (_, again, _) = run_cli(&["fix", "-f", fixed.to_str().unwrap()], None);
         assert_eq!(again, out, "{name}: fix is not idempotent");
     }
-    let (_, out, _) = run_cli(
-        &[
-            "fix",
-            "-f",
-            data("manifests/pg-no-volume.yaml").to_str().unwrap(),
-        ],
-        None,
-    );
+    let (_, out, _) = run_cli(&["fix", "-f", &manifest("pg-no-volume")], None);
     assert!(out.contains("claimName: orders-db-postgres-data"), "{out}");
     assert!(out.contains("subPath: pgdata"), "{out}");
     assert!(out.contains("type: Recreate"), "{out}");
@@ -323,14 +317,7 @@ fn fix_output_applies_cleanly_and_passes_check() {
 
 #[test]
 fn convert_prints_a_statefulset_a_headless_service_and_the_move_steps() {
-    let (code, out, err) = run_cli(
-        &[
-            "convert",
-            "-f",
-            data("manifests/pg-pvc-good.yaml").to_str().unwrap(),
-        ],
-        None,
-    );
+    let (code, out, err) = run_cli(&["convert", "-f", &manifest("pg-pvc-good")], None);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("# Move the data of claim users-db-data to the StatefulSet's first claim data-users-db-0"), "{out}");
     let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&out)
@@ -357,24 +344,10 @@ fn convert_prints_a_statefulset_a_headless_service_and_the_move_steps() {
     let (code, _, _) = run_cli(&["check", "-f", sts.path().to_str().unwrap()], None);
     assert_eq!(code, 0, "the StatefulSet passes check");
     // An emptyDir Deployment becomes a StatefulSet with a claim template.
-    let (code, out, _) = run_cli(
-        &[
-            "convert",
-            "-f",
-            data("manifests/pg-emptydir.yaml").to_str().unwrap(),
-        ],
-        None,
-    );
+    let (code, out, _) = run_cli(&["convert", "-f", &manifest("pg-emptydir")], None);
     assert_eq!(code, 0);
     assert!(out.contains("volumeClaimTemplates"), "{out}");
-    let (code, _, err) = run_cli(
-        &[
-            "convert",
-            "-f",
-            data("manifests/mariadb-pod.yaml").to_str().unwrap(),
-        ],
-        None,
-    );
+    let (code, _, err) = run_cli(&["convert", "-f", &manifest("mariadb-pod")], None);
     assert_eq!(code, 2);
     assert!(err.contains("no Deployment"), "{err}");
 }

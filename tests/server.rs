@@ -108,16 +108,12 @@ async fn every_fixture_gets_its_decision_and_patch_over_http1_and_http2() {
     let server = Server::start(&[]);
     for http2 in [false, true] {
         let client = server.client(http2);
-        for (name, allowed, rule, patch_due) in EXPECTED {
+        for (name, admit, rule, patch_due) in EXPECTED {
             let review = fixture(name);
             let (status, body) = post(&client, &server.url("/validate?timeout=10s"), &review).await;
             assert_eq!(status, 200, "{name}: {body}");
             check_envelope(&review, &body);
-            assert_eq!(
-                body.pointer("/response/allowed"),
-                Some(&json!(allowed)),
-                "{name}: {body}"
-            );
+            assert_eq!(allowed(&body), Some(*admit), "{name}: {body}");
             let message = body
                 .pointer("/response/status/message")
                 .and_then(Value::as_str)
@@ -125,7 +121,7 @@ async fn every_fixture_gets_its_decision_and_patch_over_http1_and_http2() {
             let w = warnings(&body);
             if let Some(rule) = rule {
                 let tag = format!("[{rule}]");
-                if *allowed {
+                if *admit {
                     assert!(
                         w.iter().any(|w| w.starts_with(&tag)),
                         "{name}: no {tag} warning in {w:?}"
@@ -151,11 +147,7 @@ async fn every_fixture_gets_its_decision_and_patch_over_http1_and_http2() {
                 post(&client, &server.url("/mutate?timeout=10s"), &review).await;
             assert_eq!(status, 200);
             check_envelope(&review, &mutated);
-            assert_eq!(
-                mutated.pointer("/response/allowed"),
-                Some(&json!(true)),
-                "{name}"
-            );
+            assert_eq!(allowed(&mutated), Some(true), "{name}");
             let patch = patch_of(&mutated);
             assert_eq!(patch.is_some(), *patch_due, "{name}: patch {patch:?}");
             let Some(patch) = patch else { continue };
@@ -171,8 +163,8 @@ async fn every_fixture_gets_its_decision_and_patch_over_http1_and_http2() {
             again["request"]["object"] = object;
             let (_, validated) = post(&client, &server.url("/validate"), &again).await;
             assert_eq!(
-                validated.pointer("/response/allowed"),
-                Some(&json!(true)),
+                allowed(&validated),
+                Some(true),
                 "{name} after the patch: {validated}"
             );
             let (_, second) = post(&client, &server.url("/mutate"), &again).await;
@@ -298,7 +290,7 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     null_spec["request"]["object"]["spec"] = Value::Null;
     let (s, body) = post(&client, &server.url("/validate"), &null_spec).await;
     assert_eq!(s, 200);
-    assert_eq!(body.pointer("/response/allowed"), Some(&json!(true)));
+    assert_eq!(allowed(&body), Some(true));
     assert!(warnings(&body)[0].contains("no pod spec"), "{body}");
     let mut null_object = fixture("pg-no-volume.create");
     null_object["request"]["object"] = Value::Null;
@@ -313,14 +305,11 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         Value::Null;
     let (s, body) = post(&client, &server.url("/validate"), &null_image).await;
     assert_eq!(s, 200);
-    assert_eq!(body.pointer("/response/allowed"), Some(&json!(true)));
+    assert_eq!(allowed(&body), Some(true));
     let mut unknown_kind = fixture("nginx-stateless.create");
     unknown_kind["request"]["object"]["kind"] = json!("Widget");
     let (s, body) = post(&client, &server.url("/validate"), &unknown_kind).await;
-    assert_eq!(
-        (s, body.pointer("/response/allowed")),
-        (200, Some(&json!(true)))
-    );
+    assert_eq!((s, allowed(&body)), (200, Some(true)));
 
     let r = client.get(server.url("/nope")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
@@ -331,10 +320,7 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         &fixture("pg-no-volume.create"),
     )
     .await;
-    assert_eq!(
-        (s, body.pointer("/response/allowed")),
-        (200, Some(&json!(false)))
-    );
+    assert_eq!((s, allowed(&body)), (200, Some(false)));
     let metrics = client
         .get(server.url("/metrics"))
         .send()
@@ -369,7 +355,7 @@ async fn failure_mode_deny_rejects_objects_the_policy_cannot_read() {
     null_spec["request"]["object"]["spec"] = Value::Null;
     let (s, body) = post(&server.client(false), &server.url("/validate"), &null_spec).await;
     assert_eq!(s, 200);
-    assert_eq!(body.pointer("/response/allowed"), Some(&json!(false)));
+    assert_eq!(allowed(&body), Some(false));
     assert!(
         body.pointer("/response/status/message")
             .unwrap()
@@ -579,11 +565,7 @@ async fn an_invalid_config_keeps_the_old_one_in_force() {
         &fixture("pg-no-volume.create"),
     )
     .await;
-    assert_eq!(
-        body.pointer("/response/allowed"),
-        Some(&json!(true)),
-        "warn mode admits"
-    );
+    assert_eq!(allowed(&body), Some(true), "warn mode admits");
     std::fs::write(&config, "mode: [not, a, mode]\n").unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (_, body) = post(
@@ -592,11 +574,7 @@ async fn an_invalid_config_keeps_the_old_one_in_force() {
         &fixture("pg-no-volume.create"),
     )
     .await;
-    assert_eq!(
-        body.pointer("/response/allowed"),
-        Some(&json!(true)),
-        "the old config stays"
-    );
+    assert_eq!(allowed(&body), Some(true), "the old config stays");
     assert_eq!(
         client
             .get(server.url("/readyz"))
@@ -631,11 +609,7 @@ async fn an_invalid_config_keeps_the_old_one_in_force() {
         &fixture("pg-no-volume.create"),
     )
     .await;
-    assert_eq!(
-        body.pointer("/response/allowed"),
-        Some(&json!(false)),
-        "the new config is in force"
-    );
+    assert_eq!(allowed(&body), Some(false), "the new config is in force");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -677,7 +651,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
         .expect("the in-flight request is answered");
     assert_eq!(response.status().as_u16(), 200);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body.pointer("/response/allowed"), Some(&json!(false)));
+    assert_eq!(allowed(&body), Some(false));
     let status = server
         .wait_exit(Duration::from_secs(8))
         .expect("exits within the drain timeout");

@@ -167,6 +167,13 @@ pub fn patch_of(response: &Value) -> Option<json_patch::Patch> {
     Some(serde_json::from_slice(&bytes).unwrap())
 }
 
+/// `response.allowed` of an AdmissionReview answer.
+pub fn allowed(response: &Value) -> Option<bool> {
+    response
+        .pointer("/response/allowed")
+        .and_then(Value::as_bool)
+}
+
 pub fn warnings(response: &Value) -> Vec<String> {
     response
         .pointer("/response/warnings")
