@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,7 +41,14 @@ pub struct App {
     pub max_body: usize,
     pub shutting_down: AtomicBool,
     pub cert: Arc<CertStore>,
+    /// `--client-ca` is set: /validate and /mutate need a verified client certificate.
+    pub require_client_cert: bool,
 }
+
+/// Whether the connection presented a client certificate that verified
+/// against `--client-ca`; set on each request by the connection task.
+#[derive(Clone, Copy)]
+struct ClientCertificate(bool);
 
 impl App {
     fn ready(&self) -> bool {
@@ -77,8 +83,21 @@ fn operation_str(op: &kube::core::admission::Operation) -> &'static str {
 }
 
 /// The whole request path of POST /validate and /mutate.
-async fn admit(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
+async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response {
     let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    let verified = parts
+        .extensions
+        .get::<ClientCertificate>()
+        .is_some_and(|c| c.0);
+    if app.require_client_cert && !verified {
+        app.metrics.reject("client_certificate_required");
+        return plain(
+            StatusCode::UNAUTHORIZED,
+            "a client certificate signed by the --client-ca is required",
+        );
+    }
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -202,12 +221,12 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body
         .into_response()
 }
 
-async fn validate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    admit(app, Endpoint::Validate, headers, body).await
+async fn validate(State(app): State<Arc<App>>, request: Request) -> Response {
+    admit(app, Endpoint::Validate, request).await
 }
 
-async fn mutate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    admit(app, Endpoint::Mutate, headers, body).await
+async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
+    admit(app, Endpoint::Mutate, request).await
 }
 
 async fn healthz() -> Response {
@@ -443,6 +462,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body: args.max_body_bytes,
         shutting_down: AtomicBool::new(false),
         cert: store,
+        require_client_cert: args.client_ca.is_some(),
     });
     app.metrics.cert_expiry.set(not_after);
     let service = router(app.clone(), args.request_timeout);
@@ -503,6 +523,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 return;
             };
             app.metrics.connections.inc();
+            let verified = ClientCertificate(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .is_some_and(|c| !c.is_empty()),
+            );
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -514,6 +540,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(256)
                 .keep_alive_interval(Duration::from_secs(30));
+            let service = tower::ServiceExt::map_request(
+                service,
+                move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                    r.extensions_mut().insert(verified);
+                    r
+                },
+            );
             let hyper_service = hyper_util::service::TowerToHyperService::new(service);
             let conn = builder.serve_connection(TokioIo::new(tls), hyper_service);
             tokio::pin!(conn);

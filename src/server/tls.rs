@@ -100,7 +100,11 @@ pub fn server_config(
                 roots.add(cert.context("reading the client CA PEM")?)?;
             }
             anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", path.display());
+            // A presented certificate must verify, but none is also let through
+            // the handshake: kubelet probes carry no certificate, and the
+            // admission endpoints refuse such connections themselves.
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .allow_unauthenticated()
                 .build()
                 .context("client certificate verifier")?;
             builder.with_client_cert_verifier(verifier)

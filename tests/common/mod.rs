@@ -47,8 +47,19 @@ impl Server {
     }
 
     pub fn spawn(args: &[&str], dir: tempfile::TempDir, ca: Option<PathBuf>) -> Server {
+        Self::spawn_env(args, &[], dir, ca)
+    }
+
+    /// Like [`Server::spawn`], with `envs` set for the process.
+    pub fn spawn_env(
+        args: &[&str],
+        envs: &[(&str, String)],
+        dir: tempfile::TempDir,
+        ca: Option<PathBuf>,
+    ) -> Server {
         let mut child = Command::new(BIN)
             .args(args)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -187,9 +198,23 @@ pub fn warnings(response: &Value) -> Vec<String> {
 }
 
 pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    run_cli_with(args, &[], stdin)
+}
+
+/// Runs the CLI with `envs` set and no stdin.
+pub fn run_cli_env(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    run_cli_with(args, envs, None)
+}
+
+fn run_cli_with(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> (i32, String, String) {
     use std::io::Write;
     let mut child = Command::new(BIN)
         .args(args)
+        .envs(envs.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -207,4 +232,90 @@ pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A rustls client config that trusts `ca_pem`, optionally presenting a
+/// client certificate (PEM chain, PEM key).
+pub fn tls_client_config(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => builder
+            .with_client_auth_cert(
+                rustls_pemfile::certs(&mut chain.as_bytes())
+                    .map(Result::unwrap)
+                    .collect(),
+                rustls_pemfile::private_key(&mut key.as_bytes())
+                    .unwrap()
+                    .unwrap(),
+            )
+            .unwrap(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+pub type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS connection to the server speaking HTTP/1.1, for requests a
+/// well-behaved client cannot send.
+pub async fn tls_connect(server: &Server) -> TlsStream {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    tokio_rustls::TlsConnector::from(tls_client_config(&server.ca_pem, None))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// Sends `head` and `body` as they are and reads until the server closes,
+/// or `limit` passes (None then).
+pub async fn raw_exchange(
+    server: &Server,
+    head: &str,
+    body: &[u8],
+    limit: Duration,
+) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = tls_connect(server).await;
+    tls.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer and close before the whole body is written.
+    let _ = tls.write_all(body).await;
+    let _ = tls.flush().await;
+    let mut out = Vec::new();
+    match tokio::time::timeout(limit, tls.read_to_end(&mut out)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&out).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// An HTTP/1.1 POST head with `Connection: close`.
+pub fn post_head(path: &str, content_type: &str, length: usize) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// The status code of a raw HTTP/1.1 response.
+pub fn status_of(response: &str) -> Option<u16> {
+    response.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// The JSON body of a raw HTTP/1.1 response.
+pub fn json_body_of(response: &str) -> Value {
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
 }
