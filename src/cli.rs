@@ -7,13 +7,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::admission::{self, FailureMode};
 use crate::config::{Config, Mode};
 use crate::manifest;
-use crate::mutate::{self, ClaimSpec};
-use crate::policy::{ClusterFacts, Policy, Severity};
+use crate::mutate;
+use crate::policy::{ClusterFacts, Policy};
+use crate::report;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,12 +39,27 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Generate a CA and a serving certificate for the webhook Service.
     Certs(crate::certs::CertsArgs),
+    /// Judge what the cluster already stores (kubeconfig context or in-cluster).
+    Audit(AuditArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    /// Only this namespace (default: all namespaces).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    pub output: Output,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
     Json,
+    /// SARIF 2.1.0, for code-scanning tools.
+    Sarif,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -97,6 +113,19 @@ pub struct ServeArgs {
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, env = "PVC_GUARD_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "20s")]
     pub drain_timeout: Duration,
+    /// Keep watch caches of namespaces, claims, storage classes and
+    /// autoscalers for the policy's cluster facts. Default: on in a pod.
+    #[arg(long, env = "PVC_GUARD_CLUSTER", overrides_with = "no_cluster")]
+    pub cluster: bool,
+    /// Never talk to the API server, even in a pod.
+    #[arg(long, env = "PVC_GUARD_NO_CLUSTER", overrides_with = "cluster")]
+    pub no_cluster: bool,
+    /// Run the claim controller (also `createClaims: true` in the config).
+    #[arg(long, env = "PVC_GUARD_CREATE_CLAIMS")]
+    pub create_claims: bool,
+    /// Namespace of the claim controller's Lease (default: the pod's namespace).
+    #[arg(long, env = "PVC_GUARD_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
     /// How often certificate and config files are checked for changes.
     #[arg(long, env = "PVC_GUARD_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "2s")]
     pub reload_interval: Duration,
@@ -167,6 +196,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Fix(args) => fix(args),
         Command::Convert(args) => convert(args),
         Command::Certs(args) => crate::certs::run(args),
+        Command::Audit(args) => audit(args),
     };
     match result {
         Ok(code) => code,
@@ -191,9 +221,7 @@ fn check(args: CheckArgs) -> Result<ExitCode, String> {
     let policy = load_policy(args.config.as_ref())?;
     let docs = manifest::load(&args.files)?;
     let facts = ClusterFacts::default();
-    let mut any_deny = false;
-    let mut report = Vec::new();
-    let mut text = String::new();
+    let mut entries = Vec::new();
     for doc in &docs {
         let (kind, namespace, name) = object_name(&doc.object);
         let findings = match admission::judge(&policy, &doc.object, None, &facts, Mode::Enforce) {
@@ -201,72 +229,67 @@ fn check(args: CheckArgs) -> Result<ExitCode, String> {
             Ok(None) => Vec::new(),
             Err(e) => return Err(format!("{}: {e}", doc.source)),
         };
-        let decision = if findings.iter().any(|f| f.severity == Severity::Deny) {
-            any_deny = true;
-            "deny"
-        } else if findings.is_empty() {
-            "allow"
-        } else {
-            "warn"
-        };
-        if !findings.is_empty() || crate::policy::Kind::from_kind(&kind).is_some() {
-            text.push_str(&format!(
-                "{} {kind} {}{name}: {decision}\n",
-                doc.source,
-                if namespace.is_empty() {
-                    String::new()
-                } else {
-                    format!("{namespace}/")
-                }
-            ));
-            for f in &findings {
-                text.push_str(&format!("  {}: {}\n", f.severity.as_str(), f.message));
-            }
-        }
-        report.push(json!({
-            "source": doc.source,
-            "kind": kind,
-            "namespace": namespace,
-            "name": name,
-            "decision": decision,
-            "findings": findings.iter().map(|f| json!({
-                "rule": f.rule.id(),
-                "severity": f.severity.as_str(),
-                "container": f.container,
-                "path": f.path,
-                "message": f.message,
-            })).collect::<Vec<_>>(),
-        }));
+        entries.push(report::Entry {
+            source: doc.source.clone(),
+            kind,
+            namespace,
+            name,
+            findings,
+        });
     }
-    match args.output {
+    print_report(&entries, args.output, true, false);
+    Ok(exit_for(&entries))
+}
+
+fn print_report(entries: &[report::Entry], output: Output, files: bool, as_table: bool) {
+    match output {
         Output::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&report).expect("JSON serializes")
+            serde_json::to_string_pretty(&report::json(entries)).expect("JSON serializes")
         ),
-        Output::Text => print!("{text}"),
+        Output::Sarif => println!(
+            "{}",
+            serde_json::to_string_pretty(&report::sarif(entries, files)).expect("JSON serializes")
+        ),
+        Output::Text if as_table => print!("{}", report::table(entries)),
+        Output::Text => print!("{}", report::text(entries)),
     }
-    Ok(if any_deny {
+}
+
+/// 1 when something would be denied.
+fn exit_for(entries: &[report::Entry]) -> ExitCode {
+    if report::any_deny(entries) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
-/// A PersistentVolumeClaim manifest for a claim a fix introduced.
-pub fn claim_manifest(name: &str, namespace: Option<&str>, spec: &ClaimSpec) -> Value {
-    let mut metadata =
-        json!({"name": name, "labels": {"app.kubernetes.io/managed-by": "pvc-guard"}});
-    if let Some(ns) = namespace {
-        metadata["namespace"] = json!(ns);
-    }
-    let mut claim_spec = json!({
-        "accessModes": [spec.access_mode],
-        "resources": {"requests": {"storage": spec.size}},
-    });
-    if let Some(class) = &spec.storage_class {
-        claim_spec["storageClassName"] = json!(class);
-    }
-    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": claim_spec})
+fn audit(args: AuditArgs) -> Result<ExitCode, String> {
+    let policy = load_policy(args.config.as_ref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    let entries = runtime.block_on(async {
+        let config = kube::Config::infer()
+            .await
+            .map_err(|e| format!("no kubeconfig context or in-cluster config: {e}"))?;
+        let source = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config).map_err(|e| format!("kube client: {e}"))?;
+        let mut progress = |line: &str| eprintln!("audit: {line}");
+        crate::cluster::audit::audit(
+            &client,
+            &policy,
+            args.namespace.as_deref(),
+            &source,
+            &mut progress,
+        )
+        .await
+        .map_err(|e| format!("listing from the API server: {e}"))
+    })?;
+    print_report(&entries, args.output, false, true);
+    Ok(exit_for(&entries))
 }
 
 fn fix(args: FixArgs) -> Result<ExitCode, String> {
@@ -298,7 +321,7 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
             }
             claims
                 .entry((namespace.clone(), claim.clone()))
-                .or_insert_with(|| claim_manifest(&claim, ns, &spec));
+                .or_insert_with(|| spec.manifest(&claim, ns));
         }
         objects.push(m.fixed);
     }

@@ -106,6 +106,8 @@ pub struct Config {
     pub csi_drivers: BTreeMap<String, CsiClass>,
     /// Catalog entries that extend or (same `name`) replace built-in ones.
     pub catalog: Vec<CatalogEntry>,
+    /// `serve` runs the claim controller (as `--create-claims`); read at start.
+    pub create_claims: bool,
 }
 
 impl Default for Config {
@@ -121,6 +123,7 @@ impl Default for Config {
             durable_images: Vec::new(),
             csi_drivers: BTreeMap::new(),
             catalog: Vec::new(),
+            create_claims: false,
         }
     }
 }

@@ -2,14 +2,16 @@
 //! storage that dies with the pod.
 //!
 //! A pure core ([`policy`], [`mutate`], [`admission`]) and a thin shell
-//! ([`server`], [`cli`]) around it.
+//! ([`server`], [`cli`], [`cluster`]) around it.
 
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod manifest;
 pub mod mutate;
 pub mod policy;
+pub mod report;
 pub mod server;

@@ -36,6 +36,27 @@ pub struct ClaimSpec {
     pub access_mode: String,
 }
 
+impl ClaimSpec {
+    /// The PersistentVolumeClaim manifest: labelled as pvc-guard's, and with
+    /// no ownerReference, so deleting the workload never deletes the data.
+    pub fn manifest(&self, name: &str, namespace: Option<&str>) -> Value {
+        let mut metadata = json!({"name": name, "labels": {MANAGED_BY_LABEL: "pvc-guard"}});
+        if let Some(ns) = namespace {
+            metadata["namespace"] = json!(ns);
+        }
+        let mut spec = json!({
+            "accessModes": [self.access_mode],
+            "resources": {"requests": {"storage": self.size}},
+        });
+        if let Some(class) = &self.storage_class {
+            spec["storageClassName"] = json!(class);
+        }
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec})
+    }
+}
+
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InitDir {
@@ -99,6 +120,11 @@ impl Record {
             .pointer("/metadata/annotations")?
             .get(MUTATED_ANNOTATION)?
             .as_str()?;
+        Record::parse(text)
+    }
+
+    /// The annotation's value; `None` if it is not a record.
+    pub fn parse(text: &str) -> Option<Record> {
         serde_json::from_str(text).ok()
     }
 

@@ -622,23 +622,32 @@ fn check_deployment(docs: &[Value]) {
         );
     }
 
-    // Least privilege: no API access is used, so no token and no RBAC.
+    // The token is mounted for the cluster caches and the claim controller,
+    // and RBAC grants exactly what they call.
     let account = pod["serviceAccountName"]
         .as_str()
         .expect("a serviceAccountName");
     let service_account = find(docs, "ServiceAccount", account);
-    assert!(
-        pod["automountServiceAccountToken"] == json!(false)
-            || service_account["automountServiceAccountToken"] == json!(false),
-        "no service account token is mounted"
+    assert_ne!(pod["automountServiceAccountToken"], json!(false));
+    assert_ne!(
+        service_account["automountServiceAccountToken"],
+        json!(false)
     );
-    for kind in ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"] {
-        assert_eq!(
-            objects(docs, kind).count(),
-            0,
-            "pvc-guard makes no API calls yet, so it needs no {kind} (update this test with the cluster-aware mode)"
-        );
-    }
+    assert_eq!(
+        granted(docs, account),
+        expected_grants(),
+        "RBAC grows by exactly what pvc-guard calls"
+    );
+    assert!(
+        shipped_config(docs).contains("createClaims: true"),
+        "the claim controller runs, so mutated workloads get their claims"
+    );
+    let env = container["env"].as_array().expect("env");
+    assert!(
+        env.iter().any(|e| e["name"] == "POD_NAME"
+            && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"),
+        "the Lease holder identity is the pod's name"
+    );
 
     let labels = &d["spec"]["template"]["metadata"]["labels"];
     let pdb = objects(docs, "PodDisruptionBudget")
@@ -651,6 +660,74 @@ fn check_deployment(docs: &[Value]) {
         Some(1),
         "the PodDisruptionBudget keeps one replica"
     );
+}
+
+/// Every (namespace or "*", apiGroup, resource, resourceName or "*", verb)
+/// that the roles bound to `account` grant.
+fn granted(docs: &[Value], account: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for binding in objects(docs, "RoleBinding").chain(objects(docs, "ClusterRoleBinding")) {
+        let bound = items(&binding["subjects"]).any(|s| {
+            s["kind"] == "ServiceAccount" && s["name"] == account && s["namespace"] == NAMESPACE
+        });
+        if !bound {
+            continue;
+        }
+        let role_kind = binding["roleRef"]["kind"].as_str().unwrap();
+        let role = find(
+            docs,
+            role_kind,
+            binding["roleRef"]["name"].as_str().unwrap(),
+        );
+        let scope = if role_kind == "Role" { NAMESPACE } else { "*" };
+        for rule in items(&role["rules"]) {
+            let names = strings(&rule["resourceNames"]);
+            let names = if names.is_empty() {
+                vec!["*".to_string()]
+            } else {
+                names
+            };
+            for group in strings(&rule["apiGroups"]) {
+                for resource in strings(&rule["resources"]) {
+                    for name in &names {
+                        for verb in strings(&rule["verbs"]) {
+                            out.insert(format!("{scope} {group}/{resource} {name} {verb}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What the cluster caches (list, watch), the claim controller (metadata
+/// watches of five kinds, create claims) and its Lease need.
+fn expected_grants() -> std::collections::BTreeSet<String> {
+    let mut want: Vec<String> = Vec::new();
+    for resource in [
+        "/namespaces",
+        "/persistentvolumeclaims",
+        "storage.k8s.io/storageclasses",
+        "autoscaling/horizontalpodautoscalers",
+        "apps/deployments",
+        "apps/replicasets",
+        "/replicationcontrollers",
+        "/pods",
+        "batch/jobs",
+    ] {
+        for verb in ["list", "watch"] {
+            want.push(format!("* {resource} * {verb}"));
+        }
+    }
+    want.push("* /persistentvolumeclaims * create".into());
+    want.push(format!("{NAMESPACE} coordination.k8s.io/leases * create"));
+    for verb in ["get", "patch"] {
+        want.push(format!(
+            "{NAMESPACE} coordination.k8s.io/leases pvc-guard-claim-controller {verb}"
+        ));
+    }
+    want.into_iter().collect()
 }
 
 #[test]

@@ -36,6 +36,20 @@ pub struct ClusterFacts {
     pub namespace_labels: Option<BTreeMap<String, String>>,
     /// Claims of the object's namespace by name.
     pub claims: Option<BTreeMap<String, ClaimFacts>>,
+    /// HorizontalPodAutoscalers of the object's namespace.
+    pub autoscalers: Option<Vec<Autoscaler>>,
+    /// The claim controller runs: claims a `pvc-guard.io/mutated` record
+    /// names will be created, so their absence is not worth a warning.
+    pub claim_controller: bool,
+}
+
+/// What an autoscaler can do to a workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Autoscaler {
+    pub name: String,
+    pub target_kind: String,
+    pub target_name: String,
+    pub max_replicas: i32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,6 +81,19 @@ impl ClusterFacts {
     /// A `restricted` Pod Security namespace does not admit root init containers.
     pub fn restricted(&self) -> bool {
         self.namespace_label("pod-security.kubernetes.io/enforce") == Some("restricted")
+    }
+
+    /// The claim is known not to exist (unknown when there are no facts).
+    fn claim_missing(&self, claim: &str) -> bool {
+        self.claims.as_ref().is_some_and(|c| !c.contains_key(claim))
+    }
+
+    /// An autoscaler that can take `kind/name` above one replica.
+    fn scaling_autoscaler(&self, kind: &str, name: &str) -> Option<&Autoscaler> {
+        self.autoscalers
+            .as_ref()?
+            .iter()
+            .find(|h| h.target_kind == kind && h.target_name == name && h.max_replicas > 1)
     }
 
     fn claim_read_write_many(&self, claim: &str) -> bool {
@@ -155,6 +182,9 @@ impl Policy {
     fn apply_rules(&self, a: &mut Assessment<'_, '_>, facts: &ClusterFacts) {
         let who = a.workload.display();
         let mut findings = Vec::new();
+        let recorded_claims: Vec<String> = crate::mutate::Record::from_object(a.workload.object)
+            .map(|r| r.claims().into_iter().map(|(name, _)| name).collect())
+            .unwrap_or_default();
         for (si, site) in a.sites.iter().enumerate() {
             let db = &a.dbs[site.db];
             let ctx = Ctx {
@@ -212,6 +242,29 @@ impl Policy {
                 && let Some(f) = shared_claim_replicas(&ctx, &a.workload, claim)
             {
                 findings.push(f);
+            }
+            if let Some(claim) = claim
+                && facts.claim_missing(claim)
+                && !(facts.claim_controller && recorded_claims.iter().any(|c| c == claim))
+            {
+                findings.push(ctx.finding(
+                    Rule::MissingClaim,
+                    Severity::Warn,
+                    format!("on claim {claim:?}, which does not exist in the namespace: the pod stays Pending until it does"),
+                    format!("Create the PersistentVolumeClaim {claim:?} (pvc-guard fix prints one), or run pvc-guard with --create-claims"),
+                ));
+            }
+            if let Some(claim) = claim
+                && a.workload.kind == Kind::Deployment
+                && site.path.source.is_database()
+                && let Some(hpa) = facts.scaling_autoscaler("Deployment", &a.workload.name)
+            {
+                findings.push(ctx.finding(
+                    Rule::AutoscaledClaim,
+                    Severity::Warn,
+                    format!("on claim {claim:?} that HorizontalPodAutoscaler {:?} can scale to {} replicas through /scale (which admission never sees): the replicas would share one data directory", hpa.name, hpa.max_replicas),
+                    "Set the autoscaler's maxReplicas to 1, or run the database as a StatefulSet".into(),
+                ));
             }
             if let Some(claim) = claim
                 && a.workload.kind == Kind::Deployment

@@ -34,6 +34,10 @@ pub enum Rule {
     MissingClaim,
     /// An autoscaler can scale a Deployment with a claim at a data path.
     AutoscaledClaim,
+    /// `audit` only: a claim whose StorageClass deletes the volume with it.
+    ReclaimPolicyDelete,
+    /// `audit` only: a StatefulSet whose retention policy deletes its claims.
+    ClaimRetentionDelete,
 }
 
 impl Rule {
@@ -53,10 +57,34 @@ impl Rule {
             Rule::InvalidOptOut => "invalid-opt-out",
             Rule::MissingClaim => "missing-claim",
             Rule::AutoscaledClaim => "autoscaled-claim",
+            Rule::ReclaimPolicyDelete => "reclaim-policy-delete",
+            Rule::ClaimRetentionDelete => "claim-retention-delete",
         }
     }
 
-    pub const ALL: [Rule; 14] = [
+    /// One line on what the rule guards against, for SARIF rule metadata.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Rule::EphemeralDataPath => "A database data path on storage that dies with the pod",
+            Rule::ConfigVolumeDataPath => "A database data path on a read-only source volume",
+            Rule::NodeLocalDataPath => "A database data path on node-local storage",
+            Rule::UnknownStorage => "A database data path on a CSI volume of unknown lifetime",
+            Rule::ReadOnlyDataPath => "A database data path mounted readOnly",
+            Rule::SharedClaimReplicas => "One claim at a data path used by several pods at once",
+            Rule::RollingUpdateClaim => "A Deployment with a claim at a data path rolls updates",
+            Rule::PgdataMountRoot => "Postgres PGDATA at the root of a claim's mount",
+            Rule::DatabaseInDeployment => "A database in a Deployment rather than a StatefulSet",
+            Rule::UnresolvedDataPath => "A data path pvc-guard cannot place",
+            Rule::SqliteFileMount => "A SQLite file mounted by itself",
+            Rule::InvalidOptOut => "An allow-ephemeral opt-out that is not accepted",
+            Rule::MissingClaim => "A workload references a claim that does not exist",
+            Rule::AutoscaledClaim => "An autoscaler can scale a database Deployment with a claim",
+            Rule::ReclaimPolicyDelete => "A claim whose StorageClass deletes the volume with it",
+            Rule::ClaimRetentionDelete => "A StatefulSet whose claims are deleted with it",
+        }
+    }
+
+    pub const ALL: [Rule; 16] = [
         Rule::EphemeralDataPath,
         Rule::ConfigVolumeDataPath,
         Rule::NodeLocalDataPath,
@@ -71,6 +99,8 @@ impl Rule {
         Rule::InvalidOptOut,
         Rule::MissingClaim,
         Rule::AutoscaledClaim,
+        Rule::ReclaimPolicyDelete,
+        Rule::ClaimRetentionDelete,
     ];
 
     pub fn from_id(id: &str) -> Option<Rule> {

@@ -36,8 +36,56 @@ pub struct RejectLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub resource: &'static str,
+}
+
+/// What the cluster caches and the claim controller report. Clones share
+/// the same series.
+#[derive(Clone, Default)]
+pub struct ClusterMetrics {
+    /// When each cache last heard from its watch (events and bookmarks).
+    pub cache_updated: Family<ResourceLabels, Gauge>,
+    pub watch_errors: Family<ResourceLabels, Counter>,
+    pub claims_created: Counter,
+    pub claim_errors: Counter,
+    pub leader: Gauge,
+}
+
+impl ClusterMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "cluster_cache_updated_timestamp_seconds",
+            "When each cluster cache last received a watch event; its age is now minus this",
+            self.cache_updated.clone(),
+        );
+        registry.register(
+            "cluster_watch_errors",
+            "Watch failures, each retried with backoff",
+            self.watch_errors.clone(),
+        );
+        registry.register(
+            "claims_created",
+            "PersistentVolumeClaims the claim controller created",
+            self.claims_created.clone(),
+        );
+        registry.register(
+            "claim_create_errors",
+            "Claim creations that failed and will be retried",
+            self.claim_errors.clone(),
+        );
+        registry.register(
+            "claim_controller_leader",
+            "1 while this replica holds the claim controller's Lease",
+            self.leader.clone(),
+        );
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    pub cluster: ClusterMetrics,
     pub requests: Family<RequestLabels, Counter>,
     pub findings: Family<FindingLabels, Counter>,
     pub latency: Family<EndpointLabels, Histogram>,
@@ -139,8 +187,11 @@ impl Metrics {
             connections.clone(),
         );
         config_last_reload_ok.set(1);
+        let cluster = ClusterMetrics::default();
+        cluster.register(&mut registry);
         Metrics {
             registry,
+            cluster,
             requests,
             findings,
             latency,

@@ -43,6 +43,8 @@ pub struct App {
     pub cert: Arc<CertStore>,
     /// `--client-ca` is set: /validate and /mutate need a verified client certificate.
     pub require_client_cert: bool,
+    /// Watch caches of the cluster, when it runs with one.
+    pub cluster: Option<crate::cluster::Caches>,
 }
 
 /// Whether the connection presented a client certificate that verified
@@ -51,13 +53,23 @@ pub struct App {
 struct ClientCertificate(bool);
 
 impl App {
-    fn ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::Relaxed)
+    /// Why the server is not ready, if it is not.
+    fn not_ready(&self) -> Option<&'static str> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            Some("shutting down")
+        } else if self.cluster.as_ref().is_some_and(|c| !c.synced()) {
+            Some("the cluster caches have not synced yet")
+        } else {
+            None
+        }
     }
 
-    /// Cluster facts for a namespace; unknown until the cluster client runs.
-    fn facts(&self, _namespace: Option<&str>) -> ClusterFacts {
-        ClusterFacts::default()
+    /// Cluster facts for a namespace, from the caches; unknown without them.
+    fn facts(&self, namespace: Option<&str>) -> ClusterFacts {
+        self.cluster
+            .as_ref()
+            .map(|c| c.facts(namespace))
+            .unwrap_or_default()
     }
 }
 
@@ -234,10 +246,9 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.ready() {
-        plain(StatusCode::OK, "ready")
-    } else {
-        plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    match app.not_ready() {
+        None => plain(StatusCode::OK, "ready"),
+        Some(why) => plain(StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 
@@ -421,7 +432,35 @@ async fn refuse_plain_http(stream: &mut TcpStream, app: &App) -> bool {
     }
 }
 
+/// In a pod unless told otherwise.
+fn cluster_enabled(args: &ServeArgs) -> bool {
+    !args.no_cluster && (args.cluster || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some())
+}
+
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let client = if cluster_enabled(&args) {
+        Some(
+            kube::Client::try_default()
+                .await
+                .context("connecting to the API server (--no-cluster runs without it)")?,
+        )
+    } else {
+        None
+    };
+    serve_on(listener, args, client, shutdown_signal()).await
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains. `client`
+/// talks to the API server for cluster facts and the claim controller.
+pub async fn serve_on(
+    listener: TcpListener,
+    args: ServeArgs,
+    client: Option<kube::Client>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let (config, config_seen) = match &args.config {
         Some(path) => load_config(path)?,
         None => (Config::default(), Vec::new()),
@@ -455,21 +494,44 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = CertStore::new(cert_key, not_after);
     let tls_config = tls::server_config(store.clone(), args.client_ca.as_ref())?;
     let acceptor = TlsAcceptor::from(Arc::new(tls_config));
+    let metrics = Metrics::new();
+    let create_claims = args.create_claims || config.create_claims;
+    let cluster = client.as_ref().map(|client| {
+        let caches = crate::cluster::Caches::start(client, &metrics.cluster, create_claims);
+        if create_claims {
+            let lease_namespace = args
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            let identity = std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("pvc-guard-{}", std::process::id()));
+            let run = crate::cluster::claims::run_elected(
+                client.clone(),
+                caches.claims.clone(),
+                metrics.cluster.clone(),
+                lease_namespace,
+                identity,
+            );
+            tokio::spawn(async move {
+                if let Err(e) = run.await {
+                    error!(error = %format!("{e:#}"), "the claim controller stopped");
+                }
+            });
+        }
+        caches
+    });
     let app = Arc::new(App {
         policy: ArcSwap::from_pointee(Policy::new(config)),
-        metrics: Metrics::new(),
+        metrics,
         failure_mode: args.failure_mode,
         max_body: args.max_body_bytes,
         shutting_down: AtomicBool::new(false),
         cert: store,
         require_client_cert: args.client_ca.is_some(),
+        cluster,
     });
     app.metrics.cert_expiry.set(not_after);
     let service = router(app.clone(), args.request_timeout);
-
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
     info!(address = %listener.local_addr()?, "listening on https://{}", listener.local_addr()?);
     let reloader = tokio::spawn(reload_loop(
         app.clone(),
@@ -481,7 +543,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let limit = Arc::new(Semaphore::new(args.max_connections.max(1)));
-    let signal = shutdown_signal();
+    let signal = shutdown;
     tokio::pin!(signal);
     loop {
         let permit = tokio::select! {

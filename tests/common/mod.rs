@@ -61,6 +61,8 @@ impl Server {
             .args(args)
             .envs(envs.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
+            // Standalone even when the tests themselves run in a pod.
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,0 +1,247 @@
+//! `pvc-guard audit`: what is already stored, judged by the same core with
+//! the same cluster facts, plus what admission cannot see on every apply.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, TypeMeta};
+use kube::{Api, Client, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::config::Mode;
+use crate::policy::{Finding, Policy, Rule, Severity};
+use crate::report::Entry;
+
+/// The kinds audited: (group, version, kind, plural). Owned Pods, ReplicaSets
+/// and Jobs are skipped by the core, which judges their owners instead.
+const WORKLOADS: &[(&str, &str, &str, &str)] = &[
+    ("apps", "v1", "Deployment", "deployments"),
+    ("apps", "v1", "StatefulSet", "statefulsets"),
+    ("apps", "v1", "DaemonSet", "daemonsets"),
+    ("apps", "v1", "ReplicaSet", "replicasets"),
+    ("", "v1", "ReplicationController", "replicationcontrollers"),
+    ("", "v1", "Pod", "pods"),
+    ("batch", "v1", "Job", "jobs"),
+    ("batch", "v1", "CronJob", "cronjobs"),
+];
+
+const PAGE: u32 = 500;
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Every item of a list, a page of `limit` at a time.
+async fn list_all<K>(
+    api: &Api<K>,
+    what: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<K>, kube::Error>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut items = Vec::new();
+    let mut params = ListParams::default().limit(PAGE);
+    loop {
+        let page = api.list(&params).await?;
+        items.extend(page.items);
+        progress(&format!("{what}: {} listed", items.len()));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(items),
+        }
+    }
+}
+
+/// Judges every stored workload (in `namespace`, or everywhere) and lists
+/// claims and StatefulSets that delete data on their own.
+pub async fn audit(
+    client: &Client,
+    policy: &Policy,
+    namespace: Option<&str>,
+    source: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Entry>, kube::Error> {
+    let namespaces = list_all(
+        &Api::<Namespace>::all(client.clone()),
+        "namespaces",
+        progress,
+    )
+    .await?;
+    let classes = list_all(
+        &Api::<StorageClass>::all(client.clone()),
+        "storageclasses",
+        progress,
+    )
+    .await?;
+    let claims = list_all(
+        &api::<PersistentVolumeClaim>(client, namespace),
+        "persistentvolumeclaims",
+        progress,
+    )
+    .await?;
+    let autoscalers = list_all(
+        &api::<HorizontalPodAutoscaler>(client, namespace),
+        "horizontalpodautoscalers",
+        progress,
+    )
+    .await?;
+    let facts = |ns: &str| {
+        super::facts_for(
+            namespaces.iter().find(|n| n.name_any() == ns),
+            claims
+                .iter()
+                .filter(|c| c.namespace().as_deref() == Some(ns)),
+            autoscalers
+                .iter()
+                .filter(|h| h.namespace().as_deref() == Some(ns)),
+            false,
+        )
+    };
+    let mut entries = Vec::new();
+    for (group, version, kind, plural) in WORKLOADS {
+        let resource =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        for mut item in list_all(&api, plural, progress).await? {
+            // List items carry no apiVersion and kind; the core reads kind.
+            item.types = Some(TypeMeta {
+                api_version: resource.api_version.clone(),
+                kind: kind.to_string(),
+            });
+            let ns = item.namespace().unwrap_or_default();
+            let name = item.name_any();
+            let object = serde_json::to_value(&item).map_err(kube::Error::SerdeError)?;
+            let facts = facts(&ns);
+            if policy.config.excluded_namespaces.contains(&ns) || facts.namespace_ignored() {
+                continue;
+            }
+            let mode = match facts.mode(&policy.config) {
+                Mode::Enforce => Mode::Enforce,
+                Mode::Warn | Mode::Audit => Mode::Warn,
+            };
+            let findings = match crate::admission::judge(policy, &object, None, &facts, mode) {
+                Ok(Some((findings, _))) => findings,
+                Ok(None) => continue,
+                Err(e) => vec![unreadable(kind, &ns, &name, &e.to_string())],
+            };
+            let mut findings = findings;
+            if *kind == "StatefulSet" {
+                findings.extend(retention_deletes(&object, &ns, &name));
+            }
+            entries.push(Entry {
+                source: source.to_string(),
+                kind: kind.to_string(),
+                namespace: ns,
+                name,
+                findings,
+            });
+        }
+    }
+    entries.extend(reclaim_deletes(&claims, &classes, source));
+    Ok(entries)
+}
+
+fn unreadable(kind: &str, ns: &str, name: &str, why: &str) -> Finding {
+    Finding {
+        rule: Rule::UnresolvedDataPath,
+        severity: Severity::Warn,
+        container: String::new(),
+        path: String::new(),
+        message: format!(
+            "[{}] {kind} {ns}/{name}: pvc-guard cannot read it: {why}",
+            Rule::UnresolvedDataPath
+        ),
+        short: String::new(),
+        site: None,
+    }
+}
+
+/// A StatefulSet whose `persistentVolumeClaimRetentionPolicy` deletes claims.
+fn retention_deletes(object: &Value, ns: &str, name: &str) -> Vec<Finding> {
+    let policy = object.pointer("/spec/persistentVolumeClaimRetentionPolicy");
+    ["whenDeleted", "whenScaled"]
+        .into_iter()
+        .filter(|when| {
+            policy
+                .and_then(|p| p.get(*when))
+                .and_then(Value::as_str)
+                == Some("Delete")
+        })
+        .map(|when| Finding {
+            rule: Rule::ClaimRetentionDelete,
+            severity: Severity::Warn,
+            container: String::new(),
+            path: when.to_string(),
+            message: format!(
+                "[{}] StatefulSet {ns}/{name} has persistentVolumeClaimRetentionPolicy.{when}: Delete: its claims, and with the usual reclaim policy their data, go when it is {}. Set it to Retain unless the data is disposable.",
+                Rule::ClaimRetentionDelete,
+                if when == "whenDeleted" { "deleted" } else { "scaled down" }
+            ),
+            short: String::new(),
+            site: None,
+        })
+        .collect()
+}
+
+/// Claims whose StorageClass (named, or the default one) has
+/// `reclaimPolicy: Delete`, Kubernetes' default when the field is absent.
+fn reclaim_deletes(
+    claims: &[PersistentVolumeClaim],
+    classes: &[StorageClass],
+    source: &str,
+) -> Vec<Entry> {
+    let default_class = classes.iter().find(|c| {
+        c.annotations()
+            .get("storageclass.kubernetes.io/is-default-class")
+            .is_some_and(|v| v == "true")
+    });
+    let by_name: BTreeMap<String, &StorageClass> =
+        classes.iter().map(|c| (c.name_any(), c)).collect();
+    claims
+        .iter()
+        .filter_map(|claim| {
+            let named = claim.spec.as_ref().and_then(|s| s.storage_class_name.as_deref());
+            let class = match named {
+                Some("") => return None, // statically bound, no class
+                Some(n) => by_name.get(n).copied(),
+                None => default_class,
+            }?;
+            if class.reclaim_policy.as_deref().unwrap_or("Delete") != "Delete" {
+                return None;
+            }
+            let (ns, name) = (claim.namespace().unwrap_or_default(), claim.name_any());
+            Some(Entry {
+                source: source.to_string(),
+                kind: "PersistentVolumeClaim".into(),
+                namespace: ns.clone(),
+                name: name.clone(),
+                findings: vec![Finding {
+                    rule: Rule::ReclaimPolicyDelete,
+                    severity: Severity::Warn,
+                    container: String::new(),
+                    path: String::new(),
+                    message: format!(
+                        "[{}] PersistentVolumeClaim {ns}/{name} uses StorageClass {:?} with reclaimPolicy Delete: deleting the claim deletes the volume and its data. Set the bound PersistentVolume's persistentVolumeReclaimPolicy to Retain, or use a class that retains.",
+                        Rule::ReclaimPolicyDelete,
+                        class.name_any()
+                    ),
+                    short: String::new(),
+                    site: None,
+                }],
+            })
+        })
+        .collect()
+}

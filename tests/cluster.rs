@@ -1,0 +1,588 @@
+//! Cluster facts, the claim controller and `audit`, against a kube client
+//! whose API server is a scripted tower service answering with responses a
+//! real kube-apiserver v1.33 sent (tests/data/api).
+
+#[path = "common/api.rs"]
+mod api;
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::ApiServer;
+use clap::Parser;
+use common::*;
+use pvc_guard::cli::{Cli, Command};
+use serde_json::{Value, json};
+
+fn fixture(name: &str) -> Value {
+    read_json(&format!("admission/{name}.json"))
+}
+
+/// Waits up to 10 s for `check` to hold.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `pvc-guard serve` in this process, on 127.0.0.1, with the mock's client.
+struct InProcess {
+    port: u16,
+    ca: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    async fn start(api: &Arc<ApiServer>, extra: &[&str]) -> InProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let mut argv = vec!["pvc-guard", "serve", "--write-ca", ca.to_str().unwrap()];
+        argv.extend(extra);
+        let Command::Serve(args) = Cli::parse_from(argv).command else {
+            unreachable!()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(pvc_guard::server::serve_on(
+            listener,
+            *args,
+            Some(api.client()),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ca.exists() {
+            assert!(Instant::now() < deadline, "the server never wrote its CA");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        InProcess {
+            port,
+            ca: std::fs::read_to_string(&ca).unwrap(),
+            stop: Some(tx),
+            task,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    fn client(&self) -> reqwest::Client {
+        client_for(&[&self.ca], true)
+    }
+
+    async fn ready(&self) -> (u16, String) {
+        let r = self.client().get(self.url("/readyz")).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn validate(&self, review: &Value) -> Value {
+        let (status, body) = post(&self.client(), &self.url("/validate"), review).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the server drains and stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// A review of `object` as a CREATE in `namespace`.
+fn review_in(namespace: &str, mut object: Value) -> Value {
+    let mut review = fixture("pg-no-volume.create");
+    object["metadata"]["namespace"] = json!(namespace);
+    review["request"]["namespace"] = json!(namespace);
+    review["request"]["name"] = object["metadata"]["name"].clone();
+    review["request"]["object"] = object;
+    review
+}
+
+/// The postgres Deployment of the fixture with its data on claim `claim`.
+fn postgres_on_claim(name: &str, claim: &str, strategy: &str) -> Value {
+    let mut object = fixture("pg-no-volume.create")["request"]["object"].clone();
+    object["metadata"]["name"] = json!(name);
+    object["spec"]["strategy"] = json!({"type": strategy});
+    let pod = &mut object["spec"]["template"]["spec"];
+    pod["volumes"] = json!([{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]);
+    pod["containers"][0]["volumeMounts"] =
+        json!([{"name": "data", "mountPath": "/var/lib/postgresql/data", "subPath": "pgdata"}]);
+    object
+}
+
+fn rules_in(answer: &Value) -> Vec<String> {
+    let mut text = warnings(answer).join("\n");
+    if let Some(m) = answer
+        .pointer("/response/status/message")
+        .and_then(Value::as_str)
+    {
+        text.push_str(m);
+    }
+    pvc_guard::policy::Rule::ALL
+        .iter()
+        .map(|r| r.id().to_string())
+        .filter(|id| text.contains(&format!("[{id}]")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caches_gate_readiness_and_their_facts_change_decisions() {
+    let api = ApiServer::new();
+    api.close();
+    let server = InProcess::start(&api, &[]).await;
+    let (status, why) = server.ready().await;
+    assert_eq!(status, 503, "not ready before the caches sync");
+    assert!(why.contains("cluster caches"), "{why}");
+    // Admission does not wait for the caches: facts are unknown meanwhile.
+    let before = server
+        .validate(&review_in(
+            "shop",
+            fixture("pg-no-volume.create")["request"]["object"].clone(),
+        ))
+        .await;
+    assert_eq!(
+        allowed(&before),
+        Some(false),
+        "enforce from config until synced"
+    );
+    api.open();
+    eventually("ready after sync", async || server.ready().await.0 == 200).await;
+
+    // Every list is paged and every watch resumes from its list.
+    let requests = api.requests();
+    for collection in [
+        "/api/v1/namespaces",
+        "/api/v1/persistentvolumeclaims",
+        "/apis/storage.k8s.io/v1/storageclasses",
+        "/apis/autoscaling/v2/horizontalpodautoscalers",
+    ] {
+        let list = requests
+            .iter()
+            .find(|s| s.path == collection && !s.is_watch())
+            .unwrap_or_else(|| panic!("no list of {collection}"));
+        assert_eq!(list.param("limit"), Some("500"), "{list:?}");
+        let watch = requests
+            .iter()
+            .find(|s| s.path == collection && s.is_watch());
+        if collection == "/api/v1/namespaces" {
+            let watch = watch.expect("a namespaces watch");
+            assert_eq!(watch.param("resourceVersion"), Some("404"), "{watch:?}");
+            assert_eq!(watch.param("allowWatchBookmarks"), Some("true"));
+        }
+    }
+
+    let pg = || fixture("pg-no-volume.create")["request"]["object"].clone();
+    // shop is labelled pvc-guard.io/mode=warn: admitted with warnings.
+    let answer = server.validate(&review_in("shop", pg())).await;
+    assert_eq!(allowed(&answer), Some(true), "{answer}");
+    assert!(rules_in(&answer).contains(&"ephemeral-data-path".into()));
+    // ci is labelled pvc-guard.io/ignore=true: not judged at all.
+    let answer = server.validate(&review_in("ci", pg())).await;
+    assert_eq!(
+        (allowed(&answer), warnings(&answer).len()),
+        (Some(true), 0),
+        "{answer}"
+    );
+    // data has no label: enforce, until a watch event labels it audit.
+    let answer = server.validate(&review_in("data", pg())).await;
+    assert_eq!(allowed(&answer), Some(false), "{answer}");
+    let events = std::fs::read_to_string(data("api/namespaces-watch.jsonl")).unwrap();
+    for line in events.lines().filter(|l| !l.trim().is_empty()) {
+        api.send_event(line);
+    }
+    eventually("the label flip reaches the decision", async || {
+        allowed(&server.validate(&review_in("data", pg())).await) == Some(true)
+    })
+    .await;
+    let audit_mode = server.validate(&review_in("data", pg())).await;
+    assert!(
+        warnings(&audit_mode).is_empty(),
+        "audit mode returns nothing: {audit_mode}"
+    );
+
+    // A restricted Pod Security namespace, arriving by watch, gets fsGroup
+    // instead of the root init container.
+    api.send_event(
+        &json!({"type": "ADDED", "object": {"kind": "Namespace", "apiVersion": "v1",
+            "metadata": {"name": "locked", "resourceVersion": "410",
+                "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}})
+        .to_string(),
+    );
+    let bitnami = || {
+        let mut o = pg();
+        o["spec"]["template"]["spec"]["containers"][0]["image"] = json!("bitnami/postgresql:17");
+        o
+    };
+    let mutate = async |namespace: &str| {
+        let (_, answer) = post(
+            &server.client(),
+            &server.url("/mutate"),
+            &review_in(namespace, bitnami()),
+        )
+        .await;
+        serde_json::to_string(&patch_of(&answer).expect("a patch")).unwrap()
+    };
+    assert!(mutate("default").await.contains("pvc-guard-permissions"));
+    eventually("the restricted namespace is cached", async || {
+        mutate("locked").await.contains("fsGroup")
+    })
+    .await;
+    assert!(!mutate("locked").await.contains("pvc-guard-permissions"));
+
+    // Claim facts: a claim that does not exist, and access modes.
+    let answer = server
+        .validate(&review_in(
+            "shop",
+            postgres_on_claim("ghost-db", "does-not-exist", "Recreate"),
+        ))
+        .await;
+    assert_eq!(
+        rules_in(&answer),
+        ["database-in-deployment", "missing-claim"].map(String::from),
+        "{answer}"
+    );
+    assert!(
+        warnings(&answer).join("\n").contains("\"does-not-exist\""),
+        "{answer}"
+    );
+    let rwo = server
+        .validate(&review_in(
+            "shop",
+            postgres_on_claim("users-db", "users-db-data", "RollingUpdate"),
+        ))
+        .await;
+    assert!(
+        rules_in(&rwo).contains(&"rolling-update-claim".into()),
+        "{rwo}"
+    );
+    assert!(!rules_in(&rwo).contains(&"missing-claim".into()), "{rwo}");
+    let rwx = server
+        .validate(&review_in(
+            "shop",
+            postgres_on_claim("files-db", "shared-files", "RollingUpdate"),
+        ))
+        .await;
+    assert!(
+        !rules_in(&rwx).contains(&"rolling-update-claim".into()),
+        "ReadWriteMany: {rwx}"
+    );
+
+    // Admission never writes, dry-run or not.
+    let mut dry = review_in("shop", pg());
+    dry["request"]["dryRun"] = json!(true);
+    let (_, answer) = post(&server.client(), &server.url("/mutate"), &dry).await;
+    assert!(patch_of(&answer).is_some(), "{answer}");
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    assert!(
+        api.unexpected.lock().unwrap().is_empty(),
+        "{:?}",
+        api.unexpected.lock().unwrap()
+    );
+
+    let metrics = server
+        .client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("pvc_guard_cluster_cache_updated_timestamp_seconds{resource=\"namespaces\"}"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_autoscaler_that_can_scale_a_database_deployment_is_warned_about() {
+    let api = ApiServer::new();
+    let hpa = |max: i32| {
+        json!({"kind": "HorizontalPodAutoscalerList", "apiVersion": "autoscaling/v2",
+        "metadata": {"resourceVersion": "500"},
+        "items": [{"metadata": {"name": "users-db", "namespace": "shop"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "users-db"},
+                "minReplicas": 1, "maxReplicas": max}}]})
+    };
+    api.set_list(
+        "/apis/autoscaling/v2/horizontalpodautoscalers",
+        vec![hpa(3)],
+    );
+    let server = InProcess::start(&api, &[]).await;
+    eventually("ready", async || server.ready().await.0 == 200).await;
+    let answer = server
+        .validate(&review_in(
+            "shop",
+            postgres_on_claim("users-db", "users-db-data", "Recreate"),
+        ))
+        .await;
+    assert!(
+        rules_in(&answer).contains(&"autoscaled-claim".into()),
+        "{answer}"
+    );
+    let text = warnings(&answer).join("\n");
+    assert!(text.contains("3 replicas"), "{text}");
+    // Another Deployment is not the autoscaler's target.
+    let other = server
+        .validate(&review_in(
+            "shop",
+            postgres_on_claim("other-db", "users-db-data", "Recreate"),
+        ))
+        .await;
+    assert!(
+        !rules_in(&other).contains(&"autoscaled-claim".into()),
+        "{other}"
+    );
+    server.stop().await;
+}
+
+/// The fixture's postgres Deployment as the mutating webhook leaves it, stored.
+fn stored_mutated(name: &str) -> Value {
+    let policy = pvc_guard::policy::Policy::new(pvc_guard::config::Config::default());
+    let mut object = fixture("pg-no-volume.create")["request"]["object"].clone();
+    object["metadata"]["name"] = json!(name);
+    let m = pvc_guard::mutate::mutate_create(&policy, &object, &Default::default()).unwrap();
+    assert!(!m.record.claims().is_empty());
+    m.fixed
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_claim_controller_creates_each_missing_claim_once_and_409_is_success() {
+    let api = ApiServer::new();
+    let mut plain = fixture("nginx-stateless.create")["request"]["object"].clone();
+    plain["metadata"]["namespace"] = json!("shop");
+    api.set_list(
+        "/apis/apps/v1/deployments",
+        vec![json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "600"},
+            "items": [stored_mutated("orders-db"), stored_mutated("billing-db"), plain]})],
+    );
+    let metrics = pvc_guard::server::metrics::Metrics::new();
+    let client = api.client();
+    let caches = pvc_guard::cluster::Caches::start(&client, &metrics.cluster, true);
+    let controller = tokio::spawn(pvc_guard::cluster::claims::run(
+        client,
+        caches.claims.clone(),
+        metrics.cluster.clone(),
+        Duration::from_millis(200),
+    ));
+    eventually("two claims posted", async || api.writes().len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    controller.abort();
+    let writes = api.writes();
+    assert_eq!(
+        writes.len(),
+        2,
+        "one POST per missing claim, none retried: {writes:?}"
+    );
+    let mut names = Vec::new();
+    for w in &writes {
+        assert_eq!(
+            (w.method.as_str(), w.path.as_str()),
+            ("POST", "/api/v1/namespaces/shop/persistentvolumeclaims")
+        );
+        let claim: Value = serde_json::from_slice(&w.body).unwrap();
+        assert_eq!(
+            claim["metadata"]["labels"]["app.kubernetes.io/managed-by"], "pvc-guard",
+            "{claim}"
+        );
+        assert!(
+            claim["metadata"].get("ownerReferences").is_none(),
+            "{claim}"
+        );
+        assert_eq!(
+            claim["spec"]["resources"]["requests"]["storage"], "10Gi",
+            "{claim}"
+        );
+        assert_eq!(
+            claim["spec"]["accessModes"],
+            json!(["ReadWriteOnce"]),
+            "{claim}"
+        );
+        names.push(claim["metadata"]["name"].as_str().unwrap().to_string());
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        ["billing-db-postgres-data", "orders-db-postgres-data"]
+    );
+    let text = metrics.encode();
+    // The first POST answered 201, the second 409: both count as done.
+    assert!(text.contains("pvc_guard_claims_created_total 1"), "{text}");
+    assert!(
+        text.contains("pvc_guard_claim_create_errors_total 0"),
+        "{text}"
+    );
+    assert!(
+        api.unexpected.lock().unwrap().is_empty(),
+        "{:?}",
+        api.unexpected.lock().unwrap()
+    );
+}
+
+/// A kubeconfig whose only context points at `server`.
+fn kubeconfig(dir: &std::path::Path, server: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: mock\n  cluster:\n    server: {server}\ncontexts:\n- name: mock\n  context:\n    cluster: mock\n    user: mock\ncurrent-context: mock\nusers:\n- name: mock\n  user:\n    token: not-a-secret\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_reports_in_text_json_and_sarif_and_exits_non_zero_on_a_denial() {
+    let api = ApiServer::new();
+    let mut orders = fixture("pg-no-volume.create")["request"]["object"].clone();
+    orders["metadata"]["namespace"] = json!("data");
+    let mut clean = fixture("nginx-stateless.create")["request"]["object"].clone();
+    clean["metadata"]["namespace"] = json!("data");
+    let mut owned = orders.clone();
+    owned["metadata"]["name"] = json!("orders-db-5d9c7");
+    owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "orders-db", "uid": "u", "controller": true}]);
+    // Two pages: the second is fetched with the first's continue token.
+    let page = |items: Vec<Value>| json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "700"}, "items": items});
+    api.set_list(
+        "/apis/apps/v1/deployments",
+        vec![page(vec![clean]), page(vec![orders])],
+    );
+    api.set_list(
+        "/api/v1/pods",
+        vec![json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "700"}, "items": [owned]})],
+    );
+    let set = json!({"metadata": {"name": "ledger", "namespace": "finance"},
+        "spec": {"serviceName": "ledger", "selector": {"matchLabels": {"app": "ledger"}},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
+            "template": {"metadata": {"labels": {"app": "ledger"}}, "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}}});
+    api.set_list(
+        "/apis/apps/v1/statefulsets",
+        vec![json!({"kind": "StatefulSetList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "700"}, "items": [set]})],
+    );
+    let url = api.serve_http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), &url);
+    let config = config.to_str().unwrap().to_string();
+    let run = |output: &'static str| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            run_cli_env(&["audit", "-o", output], &[("KUBECONFIG", &config)])
+        })
+    };
+
+    let (code, text, progress) = run("text").await.unwrap();
+    assert_eq!(code, 1, "a denial exits 1: {text}{progress}");
+    assert!(
+        progress.contains("deployments: 2 listed"),
+        "paged: {progress}"
+    );
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.starts_with("DECISION") && header.contains("RULES"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("deny")
+            && l.contains("orders-db")
+            && l.contains("ephemeral-data-path")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("orders-db-5d9c7"),
+        "a Pod its ReplicaSet owns is judged through the owner: {text}"
+    );
+    assert!(
+        text.contains("claim-retention-delete") && text.contains("ledger"),
+        "{text}"
+    );
+    // users-db-data names no class and so gets the default fast-delete (Delete);
+    // shared-files is on retained.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("users-db-data") && l.contains("reclaim-policy-delete")),
+        "{text}"
+    );
+    assert!(!text.contains("shared-files"), "{text}");
+
+    let (code, json_out, _) = run("json").await.unwrap();
+    assert_eq!(code, 1);
+    let report: Value = serde_json::from_str(&json_out).unwrap();
+    let orders = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "orders-db")
+        .unwrap();
+    assert_eq!(orders["decision"], "deny");
+    assert_eq!(orders["kind"], "Deployment");
+    // The same shape as `check --output json`.
+    let (_, check_out, _) = run_cli(
+        &["check", "-o", "json", "-f", "-"],
+        Some(
+            &serde_yaml_ng::to_string(&fixture("pg-no-volume.create")["request"]["object"])
+                .unwrap(),
+        ),
+    );
+    let check: Value = serde_json::from_str(&check_out).unwrap();
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&check[0]), keys(orders));
+    assert_eq!(keys(&check[0]["findings"][0]), keys(&orders["findings"][0]));
+
+    let (code, sarif_out, _) = run("sarif").await.unwrap();
+    assert_eq!(code, 1);
+    let sarif: Value = serde_json::from_str(&sarif_out).unwrap();
+    let schema: Value =
+        serde_json::from_slice(&std::fs::read(data("sarif-schema-2.1.0.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&sarif)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    assert!(
+        results
+            .iter()
+            .any(|r| r["ruleId"] == "ephemeral-data-path" && r["level"] == "error"),
+        "{sarif}"
+    );
+    // A SARIF document that breaks the schema is caught: the check can fail.
+    let mut broken = sarif.clone();
+    broken["runs"][0]["results"][0]["level"] = json!("fatal");
+    assert!(!validator.is_valid(&broken));
+
+    // Only one namespace: the Deployment list is asked for there.
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || run_cli_env(&["audit", "-n", "finance"], &[("KUBECONFIG", &config)])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        api.requests()
+            .iter()
+            .any(|s| s.path == "/apis/apps/v1/namespaces/finance/deployments")
+    );
+    assert!(
+        api.writes().is_empty(),
+        "audit only reads: {:?}",
+        api.writes()
+    );
+}

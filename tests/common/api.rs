@@ -1,0 +1,276 @@
+//! A scripted Kubernetes API server for the kube client: a tower service
+//! that records each request and answers with the bodies a real
+//! kube-apiserver v1.33 sent (tests/data/api). The same answers can be
+//! served over HTTP on 127.0.0.1 for the CLI.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::{Request, Response};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// One request as the API server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == key).then_some(v)
+        })
+    }
+
+    pub fn is_watch(&self) -> bool {
+        matches!(self.param("watch"), Some("true" | "1"))
+    }
+}
+
+pub struct ApiServer {
+    pub seen: Mutex<Vec<Seen>>,
+    /// Requests no route expected.
+    pub unexpected: Mutex<Vec<Seen>>,
+    /// Lines sent down the namespaces watch, one event each.
+    events_tx: mpsc::UnboundedSender<Bytes>,
+    events_rx: Mutex<Option<mpsc::UnboundedReceiver<Bytes>>>,
+    /// The namespaces list waits until this is true.
+    gate: watch::Sender<bool>,
+    /// Extra list bodies by path: each a list of pages, followed by `continue`.
+    pub lists: Mutex<BTreeMap<String, Vec<Value>>>,
+    posts: AtomicUsize,
+}
+
+pub fn api_data(name: &str) -> Vec<u8> {
+    std::fs::read(super::data(&format!("api/{name}"))).unwrap()
+}
+
+/// Collections the code under test lists or watches; unscripted ones are empty.
+const COLLECTIONS: &[&str] = &[
+    "/api/v1/namespaces",
+    "/apis/storage.k8s.io/v1/storageclasses",
+    "/api/v1/persistentvolumeclaims",
+    "/apis/autoscaling/v2/horizontalpodautoscalers",
+    "/apis/apps/v1/deployments",
+    "/apis/apps/v1/statefulsets",
+    "/apis/apps/v1/daemonsets",
+    "/apis/apps/v1/replicasets",
+    "/api/v1/replicationcontrollers",
+    "/api/v1/pods",
+    "/apis/batch/v1/jobs",
+    "/apis/batch/v1/cronjobs",
+];
+
+fn full(status: u16, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(
+            Full::new(body.into())
+                .map_err(|e: Infallible| match e {})
+                .boxed_unsync(),
+        )
+        .unwrap()
+}
+
+/// A body that never ends: an idle watch.
+fn idle() -> Response<Body> {
+    let stream = futures_util::stream::pending::<Result<Frame<Bytes>, std::io::Error>>();
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(BodyExt::boxed_unsync(StreamBody::new(stream)))
+        .unwrap()
+}
+
+impl ApiServer {
+    pub fn new() -> Arc<ApiServer> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        Arc::new(ApiServer {
+            seen: Mutex::new(Vec::new()),
+            unexpected: Mutex::new(Vec::new()),
+            events_tx,
+            events_rx: Mutex::new(Some(events_rx)),
+            gate: watch::channel(true).0,
+            lists: Mutex::new(BTreeMap::new()),
+            posts: AtomicUsize::new(0),
+        })
+    }
+
+    /// Holds the namespaces list (and so cache sync) until [`ApiServer::open`].
+    pub fn close(&self) {
+        self.gate.send_replace(false);
+    }
+
+    pub fn open(&self) {
+        self.gate.send_replace(true);
+    }
+
+    /// Sends one line of tests/data/api/namespaces-watch.jsonl down the watch.
+    pub fn send_event(&self, line: &str) {
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\n');
+        self.events_tx.send(Bytes::from(bytes)).unwrap();
+    }
+
+    /// Sets the pages a list path answers with.
+    pub fn set_list(&self, path: &str, pages: Vec<Value>) {
+        self.lists.lock().unwrap().insert(path.to_string(), pages);
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Writes: anything but GET.
+    pub fn writes(&self) -> Vec<Seen> {
+        self.requests()
+            .into_iter()
+            .filter(|s| s.method != "GET")
+            .collect()
+    }
+
+    /// A kube client whose every request this mock answers.
+    pub fn client(self: &Arc<Self>) -> kube::Client {
+        let me = self.clone();
+        let service = tower::service_fn(move |req: Request<kube::client::Body>| {
+            let me = me.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body.collect().await.unwrap().to_bytes();
+                Ok::<_, Infallible>(me.answer(&parts.method, &parts.uri, body.to_vec()).await)
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    /// Serves the same answers over plain HTTP on 127.0.0.1; returns the URL.
+    pub async fn serve_http(self: &Arc<Self>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let me = me.clone();
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                Ok::<_, Infallible>(
+                                    me.answer(&parts.method, &parts.uri, body.to_vec()).await,
+                                )
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    async fn answer(
+        &self,
+        method: &hyper::Method,
+        uri: &hyper::Uri,
+        body: Vec<u8>,
+    ) -> Response<Body> {
+        let seen = Seen {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+            query: uri.query().unwrap_or("").to_string(),
+            body,
+        };
+        self.seen.lock().unwrap().push(seen.clone());
+        let path = seen.path.as_str();
+        if seen.is_watch() {
+            if path == "/api/v1/namespaces"
+                && let Some(rx) = self.events_rx.lock().unwrap().take()
+            {
+                let events = futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|b| (Ok(Frame::data(b)), rx))
+                });
+                return Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(BodyExt::boxed_unsync(StreamBody::new(events.boxed())))
+                    .unwrap();
+            }
+            return idle();
+        }
+        match (method.as_str(), path) {
+            ("GET", "/api/v1/namespaces") => {
+                let mut gate = self.gate.subscribe();
+                let _ = gate.wait_for(|open| *open).await;
+                full(200, api_data("namespaces-list.json"))
+            }
+            ("GET", "/apis/storage.k8s.io/v1/storageclasses") => {
+                full(200, api_data("storageclasses-list.json"))
+            }
+            ("GET", "/api/v1/persistentvolumeclaims") => full(200, api_data("all-pvcs-list.json")),
+            ("GET", "/api/v1/namespaces/shop/persistentvolumeclaims") => {
+                full(200, api_data("shop-pvcs-list.json"))
+            }
+            ("GET", "/api/v1/namespaces/shop/persistentvolumeclaims/does-not-exist") => {
+                full(404, api_data("pvc-not-found.json"))
+            }
+            ("POST", "/api/v1/namespaces/shop/persistentvolumeclaims") => {
+                if self.posts.fetch_add(1, Ordering::SeqCst) == 0 {
+                    full(201, api_data("pvc-create-response.json"))
+                } else {
+                    full(409, api_data("pvc-create-conflict.json"))
+                }
+            }
+            ("GET", p) if self.lists.lock().unwrap().contains_key(p) => {
+                let pages = self.lists.lock().unwrap()[p].clone();
+                // Page n is asked for with continue=<n>.
+                let n: usize = seen.param("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+                let mut page = pages[n].clone();
+                if n + 1 < pages.len() {
+                    page["metadata"]["continue"] = json!((n + 1).to_string());
+                }
+                full(200, serde_json::to_vec(&page).unwrap())
+            }
+            ("GET", p) if COLLECTIONS.contains(&cluster_wide(p).as_str()) => full(
+                200,
+                serde_json::to_vec(&json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []}))
+                    .unwrap(),
+            ),
+            _ => {
+                self.unexpected.lock().unwrap().push(seen);
+                full(404, api_data("pvc-not-found.json"))
+            }
+        }
+    }
+}
+
+/// `/api/v1/namespaces/x/pods` → `/api/v1/pods`: a namespaced list's collection.
+fn cluster_wide(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.iter().position(|p| *p == "namespaces") {
+        Some(i) if parts.len() == i + 3 => [&parts[..i], &parts[i + 2..]].concat().join("/"),
+        _ => path.to_string(),
+    }
+}
