@@ -355,21 +355,32 @@ fn convert_prints_a_statefulset_a_headless_service_and_the_move_steps() {
 #[test]
 fn check_writes_sarif_that_code_scanning_accepts() {
     let file = data("cases");
-    let (code, out, err) = run_cli(&["check", "-o", "sarif", "-f", file.to_str().unwrap()], None);
+    let (code, out, err) = run_cli(
+        &["check", "-o", "sarif", "-f", file.to_str().unwrap()],
+        None,
+    );
     assert_eq!(code, 1, "the cases include denials: {err}");
     let sarif: serde_json::Value = serde_json::from_str(&out).unwrap();
     let schema: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data("sarif-schema-2.1.0.json")).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&sarif).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&sarif)
+        .map(|e| e.to_string())
+        .collect();
     assert!(errors.is_empty(), "{errors:?}");
     let results = sarif["runs"][0]["results"].as_array().unwrap();
-    let rules = sarif["runs"][0]["tool"]["driver"]["rules"].as_array().unwrap();
+    let rules = sarif["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap();
     for r in results {
         let uri = r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
             .as_str()
             .unwrap();
-        assert!(uri.ends_with(".yaml") && std::path::Path::new(uri).exists(), "{uri}");
+        assert!(
+            uri.ends_with(".yaml") && std::path::Path::new(uri).exists(),
+            "{uri}"
+        );
         let index = r["ruleIndex"].as_u64().unwrap() as usize;
         assert_eq!(rules[index]["id"], r["ruleId"]);
     }

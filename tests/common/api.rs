@@ -53,6 +53,8 @@ pub struct ApiServer {
     /// Extra list bodies by path: each a list of pages, followed by `continue`.
     pub lists: Mutex<BTreeMap<String, Vec<Value>>>,
     posts: AtomicUsize,
+    /// Paths whose next list fails with a 500, once each.
+    pub fail_once: Mutex<Vec<String>>,
 }
 
 pub fn api_data(name: &str) -> Vec<u8> {
@@ -108,6 +110,7 @@ impl ApiServer {
             gate: watch::channel(true).0,
             lists: Mutex::new(BTreeMap::new()),
             posts: AtomicUsize::new(0),
+            fail_once: Mutex::new(Vec::new()),
         })
     }
 
@@ -219,6 +222,21 @@ impl ApiServer {
                     .unwrap();
             }
             return idle();
+        }
+        if let Some(i) = self
+            .fail_once
+            .lock()
+            .unwrap()
+            .iter()
+            .position(|p| p == path)
+        {
+            self.fail_once.lock().unwrap().remove(i);
+            return full(
+                500,
+                serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "message": "etcdserver: leader changed", "reason": "InternalError", "code": 500}))
+                .unwrap(),
+            );
         }
         match (method.as_str(), path) {
             ("GET", "/api/v1/namespaces") => {
