@@ -586,3 +586,58 @@ async fn audit_reports_in_text_json_and_sarif_and_exits_non_zero_on_a_denial() {
         api.writes()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_elect_one_claim_controller_through_the_lease() {
+    let api = ApiServer::new();
+    api.set_list(
+        "/apis/apps/v1/deployments",
+        vec![json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "600"},
+            "items": [stored_mutated("orders-db")]})],
+    );
+    let replicas: Vec<_> = ["replica-a", "replica-b"]
+        .into_iter()
+        .map(|identity| {
+            let metrics = pvc_guard::server::metrics::Metrics::new();
+            let client = api.client();
+            let caches = pvc_guard::cluster::Caches::start(&client, &metrics.cluster, true);
+            let task = tokio::spawn(pvc_guard::cluster::claims::run_elected(
+                client,
+                caches.claims.clone(),
+                metrics.cluster.clone(),
+                "pvc-guard".into(),
+                identity.into(),
+            ));
+            (identity, metrics, task)
+        })
+        .collect();
+    eventually("a leader creates the claim", async || {
+        !api.writes().iter().all(|w| w.path.contains("leases"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let holder = api.lease_holder().expect("the Lease has a holder");
+    let leading: Vec<&str> = replicas
+        .iter()
+        .filter(|(_, m, _)| {
+            m.encode()
+                .lines()
+                .any(|l| l == "pvc_guard_claim_controller_leader 1")
+        })
+        .map(|(id, _, _)| *id)
+        .collect();
+    assert_eq!(leading, [holder.as_str()], "exactly the holder leads");
+    let claim_posts: Vec<_> = api
+        .writes()
+        .into_iter()
+        .filter(|w| w.path == "/api/v1/namespaces/shop/persistentvolumeclaims")
+        .collect();
+    assert_eq!(
+        claim_posts.len(),
+        1,
+        "only the leader creates: {claim_posts:?}"
+    );
+    for (_, _, task) in replicas {
+        task.abort();
+    }
+}

@@ -77,7 +77,7 @@ impl ClusterMetrics {
         );
         registry.register(
             "claim_controller_leader",
-            "1 while this replica holds the claim controller's Lease",
+            "Whether this replica holds the claim controller's Lease (1) or not (0)",
             self.leader.clone(),
         );
     }

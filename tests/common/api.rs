@@ -55,6 +55,8 @@ pub struct ApiServer {
     posts: AtomicUsize,
     /// Paths whose next list fails with a 500, once each.
     pub fail_once: Mutex<Vec<String>>,
+    /// The one Lease, as stored.
+    lease: Mutex<Option<Value>>,
 }
 
 pub fn api_data(name: &str) -> Vec<u8> {
@@ -111,6 +113,7 @@ impl ApiServer {
             lists: Mutex::new(BTreeMap::new()),
             posts: AtomicUsize::new(0),
             fail_once: Mutex::new(Vec::new()),
+            lease: Mutex::new(None),
         })
     }
 
@@ -238,6 +241,9 @@ impl ApiServer {
                 .unwrap(),
             );
         }
+        if path.starts_with(LEASES) {
+            return self.lease(method.as_str(), path, &seen.body);
+        }
         match (method.as_str(), path) {
             ("GET", "/api/v1/namespaces") => {
                 let mut gate = self.gate.subscribe();
@@ -280,6 +286,90 @@ impl ApiServer {
                 self.unexpected.lock().unwrap().push(seen);
                 full(404, api_data("pvc-not-found.json"))
             }
+        }
+    }
+}
+
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/pvc-guard/leases";
+
+impl ApiServer {
+    /// The holder of the Lease, if any.
+    pub fn lease_holder(&self) -> Option<String> {
+        let lease = self.lease.lock().unwrap();
+        lease.as_ref()?["spec"]["holderIdentity"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Just enough of a Lease for leader election: create, get, and patches
+    /// merged into the spec. A patch that takes holderIdentity from another
+    /// live holder conflicts (409), as server-side apply's field ownership
+    /// makes it do; a null clears a field.
+    fn lease(&self, method: &str, path: &str, body: &[u8]) -> Response<Body> {
+        let conflict = |what: &str| {
+            full(
+                409,
+                serde_json::to_vec(
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "message": what, "reason": "Conflict", "code": 409}),
+                )
+                .unwrap(),
+            )
+        };
+        let mut stored = self.lease.lock().unwrap();
+        let named = path.len() > LEASES.len();
+        match (method, named) {
+            ("POST", false) => {
+                if stored.is_some() {
+                    return full(
+                        409,
+                        serde_json::to_vec(
+                            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "reason": "AlreadyExists", "code": 409}),
+                        )
+                        .unwrap(),
+                    );
+                }
+                let mut lease: Value = serde_json::from_slice(body).unwrap();
+                lease["metadata"]["resourceVersion"] = json!("1");
+                *stored = Some(lease.clone());
+                full(201, serde_json::to_vec(&lease).unwrap())
+            }
+            ("GET", true) => match stored.as_ref() {
+                Some(lease) => full(200, serde_json::to_vec(lease).unwrap()),
+                None => full(404, api_data("pvc-not-found.json")),
+            },
+            ("PATCH", true) => {
+                let Some(lease) = stored.as_mut() else {
+                    return full(404, api_data("pvc-not-found.json"));
+                };
+                let patch: Value = serde_json::from_slice(body).unwrap();
+                let holder = lease["spec"]["holderIdentity"].as_str().map(str::to_string);
+                let taking = patch["spec"]["holderIdentity"].as_str();
+                if let (Some(held), Some(taking)) = (&holder, taking)
+                    && held != taking
+                {
+                    return conflict("holderIdentity is managed by another field manager");
+                }
+                if !lease["spec"].is_object() {
+                    lease["spec"] = json!({});
+                }
+                for (k, v) in patch["spec"].as_object().into_iter().flatten() {
+                    if v.is_null() {
+                        lease["spec"].as_object_mut().unwrap().remove(k);
+                    } else {
+                        lease["spec"][k] = v.clone();
+                    }
+                }
+                let version: u64 = lease["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("1")
+                    .parse()
+                    .unwrap_or(1);
+                lease["metadata"]["resourceVersion"] = json!((version + 1).to_string());
+                full(200, serde_json::to_vec(lease).unwrap())
+            }
+            _ => full(405, Vec::new()),
         }
     }
 }
