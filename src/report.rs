@@ -75,6 +75,7 @@ pub fn table(entries: &[Entry]) -> String {
         .filter(|e| !e.findings.is_empty())
         .map(|e| {
             let mut rules: Vec<&str> = e.findings.iter().map(|f| f.rule.id()).collect();
+            rules.sort_unstable();
             rules.dedup();
             [
                 e.decision().to_string(),
@@ -103,7 +104,7 @@ pub fn table(entries: &[Entry]) -> String {
         out.push('\n');
     }
     out.push_str(&format!(
-        "\n{} objects checked, {} with findings, {} would be denied\n",
+        "\n{} objects listed, {} with findings, {} would be denied\n",
         entries.len(),
         rows.len(),
         entries.iter().filter(|e| e.decision() == "deny").count()

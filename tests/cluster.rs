@@ -176,12 +176,19 @@ async fn caches_gate_readiness_and_their_facts_change_decisions() {
         assert_eq!(list.param("limit"), Some("500"), "{list:?}");
         let watch = requests
             .iter()
-            .find(|s| s.path == collection && s.is_watch());
-        if collection == "/api/v1/namespaces" {
-            let watch = watch.expect("a namespaces watch");
-            assert_eq!(watch.param("resourceVersion"), Some("404"), "{watch:?}");
-            assert_eq!(watch.param("allowWatchBookmarks"), Some("true"));
-        }
+            .find(|s| s.path == collection && s.is_watch())
+            .unwrap_or_else(|| panic!("no watch of {collection}"));
+        let listed = if collection.contains("horizontalpodautoscalers") {
+            "1" // the mock's empty list
+        } else {
+            "404"
+        };
+        assert_eq!(watch.param("resourceVersion"), Some(listed), "{watch:?}");
+        assert_eq!(
+            watch.param("allowWatchBookmarks"),
+            Some("true"),
+            "{watch:?}"
+        );
     }
 
     let pg = || fixture("pg-no-volume.create")["request"]["object"].clone();
@@ -366,17 +373,42 @@ async fn the_claim_controller_creates_each_missing_claim_once_and_409_is_success
     let api = ApiServer::new();
     let mut plain = fixture("nginx-stateless.create")["request"]["object"].clone();
     plain["metadata"]["namespace"] = json!("shop");
+    // Records that must not lead to a POST: a claim the cache holds, a
+    // workload being deleted, a ReplicaSet carrying its Deployment's copy,
+    // and a namespace pvc-guard ignores (admission never ran there).
+    let mut existing = fixture("pg-no-volume.create")["request"]["object"].clone();
+    existing["metadata"]["name"] = json!("users-db");
+    existing["metadata"]["annotations"]["pvc-guard.io/claim-name"] = json!("users-db-data");
+    let policy = pvc_guard::policy::Policy::new(pvc_guard::config::Config::default());
+    let existing = pvc_guard::mutate::mutate_create(&policy, &existing, &Default::default())
+        .unwrap()
+        .fixed;
+    assert!(existing.to_string().contains("users-db-data"));
+    let mut deleting = stored_mutated("old-db");
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-11-22T03:50:00Z");
+    let mut replica_set = stored_mutated("copy-db");
+    replica_set["kind"] = json!("ReplicaSet");
+    replica_set["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "Deployment",
+        "name": "copy-db", "uid": "u", "controller": true}]);
+    let mut ignored = stored_mutated("ci-db");
+    ignored["metadata"]["namespace"] = json!("ci");
+    api.set_list(
+        "/apis/apps/v1/replicasets",
+        vec![json!({"kind": "ReplicaSetList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "600"},
+            "items": [replica_set]})],
+    );
     api.set_list(
         "/apis/apps/v1/deployments",
         vec![json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "600"},
-            "items": [stored_mutated("orders-db"), stored_mutated("billing-db"), plain]})],
+            "items": [stored_mutated("orders-db"), stored_mutated("billing-db"), plain, existing, deleting, ignored]})],
     );
     let metrics = pvc_guard::server::metrics::Metrics::new();
     let client = api.client();
     let caches = pvc_guard::cluster::Caches::start(&client, &metrics.cluster, true);
     let controller = tokio::spawn(pvc_guard::cluster::claims::run(
         client,
-        caches.claims.clone(),
+        caches.clone(),
+        Vec::new(),
         metrics.cluster.clone(),
         Duration::from_millis(200),
     ));
@@ -578,6 +610,12 @@ async fn audit_reports_in_text_json_and_sarif_and_exits_non_zero_on_a_denial() {
     assert!(
         api.requests()
             .iter()
+            .any(|s| s.path == "/api/v1/namespaces/finance"),
+        "one namespace is read with a get, not a cluster-wide list"
+    );
+    assert!(
+        api.requests()
+            .iter()
             .any(|s| s.path == "/apis/apps/v1/namespaces/finance/deployments")
     );
     assert!(
@@ -595,6 +633,7 @@ async fn two_replicas_elect_one_claim_controller_through_the_lease() {
         vec![json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "600"},
             "items": [stored_mutated("orders-db")]})],
     );
+    let stop = tokio::sync::watch::channel(false).0;
     let replicas: Vec<_> = ["replica-a", "replica-b"]
         .into_iter()
         .map(|identity| {
@@ -603,10 +642,14 @@ async fn two_replicas_elect_one_claim_controller_through_the_lease() {
             let caches = pvc_guard::cluster::Caches::start(&client, &metrics.cluster, true);
             let task = tokio::spawn(pvc_guard::cluster::claims::run_elected(
                 client,
-                caches.claims.clone(),
+                caches,
+                Vec::new(),
                 metrics.cluster.clone(),
-                "pvc-guard".into(),
-                identity.into(),
+                pvc_guard::cluster::claims::Election {
+                    lease_namespace: "pvc-guard".into(),
+                    identity: identity.into(),
+                },
+                stop.subscribe(),
             ));
             (identity, metrics, task)
         })
@@ -637,7 +680,19 @@ async fn two_replicas_elect_one_claim_controller_through_the_lease() {
         1,
         "only the leader creates: {claim_posts:?}"
     );
-    for (_, _, task) in replicas {
-        task.abort();
+    // Shutting down hands the Lease back rather than letting it expire.
+    stop.send_replace(true);
+    for (_, metrics, task) in replicas {
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("stops promptly")
+            .unwrap();
+        assert!(
+            metrics
+                .encode()
+                .lines()
+                .any(|l| l == "pvc_guard_claim_controller_leader 0")
+        );
     }
+    assert_eq!(api.lease_holder(), None, "the Lease was released");
 }

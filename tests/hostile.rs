@@ -531,7 +531,7 @@ async fn client_ca_admits_only_callers_with_a_certificate_it_signed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn every_serve_flag_can_come_from_a_pvc_guard_environment_variable() {
+async fn serve_flags_can_come_from_pvc_guard_environment_variables() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     let config = dir.path().join("config.yaml");

@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::config::Mode;
-use crate::policy::{Finding, Policy, Rule, Severity};
+use crate::policy::workload::controller_owner;
+use crate::policy::{Finding, Policy, Rule};
 use crate::report::Entry;
 
 /// The kinds audited: (group, version, kind, plural). Owned Pods, ReplicaSets
@@ -71,18 +72,44 @@ pub async fn audit(
     source: &str,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Entry>, kube::Error> {
-    let namespaces = list_all(
-        &Api::<Namespace>::all(client.clone()),
-        "namespaces",
-        progress,
-    )
-    .await?;
-    let classes = list_all(
+    // A user audits with what they may read: one namespace needs only a get,
+    // and without access to StorageClasses the reclaim check is skipped.
+    let namespaces = match namespace {
+        Some(ns) => match Api::<Namespace>::all(client.clone()).get(ns).await {
+            Ok(n) => vec![n],
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                progress(&format!(
+                    "namespace {ns}: not readable, so its labels are unknown"
+                ));
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        },
+        None => {
+            list_all(
+                &Api::<Namespace>::all(client.clone()),
+                "namespaces",
+                progress,
+            )
+            .await?
+        }
+    };
+    let classes = match list_all(
         &Api::<StorageClass>::all(client.clone()),
         "storageclasses",
         progress,
     )
-    .await?;
+    .await
+    {
+        Ok(classes) => Some(classes),
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            progress(
+                "storageclasses: not readable, so claims are not checked for reclaimPolicy Delete",
+            );
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let claims = list_all(
         &api::<PersistentVolumeClaim>(client, namespace),
         "persistentvolumeclaims",
@@ -95,15 +122,32 @@ pub async fn audit(
         progress,
     )
     .await?;
+    // Grouped once: a large cluster has many workloads and claims.
+    type Held<'a> = (
+        Vec<&'a PersistentVolumeClaim>,
+        Vec<&'a HorizontalPodAutoscaler>,
+    );
+    let mut by_namespace: BTreeMap<String, Held> = BTreeMap::new();
+    for c in &claims {
+        by_namespace
+            .entry(c.namespace().unwrap_or_default())
+            .or_default()
+            .0
+            .push(c);
+    }
+    for h in &autoscalers {
+        by_namespace
+            .entry(h.namespace().unwrap_or_default())
+            .or_default()
+            .1
+            .push(h);
+    }
     let facts = |ns: &str| {
+        let (claims, autoscalers) = by_namespace.get(ns).cloned().unwrap_or_default();
         super::facts_for(
             namespaces.iter().find(|n| n.name_any() == ns),
-            claims
-                .iter()
-                .filter(|c| c.namespace().as_deref() == Some(ns)),
-            autoscalers
-                .iter()
-                .filter(|h| h.namespace().as_deref() == Some(ns)),
+            claims.into_iter(),
+            autoscalers.into_iter(),
             false,
         )
     };
@@ -124,6 +168,11 @@ pub async fn audit(
             let ns = item.namespace().unwrap_or_default();
             let name = item.name_any();
             let object = serde_json::to_value(&item).map_err(kube::Error::SerdeError)?;
+            // Owned objects are judged through their owner (as the webhook's
+            // matchConditions skip them): an operator's Pods are its business.
+            if controller_owner(&object).is_some() {
+                continue;
+            }
             let facts = facts(&ns);
             if policy.config.excluded_namespaces.contains(&ns) || facts.namespace_ignored() {
                 continue;
@@ -150,23 +199,21 @@ pub async fn audit(
             });
         }
     }
-    entries.extend(reclaim_deletes(&claims, &classes, source));
+    if let Some(classes) = &classes {
+        entries.extend(reclaim_deletes(&claims, classes, source));
+    }
     Ok(entries)
 }
 
 fn unreadable(kind: &str, ns: &str, name: &str, why: &str) -> Finding {
-    Finding {
-        rule: Rule::UnresolvedDataPath,
-        severity: Severity::Warn,
-        container: String::new(),
-        path: String::new(),
-        message: format!(
+    Finding::about_object(
+        Rule::UnresolvedDataPath,
+        "",
+        format!(
             "[{}] {kind} {ns}/{name}: pvc-guard cannot read it: {why}",
             Rule::UnresolvedDataPath
         ),
-        short: String::new(),
-        site: None,
-    }
+    )
 }
 
 /// A StatefulSet whose `persistentVolumeClaimRetentionPolicy` deletes claims.
@@ -180,19 +227,15 @@ fn retention_deletes(object: &Value, ns: &str, name: &str) -> Vec<Finding> {
                 .and_then(Value::as_str)
                 == Some("Delete")
         })
-        .map(|when| Finding {
-            rule: Rule::ClaimRetentionDelete,
-            severity: Severity::Warn,
-            container: String::new(),
-            path: when.to_string(),
-            message: format!(
+        .map(|when| Finding::about_object(
+            Rule::ClaimRetentionDelete,
+            when,
+            format!(
                 "[{}] StatefulSet {ns}/{name} has persistentVolumeClaimRetentionPolicy.{when}: Delete: its claims, and with the usual reclaim policy their data, go when it is {}. Set it to Retain unless the data is disposable.",
                 Rule::ClaimRetentionDelete,
                 if when == "whenDeleted" { "deleted" } else { "scaled down" }
             ),
-            short: String::new(),
-            site: None,
-        })
+        ))
         .collect()
 }
 
@@ -228,19 +271,15 @@ fn reclaim_deletes(
                 kind: "PersistentVolumeClaim".into(),
                 namespace: ns.clone(),
                 name: name.clone(),
-                findings: vec![Finding {
-                    rule: Rule::ReclaimPolicyDelete,
-                    severity: Severity::Warn,
-                    container: String::new(),
-                    path: String::new(),
-                    message: format!(
+                findings: vec![Finding::about_object(
+                    Rule::ReclaimPolicyDelete,
+                    "",
+                    format!(
                         "[{}] PersistentVolumeClaim {ns}/{name} uses StorageClass {:?} with reclaimPolicy Delete: deleting the claim deletes the volume and its data. Set the bound PersistentVolume's persistentVolumeReclaimPolicy to Retain, or use a class that retains.",
                         Rule::ReclaimPolicyDelete,
                         class.name_any()
                     ),
-                    short: String::new(),
-                    site: None,
-                }],
+                )],
             })
         })
         .collect()

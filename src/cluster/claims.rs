@@ -11,15 +11,16 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
 use kube::api::{PartialObjectMeta, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::mutate::{ClaimSpec, MUTATED_ANNOTATION, Record};
-use crate::server::metrics::ClusterMetrics;
+use crate::server::metrics::{ClusterMetrics, ResourceLabels};
 
 /// The Lease two replicas compete for, in the webhook's namespace.
 pub const LEASE_NAME: &str = "pvc-guard-claim-controller";
@@ -61,10 +62,14 @@ pub async fn ensure_claim(
     }
 }
 
+/// A workload watch failed: which collection, and why.
+type WatchFailure = (&'static str, watcher::Error);
+
 /// Metadata of stored workloads of one kind, as (kind, metadata).
-fn stored<K>(
+fn workload_metadata<K>(
     client: &Client,
-) -> BoxStream<'static, Result<(&'static str, ObjectMeta), watcher::Error>>
+    collection: &'static str,
+) -> BoxStream<'static, Result<(&'static str, ObjectMeta), WatchFailure>>
 where
     K: k8s_openapi::Resource
         + kube::Resource<DynamicType = ()>
@@ -80,27 +85,53 @@ where
     let api: Api<PartialObjectMeta<K>> = Api::all(client.clone());
     watcher(api, watcher::Config::default())
         .default_backoff()
-        .touched_objects()
+        .applied_objects()
         .map_ok(move |o| (kind, o.metadata))
+        .map_err(move |e| (collection, e))
         .boxed()
 }
 
+/// Worth another try: the API server is busy or unreachable. A 4xx other
+/// than 429 (a namespace being deleted, a quota, an invalid size) will not
+/// change by retrying.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        kube::Error::SerdeError(_) => false,
+        _ => true,
+    }
+}
+
 /// Watches the kinds a mutation records itself on and creates what is
-/// missing; failed creations are retried every `retry`.
+/// missing; failed creations are retried every `retry`. Records are honoured
+/// only where the webhook judges: not in `excluded` namespaces and not in
+/// namespaces labelled `pvc-guard.io/ignore`, where admission never ran and
+/// an annotation could be written by anyone.
 pub async fn run(
     client: Client,
-    cache: Store<PersistentVolumeClaim>,
+    caches: super::Caches,
+    excluded: Vec<String>,
     metrics: ClusterMetrics,
     retry: Duration,
 ) {
-    let _ = cache.wait_until_ready().await;
+    let _ = caches.claims.wait_until_ready().await;
+    let _ = caches.namespaces.wait_until_ready().await;
     let mut workloads = stream::select_all([
-        stored::<Deployment>(&client),
-        stored::<ReplicaSet>(&client),
-        stored::<ReplicationController>(&client),
-        stored::<Pod>(&client),
-        stored::<Job>(&client),
+        workload_metadata::<Deployment>(&client, "deployments"),
+        workload_metadata::<ReplicaSet>(&client, "replicasets"),
+        workload_metadata::<ReplicationController>(&client, "replicationcontrollers"),
+        workload_metadata::<Pod>(&client, "pods"),
+        workload_metadata::<Job>(&client, "jobs"),
     ]);
+    let covered = |namespace: &str| {
+        !excluded.iter().any(|e| e == namespace)
+            && caches
+                .namespaces
+                .get(&ObjectRef::new(namespace))
+                .is_none_or(|n| {
+                    n.labels().get("pvc-guard.io/ignore").map(String::as_str) != Some("true")
+                })
+    };
     let mut failed: BTreeMap<ClaimKey, (ClaimSpec, String)> = BTreeMap::new();
     let mut tick = tokio::time::interval(retry);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -108,9 +139,9 @@ pub async fn run(
         let wanted: Vec<(ClaimKey, ClaimSpec, String)> = tokio::select! {
             next = workloads.next() => match next {
                 Some(Ok((kind, meta))) => recorded_claims(kind, &meta),
-                Some(Err(e)) => {
-                    metrics.watch_errors.get_or_create(&crate::server::metrics::ResourceLabels { resource: "workloads" }).inc();
-                    warn!(error = %e, "workload watch failed; retrying with backoff");
+                Some(Err((resource, e))) => {
+                    metrics.watch_errors.get_or_create(&ResourceLabels { resource }).inc();
+                    warn!(resource, error = %e, "workload watch failed; retrying with backoff");
                     continue;
                 }
                 None => return,
@@ -121,7 +152,10 @@ pub async fn run(
                 .collect(),
         };
         for ((namespace, name), spec, owner) in wanted {
-            match ensure_claim(&client, &cache, &namespace, &name, &spec, &owner).await {
+            if !covered(&namespace) {
+                continue;
+            }
+            match ensure_claim(&client, &caches.claims, &namespace, &name, &spec, &owner).await {
                 Ok(Outcome::Created) => {
                     metrics.claims_created.inc();
                     info!(
@@ -133,9 +167,13 @@ pub async fn run(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    metrics.claim_errors.inc();
-                    warn!(namespace, claim = name, owner, error = %e, "creating a claim failed; will retry");
-                    failed.insert((namespace, name), (spec, owner));
+                    metrics.claim_create_errors.inc();
+                    if transient(&e) {
+                        warn!(namespace, claim = name, owner, error = %e, "creating a claim failed; will retry");
+                        failed.insert((namespace, name), (spec, owner));
+                    } else {
+                        error!(namespace, claim = name, owner, error = %e, "creating a claim was refused; not retrying");
+                    }
                 }
             }
         }
@@ -143,7 +181,18 @@ pub async fn run(
 }
 
 /// The claims a workload's `pvc-guard.io/mutated` record names.
+/// Objects being deleted and objects a controller owns are skipped: a
+/// ReplicaSet carries a copy of its Deployment's annotations, and a late
+/// event for a deleted workload must not bring back a claim just deleted.
 fn recorded_claims(kind: &str, meta: &ObjectMeta) -> Vec<(ClaimKey, ClaimSpec, String)> {
+    let controlled = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true));
+    if meta.deletion_timestamp.is_some() || controlled {
+        return Vec::new();
+    }
     let Some(text) = meta
         .annotations
         .as_ref()
@@ -163,38 +212,74 @@ fn recorded_claims(kind: &str, meta: &ObjectMeta) -> Vec<(ClaimKey, ClaimSpec, S
         .collect()
 }
 
+/// Who competes for the claim controller's Lease, and where it lives.
+#[derive(Debug, Clone)]
+pub struct Election {
+    pub lease_namespace: String,
+    pub identity: String,
+}
+
 /// Runs [`run`] only while this replica holds the Lease, so two replicas
-/// never race to create the same claims.
+/// do not both create claims, until `stop` turns true; then hands the Lease
+/// back so the next leader need not wait for it to expire.
 pub async fn run_elected(
     client: Client,
-    cache: Store<PersistentVolumeClaim>,
+    caches: super::Caches,
+    excluded: Vec<String>,
     metrics: ClusterMetrics,
-    lease_namespace: String,
-    identity: String,
-) -> anyhow::Result<()> {
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
-        .with_namespace(lease_namespace)
-        .with_identity(identity)
-        .with_duration(15)
-        .with_grace(5)
-        .build()
-        .await?;
-    let (mut leader, _task) = manager.watch().await;
+    election: Election,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut stop_for_build = stop.clone();
+    let build = async {
+        // The Lease may be out of reach at start (API server restarting,
+        // RBAC not applied yet): keep trying rather than never lead.
+        let mut delay = Duration::from_secs(1);
+        loop {
+            let built = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+                .with_namespace(election.lease_namespace.clone())
+                .with_identity(election.identity.clone())
+                .with_duration(15)
+                .with_grace(5)
+                .build()
+                .await;
+            match built {
+                Ok(manager) => return manager,
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?delay, "claim controller: the Lease is out of reach");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    };
+    let manager = tokio::select! {
+        m = build => m,
+        _ = stop_for_build.wait_for(|s| *s) => return,
+    };
+    let (mut leader, lease_task) = manager.watch().await;
     loop {
-        while !*leader.borrow_and_update() {
-            leader.changed().await?;
+        tokio::select! {
+            led = leader.wait_for(|l| *l) => if led.is_err() { break },
+            _ = stop.wait_for(|s| *s) => break,
         }
         metrics.leader.set(1);
         info!("claim controller: leading");
-        tokio::select! {
-            _ = run(client.clone(), cache.clone(), metrics.clone(), Duration::from_secs(30)) => {}
-            _ = async {
-                while *leader.borrow_and_update() {
-                    if leader.changed().await.is_err() { break; }
-                }
-            } => {}
-        }
+        // The lease crate logs a renewal that keeps failing but does not
+        // report the lease lost, so in a partition two replicas may both run
+        // for a while. That is safe: a claim created twice is a 409, done.
+        let stopped = tokio::select! {
+            _ = run(client.clone(), caches.clone(), excluded.clone(), metrics.clone(), Duration::from_secs(30)) => false,
+            _ = leader.wait_for(|l| !*l) => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
         metrics.leader.set(0);
+        if stopped {
+            break;
+        }
         info!("claim controller: lost the lease");
     }
+    // Closing the channel makes the lease task release the Lease.
+    drop(leader);
+    let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
 }

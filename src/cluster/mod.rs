@@ -19,7 +19,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tracing::{info, warn};
+use serde_json::Value;
+use tracing::{error, info, warn};
 
 use crate::policy::{Autoscaler, ClaimFacts, ClusterFacts};
 use crate::server::metrics::{ClusterMetrics, ResourceLabels};
@@ -54,12 +55,28 @@ impl Caches {
         };
         let c = caches.clone();
         tokio::spawn(async move {
-            let synced = tokio::join!(
-                c.namespaces.wait_until_ready(),
-                c.claims.wait_until_ready(),
-                c.storage_classes.wait_until_ready(),
-                c.autoscalers.wait_until_ready(),
-            );
+            let all = async {
+                tokio::join!(
+                    c.namespaces.wait_until_ready(),
+                    c.claims.wait_until_ready(),
+                    c.storage_classes.wait_until_ready(),
+                    c.autoscalers.wait_until_ready(),
+                )
+            };
+            tokio::pin!(all);
+            // A list that never succeeds (RBAC missing, API server down)
+            // keeps /readyz at 503; say why where someone will look.
+            let synced = match tokio::time::timeout(std::time::Duration::from_secs(30), &mut all)
+                .await
+            {
+                Ok(synced) => synced,
+                Err(_) => {
+                    error!(
+                        "the cluster caches have not synced after 30 s (see the watch errors above; check the API server and pvc-guard's RBAC): /readyz answers 503 until they do"
+                    );
+                    all.await
+                }
+            };
             if let (Ok(()), Ok(()), Ok(()), Ok(())) = synced {
                 c.synced.store(true, Ordering::Relaxed);
                 info!("cluster caches synced");
@@ -73,8 +90,10 @@ impl Caches {
         self.synced.load(Ordering::Relaxed)
     }
 
-    /// The facts for an object in `namespace`; unknown until synced.
-    pub fn facts(&self, namespace: Option<&str>) -> ClusterFacts {
+    /// The facts for `object` in `namespace`; unknown until synced. Only the
+    /// claims the object names are looked up, so a request costs the same
+    /// in a cluster of ten claims or ten thousand.
+    pub fn facts(&self, namespace: Option<&str>, object: Option<&Value>) -> ClusterFacts {
         if !self.synced() {
             return ClusterFacts {
                 claim_controller: self.claim_controller,
@@ -83,19 +102,45 @@ impl Caches {
         }
         let ns = namespace.unwrap_or("default");
         let namespace = self.namespaces.get(&ObjectRef::new(ns));
-        let in_ns = |meta_ns: Option<String>| meta_ns.as_deref() == Some(ns);
-        facts_for(
+        let mut names = Vec::new();
+        if let Some(object) = object {
+            claim_names(object, &mut names);
+        }
+        let claims: Vec<_> = names
+            .iter()
+            .filter_map(|name| self.claims.get(&ObjectRef::new(name).within(ns)))
+            .collect();
+        let autoscalers = self
+            .autoscalers
+            .state_filter(|h| h.namespace().as_deref() == Some(ns));
+        let mut facts = facts_for(
             namespace.as_deref(),
-            self.claims
-                .state_filter(|c| in_ns(c.namespace()))
-                .iter()
-                .map(|c| c.as_ref()),
-            self.autoscalers
-                .state_filter(|h| in_ns(h.namespace()))
-                .iter()
-                .map(|h| h.as_ref()),
+            claims.iter().map(|c| c.as_ref()),
+            autoscalers.iter().map(|h| h.as_ref()),
             self.claim_controller,
-        )
+        );
+        // Named but not found: recorded as absent by leaving it out.
+        facts.claims.get_or_insert_default();
+        facts
+    }
+}
+
+/// Every `persistentVolumeClaim.claimName` in an object, wherever its pod
+/// spec sits (Pod, template, CronJob's job template).
+fn claim_names(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            if let Some(name) = map
+                .get("persistentVolumeClaim")
+                .and_then(|c| c.get("claimName"))
+                .and_then(Value::as_str)
+            {
+                out.push(name.to_string());
+            }
+            map.values().for_each(|v| claim_names(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| claim_names(v, out)),
+        _ => {}
     }
 }
 

@@ -250,7 +250,7 @@ impl Policy {
                 findings.push(ctx.finding(
                     Rule::MissingClaim,
                     Severity::Warn,
-                    format!("on claim {claim:?}, which does not exist in the namespace: the pod stays Pending until it does"),
+                    format!("on claim {claim:?}, which pvc-guard's cache of the namespace does not hold: a pod stays Pending until the claim exists"),
                     format!("Create the PersistentVolumeClaim {claim:?} (pvc-guard fix prints one), or run pvc-guard with --create-claims"),
                 ));
             }

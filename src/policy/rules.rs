@@ -161,6 +161,19 @@ pub struct Finding {
 pub const WARNING_LIMIT: usize = 240;
 
 impl Finding {
+    /// A finding about a whole object rather than one container's path.
+    pub fn about_object(rule: Rule, path: &str, message: String) -> Finding {
+        Finding {
+            rule,
+            severity: Severity::Warn,
+            container: String::new(),
+            path: path.to_string(),
+            short: truncate(&message, WARNING_LIMIT),
+            message,
+            site: None,
+        }
+    }
+
     /// Findings are the same violation when rule, container and path match
     /// (so reordering containers is not a new violation).
     pub fn key(&self) -> (Rule, &str, &str) {

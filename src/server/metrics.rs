@@ -45,11 +45,12 @@ pub struct ResourceLabels {
 /// the same series.
 #[derive(Clone, Default)]
 pub struct ClusterMetrics {
-    /// When each cache last heard from its watch (events and bookmarks).
+    /// When each cache last changed (an object event or a re-list). A quiet
+    /// collection stays old while healthy; watch errors tell the two apart.
     pub cache_updated: Family<ResourceLabels, Gauge>,
     pub watch_errors: Family<ResourceLabels, Counter>,
     pub claims_created: Counter,
-    pub claim_errors: Counter,
+    pub claim_create_errors: Counter,
     pub leader: Gauge,
 }
 
@@ -57,7 +58,7 @@ impl ClusterMetrics {
     fn register(&self, registry: &mut Registry) {
         registry.register(
             "cluster_cache_updated_timestamp_seconds",
-            "When each cluster cache last received a watch event; its age is now minus this",
+            "When each cluster cache last changed (an object event or a re-list)",
             self.cache_updated.clone(),
         );
         registry.register(
@@ -73,7 +74,7 @@ impl ClusterMetrics {
         registry.register(
             "claim_create_errors",
             "Claim creations that failed and will be retried",
-            self.claim_errors.clone(),
+            self.claim_create_errors.clone(),
         );
         registry.register(
             "claim_controller_leader",

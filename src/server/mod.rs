@@ -64,11 +64,11 @@ impl App {
         }
     }
 
-    /// Cluster facts for a namespace, from the caches; unknown without them.
-    fn facts(&self, namespace: Option<&str>) -> ClusterFacts {
+    /// Cluster facts for a request's object, from the caches; unknown without them.
+    fn facts(&self, request: &admission::Request) -> ClusterFacts {
         self.cluster
             .as_ref()
-            .map(|c| c.facts(namespace))
+            .map(|c| c.facts(request.namespace(), request.object.as_ref()))
             .unwrap_or_default()
     }
 }
@@ -164,7 +164,7 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response 
         }
     };
     let policy = app.policy.load_full();
-    let facts = app.facts(request.namespace());
+    let facts = app.facts(&request);
     let verdict = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         admission::review(&policy, endpoint, &request, &facts, app.failure_mode)
     })) {
@@ -432,6 +432,20 @@ async fn refuse_plain_http(stream: &mut TcpStream, app: &App) -> bool {
     }
 }
 
+/// The Lease holder's name: unique per replica, and the pod's name when the
+/// downward API provides it (so `kubectl get lease` names the pod).
+fn lease_identity() -> String {
+    ["POD_NAME", "HOSTNAME"]
+        .into_iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            format!("pvc-guard-{}-{nanos:x}", std::process::id())
+        })
+}
+
 /// In a pod unless told otherwise.
 fn cluster_enabled(args: &ServeArgs) -> bool {
     !args.no_cluster && (args.cluster || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some())
@@ -496,27 +510,31 @@ pub async fn serve_on(
     let acceptor = TlsAcceptor::from(Arc::new(tls_config));
     let metrics = Metrics::new();
     let create_claims = args.create_claims || config.create_claims;
+    if create_claims && client.is_none() {
+        warn!(
+            "createClaims is set but there is no cluster connection (--no-cluster, or not in a pod): no claim controller runs"
+        );
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut controller = None;
     let cluster = client.as_ref().map(|client| {
         let caches = crate::cluster::Caches::start(client, &metrics.cluster, create_claims);
         if create_claims {
-            let lease_namespace = args
-                .lease_namespace
-                .clone()
-                .unwrap_or_else(|| client.default_namespace().to_string());
-            let identity = std::env::var("POD_NAME")
-                .unwrap_or_else(|_| format!("pvc-guard-{}", std::process::id()));
-            let run = crate::cluster::claims::run_elected(
+            let election = crate::cluster::claims::Election {
+                lease_namespace: args
+                    .lease_namespace
+                    .clone()
+                    .unwrap_or_else(|| client.default_namespace().to_string()),
+                identity: lease_identity(),
+            };
+            controller = Some(tokio::spawn(crate::cluster::claims::run_elected(
                 client.clone(),
-                caches.claims.clone(),
+                caches.clone(),
+                config.excluded_namespaces.clone(),
                 metrics.cluster.clone(),
-                lease_namespace,
-                identity,
-            );
-            tokio::spawn(async move {
-                if let Err(e) = run.await {
-                    error!(error = %format!("{e:#}"), "the claim controller stopped");
-                }
-            });
+                election,
+                stop_rx.clone(),
+            )));
         }
         caches
     });
@@ -540,7 +558,6 @@ pub async fn serve_on(
         config_seen,
     ));
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let limit = Arc::new(Semaphore::new(args.max_connections.max(1)));
     let signal = shutdown;
@@ -636,6 +653,9 @@ pub async fn serve_on(
         warn!("drain timeout reached; closing the remaining connections");
     }
     reloader.abort();
+    if let Some(controller) = controller {
+        let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    }
     info!("stopped");
     Ok(())
 }

@@ -226,14 +226,12 @@ impl ApiServer {
             }
             return idle();
         }
-        if let Some(i) = self
-            .fail_once
-            .lock()
-            .unwrap()
-            .iter()
-            .position(|p| p == path)
-        {
-            self.fail_once.lock().unwrap().remove(i);
+        let fail = {
+            let mut once = self.fail_once.lock().unwrap();
+            let at = once.iter().position(|p| p == path);
+            at.map(|i| once.remove(i)).is_some()
+        };
+        if fail {
             return full(
                 500,
                 serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
@@ -249,6 +247,14 @@ impl ApiServer {
                 let mut gate = self.gate.subscribe();
                 let _ = gate.wait_for(|open| *open).await;
                 full(200, api_data("namespaces-list.json"))
+            }
+            ("GET", p) if p.starts_with("/api/v1/namespaces/") && p.matches('/').count() == 4 => {
+                let name = &p["/api/v1/namespaces/".len()..];
+                let list: Value = serde_json::from_slice(&api_data("namespaces-list.json")).unwrap();
+                match list["items"].as_array().unwrap().iter().find(|n| n["metadata"]["name"] == name) {
+                    Some(n) => full(200, serde_json::to_vec(n).unwrap()),
+                    None => full(404, api_data("pvc-not-found.json")),
+                }
             }
             ("GET", "/apis/storage.k8s.io/v1/storageclasses") => {
                 full(200, api_data("storageclasses-list.json"))
