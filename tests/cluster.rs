@@ -299,15 +299,7 @@ async fn caches_gate_readiness_and_their_facts_change_decisions() {
         api.unexpected.lock().unwrap()
     );
 
-    let metrics = server
-        .client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&server.client(), &server.url("/metrics")).await;
     assert!(
         metrics
             .contains("pvc_guard_cluster_cache_updated_timestamp_seconds{resource=\"namespaces\"}"),

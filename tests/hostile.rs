@@ -297,15 +297,7 @@ async fn every_bad_input_gets_its_defined_answer_while_others_are_served() {
     assert_eq!(r.status().as_u16(), 404);
 
     let answered = canary.finish().await;
-    let metrics = server
-        .client(false)
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&server.client(false), &server.url("/metrics")).await;
     for reason in [
         "bad_request",
         "unsupported_media_type",
@@ -426,15 +418,7 @@ async fn slow_and_silent_clients_are_cut_off_and_others_are_served() {
     .await;
     assert_eq!(s, 200);
     canary.finish().await;
-    let metrics = server
-        .client(false)
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&server.client(false), &server.url("/metrics")).await;
     assert!(metrics.contains("reason=\"tls_handshake\""), "{metrics}");
     assert!(metrics.contains("reason=\"plain_http\""), "{metrics}");
 }
@@ -516,14 +500,7 @@ async fn client_ca_admits_only_callers_with_a_certificate_it_signed() {
         .await
         .expect_err("a certificate the client CA did not sign is refused");
     assert!(err.is_connect() || err.is_request(), "{err:?}");
-    let metrics = with(Some((&cert, &key)))
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&with(Some((&cert, &key))), &server.url("/metrics")).await;
     assert!(
         metrics.contains("reason=\"client_certificate_required\"} 2"),
         "{metrics}"

@@ -269,14 +269,7 @@ async fn metrics_count_what_was_sent() {
         &fixture("pg-emptydir.create"),
     )
     .await;
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&client, &server.url("/metrics")).await;
     assert!(
         metrics.contains(r#"pvc_guard_admission_requests_total{endpoint="validate",kind="Deployment",operation="CREATE",decision="deny"} 3"#),
         "{metrics}"
@@ -454,14 +447,7 @@ async fn an_invalid_config_keeps_the_old_one_in_force() {
             .as_u16(),
         200
     );
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&client, &server.url("/metrics")).await;
     assert!(
         metrics.contains("pvc_guard_config_reload_errors_total 1"),
         "{metrics}"
@@ -506,14 +492,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
             .await
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let pid = server.pid().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.sigterm();
     let response = inflight
         .await
         .unwrap()
@@ -563,14 +542,7 @@ async fn sigterm_under_load_answers_every_accepted_request() {
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     signalled.store(true, Ordering::Relaxed);
-    let pid = server.pid().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.sigterm();
     let status = server
         .wait_exit(Duration::from_secs(8))
         .expect("exits within the drain timeout");

@@ -119,6 +119,13 @@ impl Server {
         self.child.id()
     }
 
+    /// Sends SIGTERM, as the kubelet does to stop a pod.
+    pub fn sigterm(&self) {
+        let pid = self.pid().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+    }
+
     /// Waits for the process to exit, up to `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let start = Instant::now();
@@ -153,6 +160,11 @@ pub fn client_for(cas: &[&str], http2: bool) -> reqwest::Client {
         b.http1_only()
     };
     b.build().unwrap()
+}
+
+/// GETs `url` and returns the body (metrics, probes).
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
 }
 
 /// POSTs an AdmissionReview and returns the status and the parsed body.
