@@ -9,6 +9,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod convert;
+pub mod laws;
 pub mod manifest;
 pub mod mutate;
 pub mod policy;
