@@ -31,7 +31,7 @@ fn workload(path: &PathBuf) -> (Value, ClusterFacts) {
                 "pod-security.kubernetes.io/enforce".to_string(),
                 "restricted".to_string(),
             )])),
-            claims: None,
+            ..ClusterFacts::default()
         }
     } else {
         ClusterFacts::default()

@@ -50,7 +50,7 @@ fuzz_target!(|input: Input| {
                 )]
                 .into(),
             ),
-            claims: None,
+            ..ClusterFacts::default()
         }
     } else {
         ClusterFacts::default()
