@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod convert;
+pub mod laws;
 pub mod manifest;
 pub mod mutate;
 pub mod policy;

@@ -607,6 +607,23 @@ impl Planner<'_, '_, '_, '_> {
         let db = &a.dbs[site.db];
         let c = db.container.name;
         let p = &site.placement;
+        // Every change finds its container by name; one without a name of
+        // its own (missing, not a string, shared) would be fixed again on
+        // every call. The API server rejects such a pod after mutation anyway.
+        let has_name =
+            db.container.value.get("name").and_then(Value::as_str) == Some(c) && !c.is_empty();
+        if !has_name
+            || a.workload
+                .containers()
+                .iter()
+                .filter(|o| o.name == c)
+                .count()
+                > 1
+        {
+            return Err(format!(
+                "container {c:?} has no name of its own, so a fix could not find it again"
+            ));
+        }
         if db.pgdata_hidden {
             return Err(
                 "PGDATA may come from envFrom or valueFrom, so where the data lands is unknown"
@@ -903,6 +920,10 @@ pub fn mutate_create(
         if changes.is_empty() {
             break;
         }
+        if !m.fixed.get("metadata").is_some_and(Value::is_object) {
+            m.unfixed.push("the object has no metadata to record a fix in, and a fix without its record could not be put back on UPDATE".into());
+            break;
+        }
         for change in &changes {
             apply(&mut m.fixed, kind, change);
         }
@@ -1009,10 +1030,28 @@ pub fn mutate_update(old: &Value, new: &Value) -> Result<Mutation, Unreadable> {
     let Some(record) = Record::from_object(old) else {
         return Ok(m);
     };
-    if record_intact(new, kind, &record) {
+    // Only what the old object really carries is put back: a record copied
+    // along with a manifest can name changes its object never had, and
+    // putting those back would, say, mount a volume that does not exist.
+    let held = Record {
+        rules: Vec::new(),
+        changes: record
+            .changes
+            .iter()
+            .filter(|c| {
+                let one = Record {
+                    rules: Vec::new(),
+                    changes: vec![(*c).clone()],
+                };
+                record_intact(old, kind, &one)
+            })
+            .cloned()
+            .collect(),
+    };
+    if record_intact(new, kind, &held) {
         return Ok(m);
     }
-    for change in &record.changes {
+    for change in &held.changes {
         apply(&mut m.fixed, kind, change);
     }
     set_annotation(
