@@ -19,9 +19,10 @@ fn fixture(name: &str) -> Value {
     read_json(&format!("admission/{name}.json"))
 }
 
-/// Waits up to 10 s for `check` to hold.
+/// Waits up to 30 s for `check` to hold: long enough for a Lease (15 s) to
+/// expire once on a loaded machine, bounded so a broken path fails.
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !check().await {
         assert!(Instant::now() < deadline, "never: {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
