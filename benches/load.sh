@@ -145,7 +145,7 @@ run_h1() { # addr path body conns
 }
 
 ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u / 1000}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b > 0 ? a / b : 0}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 
 # Server CPU per request, in microseconds, from the process's own counters.
 measure() { # pid proto addr path body conns
@@ -156,7 +156,7 @@ measure() { # pid proto addr path body conns
   local rps=${r%% *}
   local cpu
   cpu=$(awk -v t="$((after - before))" -v hz="$TICK" -v rps="$rps" -v d="$DURATION" -v w="$WARMUP" \
-    'BEGIN {printf "%.0f", rps > 0 ? t / hz * 1e6 / (rps * (d + w)) : 0}')
+    'BEGIN {printf "%.0f", (rps > 0 ? t / hz * 1e6 / (rps * (d + w)) : 0)}')
   echo "$r $cpu"
 }
 
@@ -182,15 +182,16 @@ done
 
 # --- full handshakes ---------------------------------------------------------
 handshakes() { # pid addr -> "conns/s cpu_us_per_handshake"
-  local before after out n
+  local before after out n t0 t1
   before=$(cpu_ticks "$1")
+  t0=$(date +%s.%N)
   out=$(nice -n "$NICE" openssl s_time -connect "$2" -new -time "$HANDSHAKE_SECONDS" 2>&1 </dev/null)
+  t1=$(date +%s.%N)
   after=$(cpu_ticks "$1")
-  n=$(sed -n 's/^\([0-9]*\) connections in [0-9.]*s;.*/\1/p' <<<"$out" | head -1)
-  local secs
-  secs=$(sed -n 's/^[0-9]* connections in \([0-9.]*\)s;.*/\1/p' <<<"$out" | head -1)
-  awk -v n="$n" -v s="$secs" -v t="$((after - before))" -v hz="$TICK" \
-    'BEGIN {printf "%.0f %.0f\n", n / s, n > 0 ? t / hz * 1e6 / n : 0}'
+  n=$(sed -n 's/^\([0-9]*\) connections in [0-9]* real seconds.*/\1/p' <<<"$out" | head -1)
+  awk -v n="${n:-0}" -v s="$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" \
+    -v t="$((after - before))" -v hz="$TICK" \
+    'BEGIN {printf "%.0f %.0f\n", n / s, (n > 0 ? t / hz * 1e6 / n : 0)}'
 }
 echo
 echo "Full TLS handshakes (openssl s_time -new, one connection at a time, TLS 1.3):"
