@@ -149,9 +149,13 @@ impl Verdict {
     /// is also a quarter of the size, so the patch is written that way.
     pub fn to_json(&self) -> Vec<u8> {
         use base64::Engine;
-        let mut review = serde_json::to_value(self.response.clone().into_review())
-            .expect("an AdmissionReview serializes");
-        if let Some(patch) = &self.response.patch {
+        // The patch is taken out first: left in, every byte of it would
+        // become a JSON number Value only to be replaced.
+        let mut response = self.response.clone();
+        let patch = response.patch.take();
+        let mut review =
+            serde_json::to_value(response.into_review()).expect("an AdmissionReview serializes");
+        if let Some(patch) = patch {
             review["response"]["patch"] =
                 Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
         }

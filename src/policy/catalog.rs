@@ -218,17 +218,16 @@ impl Catalog {
     }
 
     /// The entry whose repository is the longest whole-component suffix.
+    /// Runs for every container of every request: compares in place
+    /// rather than splitting each catalog repository into a new Vec.
     pub fn lookup(&self, image: &ImageRef) -> Option<&CatalogEntry> {
-        let components: Vec<&str> = image.repository.split('/').collect();
         let mut best: Option<(usize, &CatalogEntry)> = None;
         for entry in &self.entries {
             for repo in &entry.repositories {
-                let want: Vec<&str> = repo.split('/').collect();
-                if want.len() <= components.len()
-                    && components[components.len() - want.len()..] == want[..]
-                    && best.is_none_or(|(len, _)| want.len() > len)
+                if let Some(len) = component_suffix(&image.repository, repo)
+                    && best.is_none_or(|(l, _)| len > l)
                 {
-                    best = Some((want.len(), entry));
+                    best = Some((len, entry));
                 }
             }
         }
@@ -241,6 +240,14 @@ impl Catalog {
             .iter()
             .find(|e| e.distinctive_paths.iter().any(|p| p == mount_path))
     }
+}
+
+/// How many components `suffix` has, if it is a whole-component suffix of
+/// `repository` (`bitnami/postgresql` of `docker.io/bitnami/postgresql`,
+/// but not `sql` of `mysql`).
+fn component_suffix(repository: &str, suffix: &str) -> Option<usize> {
+    let rest = repository.strip_suffix(suffix)?;
+    (rest.is_empty() || rest.ends_with('/')).then(|| suffix.split('/').count())
 }
 
 /// Applies the image's version to a catalog entry.
