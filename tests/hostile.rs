@@ -577,3 +577,26 @@ async fn serve_flags_can_come_from_pvc_guard_environment_variables() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("maybe"), "{err}");
 }
+
+/// hyper's header timeout also runs while an HTTP/1.1 connection waits for
+/// its next request, so idle keep-alive connections give their slot back.
+/// (The API server speaks HTTP/2 to webhooks; those connections stay, kept
+/// by pings.) A client must be ready to reconnect, as Go's transport is.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_http1_connection_is_released_after_the_header_timeout() {
+    let server = Server::start(&["--header-timeout", "1s"]);
+    let mut tls = tls_connect(&server).await;
+    let head = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut buf = vec![0u8; 4096];
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let n = tokio::time::timeout(LIMIT, tls.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), Some(200));
+    // Nothing more is sent: the server closes the connection on its own.
+    let closed = tokio::time::timeout(LIMIT, tls.read(&mut buf))
+        .await
+        .expect("the idle connection is closed within the limit");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+}
