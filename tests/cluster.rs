@@ -460,12 +460,14 @@ async fn the_claim_controller_creates_each_missing_claim_once_and_409_is_success
 }
 
 /// A kubeconfig whose only context points at `server`.
-fn kubeconfig(dir: &std::path::Path, server: &str) -> std::path::PathBuf {
+fn kubeconfig(dir: &std::path::Path, server: &str, ca_pem: &str) -> std::path::PathBuf {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let path = dir.join("kubeconfig");
     std::fs::write(
         &path,
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: mock\n  cluster:\n    server: {server}\ncontexts:\n- name: mock\n  context:\n    cluster: mock\n    user: mock\ncurrent-context: mock\nusers:\n- name: mock\n  user:\n    token: not-a-secret\n"
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: mock\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\ncontexts:\n- name: mock\n  context:\n    cluster: mock\n    user: mock\ncurrent-context: mock\nusers:\n- name: mock\n  user:\n    token: not-a-secret\n"
         ),
     )
     .unwrap();
@@ -500,9 +502,10 @@ async fn audit_reports_in_text_json_and_sarif_and_exits_non_zero_on_a_denial() {
         "/apis/apps/v1/statefulsets",
         vec![json!({"kind": "StatefulSetList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "700"}, "items": [set]})],
     );
-    let url = api.serve_http().await;
+    // Over TLS, verified against the kubeconfig's CA, as with a real cluster.
+    let (url, ca) = api.serve_https().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(dir.path(), &url);
+    let config = kubeconfig(dir.path(), &url, &ca);
     let config = config.to_str().unwrap().to_string();
     let run = |output: &'static str| {
         let config = config.clone();

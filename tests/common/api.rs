@@ -1,7 +1,7 @@
 //! A scripted Kubernetes API server for the kube client: a tower service
 //! that records each request and answers with the bodies a real
 //! kube-apiserver v1.33 sent (tests/data/api). The same answers can be
-//! served over HTTP on 127.0.0.1 for the CLI.
+//! served over HTTPS on 127.0.0.1 for the CLI, through a kubeconfig.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -164,15 +164,36 @@ impl ApiServer {
         kube::Client::new(service, "default")
     }
 
-    /// Serves the same answers over plain HTTP on 127.0.0.1; returns the URL.
-    pub async fn serve_http(self: &Arc<Self>) -> String {
+    /// Serves the same answers over HTTPS on 127.0.0.1, as an API server
+    /// does, with a certificate from a fresh CA; returns the URL and the CA.
+    pub async fn serve_https(self: &Arc<Self>) -> (String, String) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let generated = pvc_guard::certs::generate(
+            "kube-apiserver",
+            &["localhost".to_string()],
+            &["127.0.0.1".parse().unwrap()],
+            1,
+        )
+        .unwrap();
+        let (key, not_after) = pvc_guard::server::tls::certified_key(
+            generated.cert_pem.as_bytes(),
+            generated.key_pem.as_bytes(),
+        )
+        .unwrap();
+        let store = pvc_guard::server::tls::CertStore::new(key, not_after);
+        let mut config = pvc_guard::server::tls::server_config(store, None).unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let me = self.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let me = me.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
                     let service =
                         hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                             let me = me.clone();
@@ -194,7 +215,7 @@ impl ApiServer {
                 });
             }
         });
-        format!("http://{addr}")
+        (format!("https://{addr}"), generated.ca_pem)
     }
 
     async fn answer(
