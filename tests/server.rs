@@ -504,7 +504,12 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
         .wait_exit(Duration::from_secs(8))
         .expect("exits within the drain timeout");
     assert!(status.success(), "{status:?}");
-    assert!(server.log_text().contains("shutting down"));
+    let log = server.log_text();
+    assert!(log.contains("shutting down"));
+    assert!(
+        !log.contains('\x1b'),
+        "no terminal colour codes in a log that is not a terminal"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
