@@ -17,7 +17,7 @@ use axum::body::Bytes;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::post;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -69,18 +69,8 @@ async fn main() -> anyhow::Result<()> {
             else {
                 return;
             };
-            // The same settings as src/server/mod.rs.
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .keep_alive(true);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(256)
-                .keep_alive_interval(Duration::from_secs(30));
+            // The same HTTP settings as pvc-guard serve.
+            let builder = pvc_guard::server::http_builder(header_timeout);
             let hyper_service = hyper_util::service::TowerToHyperService::new(service);
             let _ = builder
                 .serve_connection(TokioIo::new(tls), hyper_service)

@@ -448,6 +448,26 @@ fn lease_identity() -> String {
         })
 }
 
+/// HTTP/1.1 and HTTP/2 on one connection, as ALPN chose. The header
+/// timeout also ends idle HTTP/1.1 keep-alive; HTTP/2 is kept by pings.
+/// Public so the benchmarks' no-op webhook serves with exactly this.
+pub fn http_builder(
+    header_timeout: Duration,
+) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Duration::from_secs(30));
+    builder
+}
+
 /// In a pod unless told otherwise.
 fn cluster_enabled(args: &ServeArgs) -> bool {
     !args.no_cluster && (args.cluster || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some())
@@ -610,17 +630,7 @@ pub async fn serve_on(
                     .peer_certificates()
                     .is_some_and(|c| !c.is_empty()),
             );
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .keep_alive(true);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(256)
-                .keep_alive_interval(Duration::from_secs(30));
+            let builder = http_builder(header_timeout);
             let service = tower::ServiceExt::map_request(
                 service,
                 move |mut r: axum::http::Request<hyper::body::Incoming>| {
