@@ -182,9 +182,12 @@ impl Policy {
     fn apply_rules(&self, a: &mut Assessment<'_, '_>, facts: &ClusterFacts) {
         let who = a.workload.display();
         let mut findings = Vec::new();
-        let recorded_claims: Vec<String> = crate::mutate::Record::from_object(a.workload.object)
-            .map(|r| r.claims().into_iter().map(|(name, _)| name).collect())
-            .unwrap_or_default();
+        // Parsed only when a claim is missing and the controller could create it.
+        let object = a.workload.object;
+        let recorded = |claim: &str| {
+            crate::mutate::Record::from_object(object)
+                .is_some_and(|r| r.claims().iter().any(|(name, _)| name == claim))
+        };
         for (si, site) in a.sites.iter().enumerate() {
             let db = &a.dbs[site.db];
             let ctx = Ctx {
@@ -245,7 +248,7 @@ impl Policy {
             }
             if let Some(claim) = claim
                 && facts.claim_missing(claim)
-                && !(facts.claim_controller && recorded_claims.iter().any(|c| c == claim))
+                && !(facts.claim_controller && recorded(claim))
             {
                 findings.push(ctx.finding(
                     Rule::MissingClaim,
