@@ -963,17 +963,13 @@ pub fn mutate_create(
 /// Is every recorded claim mount (and claim volume) still in the object?
 fn record_intact(object: &Value, kind: Kind, record: &Record) -> bool {
     let pod = object.pointer(kind.pod_spec_pointer());
+    let pod_list = |key: &str| pod.and_then(|p| p.get(key));
     record.changes.iter().all(|change| match change {
-        Change::ClaimVolume { volume, claim, .. } => pod
-            .and_then(|p| p.get("volumes"))
-            .and_then(Value::as_array)
-            .is_some_and(|vs| {
-                vs.iter().any(|v| {
-                    v.get("name").and_then(Value::as_str) == Some(volume)
-                        && v.pointer("/persistentVolumeClaim/claimName")
-                            .and_then(Value::as_str)
-                            == Some(claim)
-                })
+        Change::ClaimVolume { volume, claim, .. } => entries_named(pod_list("volumes"), volume)
+            .any(|v| {
+                v.pointer("/persistentVolumeClaim/claimName")
+                    .and_then(Value::as_str)
+                    == Some(claim)
             }),
         Change::ClaimTemplate { name, .. } => object
             .pointer("/spec/volumeClaimTemplates")
@@ -987,33 +983,29 @@ fn record_intact(object: &Value, kind: Kind, record: &Record) -> bool {
             volume,
             mount_path,
             sub_path,
-        } => ["containers", "initContainers"].iter().any(|list| {
-            pod.and_then(|p| p.get(*list))
-                .and_then(Value::as_array)
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .filter(|c| c.get("name").and_then(Value::as_str) == Some(container))
-                        .any(|c| {
-                            c.get("volumeMounts")
-                                .and_then(Value::as_array)
-                                .is_some_and(|ms| {
-                                    ms.iter().any(|m| {
-                                        m.get("name").and_then(Value::as_str) == Some(volume)
-                                            && m.get("mountPath")
-                                                .and_then(Value::as_str)
-                                                .map(normalize_path)
-                                                .as_deref()
-                                                == Some(mount_path.as_str())
-                                            && (sub_path.is_none()
-                                                || m.get("subPath").and_then(Value::as_str)
-                                                    == sub_path.as_deref())
-                                    })
-                                })
-                        })
-                })
-        }),
+        } => ["containers", "initContainers"]
+            .into_iter()
+            .flat_map(|list| entries_named(pod_list(list), container))
+            .flat_map(|c| entries_named(c.get("volumeMounts"), volume))
+            .any(|m| {
+                m.get("mountPath")
+                    .and_then(Value::as_str)
+                    .map(normalize_path)
+                    .as_deref()
+                    == Some(mount_path.as_str())
+                    && (sub_path.is_none()
+                        || m.get("subPath").and_then(Value::as_str) == sub_path.as_deref())
+            }),
         _ => true,
     })
+}
+
+/// The entries of a list field (volumes, containers, mounts) named `name`.
+fn entries_named<'v>(list: Option<&'v Value>, name: &str) -> impl Iterator<Item = &'v Value> {
+    list.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(move |v| v.get("name").and_then(Value::as_str) == Some(name))
 }
 
 /// The mutation on UPDATE: nothing new; a recorded fix the new object lost
