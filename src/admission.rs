@@ -64,7 +64,193 @@ impl Request {
 }
 
 /// Parses an AdmissionReview v1 body.
+///
+/// One pass into the envelope's fields and the two objects, without the
+/// objects' `metadata.managedFields`: the policy never reads them and the
+/// mutation never writes them, so the patch is the same without them, and
+/// they are a third of a typical object's nodes, each one parsed, cloned,
+/// diffed and freed for nothing. Any body this pass refuses (a type error,
+/// duplicate keys, not JSON at all) goes through [`parse_exactly`], which
+/// takes what Go's decoder takes and says precisely what is wrong.
 pub fn parse(body: &[u8]) -> Result<Request, BadRequest> {
+    let Ok(review) = serde_json::from_slice::<wire::Review>(body) else {
+        return parse_exactly(body);
+    };
+    match review.api_version.as_deref() {
+        Some(API_VERSION) => {}
+        _ => return parse_exactly(body),
+    }
+    if review.kind.as_deref() != Some("AdmissionReview") {
+        return parse_exactly(body);
+    }
+    let Some(r) = review.request else {
+        return parse_exactly(body);
+    };
+    if r.uid.is_empty() {
+        return parse_exactly(body);
+    }
+    let request = AdmissionRequest {
+        types: kube::core::TypeMeta {
+            api_version: API_VERSION.into(),
+            kind: "AdmissionReview".into(),
+        },
+        uid: r.uid,
+        kind: r.kind,
+        resource: r.resource,
+        sub_resource: r.sub_resource,
+        request_kind: r.request_kind,
+        request_resource: r.request_resource,
+        request_sub_resource: r.request_sub_resource,
+        name: r.name,
+        namespace: r.namespace,
+        operation: r.operation,
+        user_info: r.user_info,
+        object: None,
+        old_object: None,
+        dry_run: r.dry_run,
+        options: None,
+    };
+    Ok(Request {
+        request,
+        object: r.object.map(|o| o.0),
+        old_object: r.old_object.map(|o| o.0),
+    })
+}
+
+/// The AdmissionReview as the API server sends it, read in one pass.
+mod wire {
+    use std::fmt;
+
+    use k8s_openapi::api::authentication::v1::UserInfo;
+    use kube::core::admission::Operation;
+    use kube::core::{GroupVersionKind, GroupVersionResource};
+    use serde::Deserialize;
+    use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    #[derive(Deserialize)]
+    pub struct Review {
+        #[serde(rename = "apiVersion")]
+        pub api_version: Option<String>,
+        pub kind: Option<String>,
+        pub request: Option<Request>,
+    }
+
+    /// kube-core's `AdmissionRequest`, field for field, but for the objects.
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Request {
+        pub uid: String,
+        pub kind: GroupVersionKind,
+        pub resource: GroupVersionResource,
+        #[serde(default)]
+        pub sub_resource: Option<String>,
+        #[serde(default)]
+        pub request_kind: Option<GroupVersionKind>,
+        #[serde(default)]
+        pub request_resource: Option<GroupVersionResource>,
+        #[serde(default)]
+        pub request_sub_resource: Option<String>,
+        #[serde(default)]
+        pub name: String,
+        #[serde(default)]
+        pub namespace: Option<String>,
+        pub operation: Operation,
+        pub user_info: UserInfo,
+        #[serde(default)]
+        pub object: Option<Object>,
+        #[serde(default)]
+        pub old_object: Option<Object>,
+        #[serde(default)]
+        pub dry_run: bool,
+    }
+
+    /// An object as sent, but for `metadata.managedFields`.
+    pub struct Object(pub Value);
+
+    impl<'de> Deserialize<'de> for Object {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(ObjectVisitor { top: true }).map(Object)
+        }
+    }
+
+    /// `metadata`, read without `managedFields`.
+    struct Metadata(Value);
+
+    impl<'de> Deserialize<'de> for Metadata {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(ObjectVisitor { top: false })
+                .map(Metadata)
+        }
+    }
+
+    /// Any JSON value; a map drops `metadata.managedFields` (`top`: the
+    /// object itself) or `managedFields` (the metadata).
+    struct ObjectVisitor {
+        top: bool,
+    }
+
+    impl<'de> Visitor<'de> for ObjectVisitor {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a Kubernetes object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value = match (self.top, key.as_str()) {
+                    (true, "metadata") => map.next_value::<Metadata>()?.0,
+                    (false, "managedFields") => {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                    _ => map.next_value::<Value>()?,
+                };
+                out.insert(key, value);
+            }
+            Ok(Value::Object(out))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+            Value::deserialize(de::value::SeqAccessDeserializer::new(seq))
+        }
+
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(v.into())
+        }
+
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(v.into())
+        }
+
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(v.into())
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(v.into())
+        }
+
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(v.into())
+        }
+
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+    }
+}
+
+/// Parses an AdmissionReview v1 body through a `Value`, as Go's decoder
+/// reads it (the last of duplicate keys wins), with an error that names
+/// what is wrong. The objects are kept whole.
+pub fn parse_exactly(body: &[u8]) -> Result<Request, BadRequest> {
     let mut review: Value = serde_json::from_slice(body)
         .map_err(|e| BadRequest(format!("the body is not valid JSON: {e}")))?;
     let Some(map) = review.as_object_mut() else {
@@ -146,20 +332,60 @@ pub struct Verdict {
 impl Verdict {
     /// The AdmissionReview body. kube-core serializes `patch` as an array
     /// of numbers; the API server's own types (Go `[]byte`) use base64, which
-    /// is also a quarter of the size, so the patch is written that way.
+    /// is also a quarter of the size, so the patch is written that way. The
+    /// answer is written straight from the response, not through a `Value`.
     pub fn to_json(&self) -> Vec<u8> {
         use base64::Engine;
-        // The patch is taken out first: left in, every byte of it would
-        // become a JSON number Value only to be replaced.
-        let mut response = self.response.clone();
-        let patch = response.patch.take();
-        let mut review =
-            serde_json::to_value(response.into_review()).expect("an AdmissionReview serializes");
-        if let Some(patch) = patch {
-            review["response"]["patch"] =
-                Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
-        }
-        serde_json::to_vec(&review).expect("a JSON value serializes")
+        let r = &self.response;
+        let answer = wire_out::Review {
+            api_version: API_VERSION,
+            kind: "AdmissionReview",
+            response: wire_out::Response {
+                uid: &r.uid,
+                allowed: r.allowed,
+                status: &r.result,
+                patch: r
+                    .patch
+                    .as_ref()
+                    .map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+                patch_type: r.patch.as_ref().map(|_| "JSONPatch"),
+                audit_annotations: &r.audit_annotations,
+                warnings: r.warnings.as_deref(),
+            },
+        };
+        serde_json::to_vec(&answer).expect("an AdmissionReview serializes")
+    }
+}
+
+/// The AdmissionReview pvc-guard answers, as kube-core would write it.
+mod wire_out {
+    use std::collections::HashMap;
+
+    use kube::core::Status;
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Review<'a> {
+        pub api_version: &'static str,
+        pub kind: &'static str,
+        pub response: Response<'a>,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Response<'a> {
+        pub uid: &'a str,
+        pub allowed: bool,
+        pub status: &'a Status,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub patch: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub patch_type: Option<&'static str>,
+        #[serde(skip_serializing_if = "HashMap::is_empty")]
+        pub audit_annotations: &'a HashMap<String, String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub warnings: Option<&'a [String]>,
     }
 }
 
@@ -393,5 +619,141 @@ pub fn review(
     match endpoint {
         Endpoint::Validate => validate(policy, req, facts, failure_mode),
         Endpoint::Mutate => mutate(policy, req, facts, failure_mode),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixtures() -> Vec<(String, Vec<u8>)> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/admission");
+        let mut out: Vec<_> = std::fs::read_dir(dir)
+            .expect("the fixtures")
+            .map(|e| e.expect("an entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .map(|p| {
+                (
+                    p.display().to_string(),
+                    std::fs::read(&p).expect("a fixture"),
+                )
+            })
+            .collect();
+        out.sort();
+        assert!(out.len() >= 15, "the captured AdmissionReviews are missing");
+        out
+    }
+
+    fn without_managed_fields(object: Option<&Value>) -> Option<Value> {
+        let mut o = object.cloned()?;
+        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("managedFields");
+        }
+        Some(o)
+    }
+
+    #[test]
+    fn the_one_pass_parse_reads_what_the_exact_parse_reads_but_managed_fields() {
+        let mut dropped = 0;
+        for (name, body) in fixtures() {
+            let fast = parse(&body).expect(&name);
+            let exact = parse_exactly(&body).expect(&name);
+            assert_eq!(
+                serde_json::to_value(&fast.request).unwrap(),
+                serde_json::to_value(AdmissionRequest {
+                    options: None,
+                    ..exact.request.clone()
+                })
+                .unwrap(),
+                "{name}: the envelope"
+            );
+            assert_eq!(fast.request.types, exact.request.types, "{name}");
+            for (f, e) in [
+                (&fast.object, &exact.object),
+                (&fast.old_object, &exact.old_object),
+            ] {
+                assert_eq!(f.clone(), without_managed_fields(e.as_ref()), "{name}");
+                dropped += usize::from(f != e);
+            }
+        }
+        assert!(
+            dropped > 10,
+            "the fixtures carry managedFields; the parse must drop them"
+        );
+    }
+
+    #[test]
+    fn bodies_the_one_pass_parse_refuses_are_judged_exactly() {
+        let body = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/admission/pg-no-volume.create.json"
+        ))
+        .unwrap();
+        let text = String::from_utf8(body).unwrap();
+        // Go's decoder takes the last of duplicate keys; so does pvc-guard.
+        let duplicated = text.replacen(r#""uid":"#, r#""uid":"first","uid":"#, 1);
+        assert_ne!(duplicated, text);
+        let r = parse(duplicated.as_bytes()).expect("duplicate keys parse");
+        assert_ne!(r.request.uid, "first");
+        assert!(r.object.is_some());
+        let cases = [
+            (
+                text.replacen("admission.k8s.io/v1", "admission.k8s.io/v1beta1", 1),
+                "unsupported apiVersion",
+            ),
+            (
+                text.replacen(r#""kind":"AdmissionReview""#, r#""kind":"Review""#, 1),
+                "kind is not AdmissionReview",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.into(),
+                "has no request",
+            ),
+            (
+                text.replacen(r#""operation":"CREATE""#, r#""operation":5"#, 1),
+                "malformed",
+            ),
+            ("{".into(), "not valid JSON"),
+            ("[]".into(), "not a JSON object"),
+        ];
+        for (body, want) in cases {
+            assert_ne!(body, text, "{want}: the case changes nothing");
+            let e = parse(body.as_bytes()).expect_err(want);
+            assert!(e.0.contains(want), "{want}: {}", e.0);
+        }
+    }
+
+    #[test]
+    fn the_answer_is_what_kube_core_writes_with_a_base64_patch() {
+        use base64::Engine;
+        let policy = Policy::new(crate::config::Config::default());
+        let mut patched = 0;
+        for (name, body) in fixtures() {
+            let req = parse(&body).expect(&name);
+            for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
+                for mode in [FailureMode::Allow, FailureMode::Deny] {
+                    let mut verdicts = vec![review(
+                        &policy,
+                        endpoint,
+                        &req,
+                        &ClusterFacts::default(),
+                        mode,
+                    )];
+                    verdicts.push(failure(&req, "a test", mode));
+                    for v in verdicts {
+                        let mut expected =
+                            serde_json::to_value(v.response.clone().into_review()).unwrap();
+                        if let Some(p) = &v.response.patch {
+                            expected["response"]["patch"] =
+                                base64::engine::general_purpose::STANDARD.encode(p).into();
+                            patched += 1;
+                        }
+                        let got: Value = serde_json::from_slice(&v.to_json()).unwrap();
+                        assert_eq!(got, expected, "{name} {endpoint:?}");
+                    }
+                }
+            }
+        }
+        assert!(patched > 0);
     }
 }

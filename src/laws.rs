@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::admission::{self, Endpoint, FailureMode};
 use crate::mutate::{mutate_create, mutate_update};
-use crate::policy::workload::controller_owner;
+use crate::policy::workload::{at, controller_owner};
 use crate::policy::{ClusterFacts, Policy, Rule, Severity};
 
 /// Paths the mutation may change: everything else must be untouched.
@@ -30,7 +30,7 @@ pub fn owned(path: &str) -> bool {
 /// is written as the whole parent (`add /spec/securityContext {"fsGroup": ..}`):
 /// allowed when nothing of the user's was there and every key is owned.
 fn owned_parent(object: &Value, path: &str, value: &Value) -> bool {
-    !object.pointer(path).is_some_and(Value::is_object)
+    !at(object, path).is_some_and(Value::is_object)
         && value.as_object().is_some_and(|fields| {
             fields.keys().all(|k| {
                 let k = k.replace('~', "~0").replace('/', "~1");

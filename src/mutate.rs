@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::config::Permissions;
 use crate::policy::detect::{DbContainer, start_user};
 use crate::policy::storage::{Backing, StorageClass};
-use crate::policy::workload::{Kind, normalize_path, path_contains};
+use crate::policy::workload::{Kind, at, at_mut, normalize_path, path_contains};
 use crate::policy::{
     Assessment, ClusterFacts, Policy, Rule, Severity, Unreadable, image_populated_dir, parent_dir,
 };
@@ -116,8 +116,7 @@ pub struct Record {
 
 impl Record {
     pub fn from_object(object: &Value) -> Option<Record> {
-        let text = object
-            .pointer("/metadata/annotations")?
+        let text = at(object, "/metadata/annotations")?
             .get(MUTATED_ANNOTATION)?
             .as_str()?;
         Record::parse(text)
@@ -210,7 +209,7 @@ pub fn shorten(name: &str, max: usize) -> String {
 }
 
 fn pod_spec_mut(object: &mut Value, kind: Kind) -> Option<&mut Map<String, Value>> {
-    object.pointer_mut(kind.pod_spec_pointer())?.as_object_mut()
+    at_mut(object, kind.pod_spec_pointer())?.as_object_mut()
 }
 
 fn array_mut<'v>(map: &'v mut Map<String, Value>, key: &str) -> &'v mut Vec<Value> {
@@ -286,7 +285,7 @@ pub fn apply(object: &mut Value, kind: Kind, change: &Change) {
         let templates = array_mut(spec_map, "volumeClaimTemplates");
         let exists = templates
             .iter()
-            .any(|t| t.pointer("/metadata/name").and_then(Value::as_str) == Some(name));
+            .any(|t| at(t, "/metadata/name").and_then(Value::as_str) == Some(name));
         if !exists {
             templates.push(claim_template_value(name, spec));
         }
@@ -650,9 +649,9 @@ impl Planner<'_, '_, '_, '_> {
                 let vol = a.workload.volume(&volume);
                 let (size, class, mode) = match &p.backing {
                     Backing::GenericEphemeral => {
-                        let t = vol.and_then(|v| v.pointer("/ephemeral/volumeClaimTemplate/spec"));
+                        let t = vol.and_then(|v| at(v, "/ephemeral/volumeClaimTemplate/spec"));
                         let s = |ptr: &str| {
-                            t.and_then(|t| t.pointer(ptr))
+                            t.and_then(|t| at(t, ptr))
                                 .and_then(Value::as_str)
                                 .map(str::to_string)
                         };
@@ -663,7 +662,7 @@ impl Planner<'_, '_, '_, '_> {
                         )
                     }
                     _ => (
-                        vol.and_then(|v| v.pointer("/emptyDir/sizeLimit"))
+                        vol.and_then(|v| at(v, "/emptyDir/sizeLimit"))
                             .and_then(Value::as_str)
                             .map(str::to_string),
                         None,
@@ -962,21 +961,18 @@ pub fn mutate_create(
 
 /// Is every recorded claim mount (and claim volume) still in the object?
 fn record_intact(object: &Value, kind: Kind, record: &Record) -> bool {
-    let pod = object.pointer(kind.pod_spec_pointer());
+    let pod = at(object, kind.pod_spec_pointer());
     let pod_list = |key: &str| pod.and_then(|p| p.get(key));
     record.changes.iter().all(|change| match change {
         Change::ClaimVolume { volume, claim, .. } => entries_named(pod_list("volumes"), volume)
             .any(|v| {
-                v.pointer("/persistentVolumeClaim/claimName")
-                    .and_then(Value::as_str)
-                    == Some(claim)
+                at(v, "/persistentVolumeClaim/claimName").and_then(Value::as_str) == Some(claim)
             }),
-        Change::ClaimTemplate { name, .. } => object
-            .pointer("/spec/volumeClaimTemplates")
+        Change::ClaimTemplate { name, .. } => at(object, "/spec/volumeClaimTemplates")
             .and_then(Value::as_array)
             .is_some_and(|ts| {
                 ts.iter()
-                    .any(|t| t.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
+                    .any(|t| at(t, "/metadata/name").and_then(Value::as_str) == Some(name))
             }),
         Change::Mount {
             container,

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::config::Mode;
-use crate::policy::workload::controller_owner;
+use crate::policy::workload::{at, controller_owner};
 use crate::policy::{Finding, Policy, Rule};
 use crate::report::Entry;
 
@@ -218,7 +218,7 @@ fn unreadable(kind: &str, ns: &str, name: &str, why: &str) -> Finding {
 
 /// A StatefulSet whose `persistentVolumeClaimRetentionPolicy` deletes claims.
 fn retention_deletes(object: &Value, ns: &str, name: &str) -> Vec<Finding> {
-    let policy = object.pointer("/spec/persistentVolumeClaimRetentionPolicy");
+    let policy = at(object, "/spec/persistentVolumeClaimRetentionPolicy");
     ["whenDeleted", "whenScaled"]
         .into_iter()
         .filter(|when| {

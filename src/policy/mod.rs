@@ -273,11 +273,8 @@ impl Policy {
                 && a.workload.kind == Kind::Deployment
                 && !facts.claim_read_write_many(claim)
             {
-                let strategy = a
-                    .workload
-                    .object
-                    .pointer("/spec/strategy/type")
-                    .and_then(Value::as_str);
+                let strategy =
+                    workload::at(a.workload.object, "/spec/strategy/type").and_then(Value::as_str);
                 if strategy.is_none_or(|s| s == "RollingUpdate") {
                     findings.push(ctx.finding(
                             Rule::RollingUpdateClaim,
@@ -548,9 +545,7 @@ fn shared_claim_replicas(ctx: &Ctx<'_, '_, '_>, w: &Workload<'_>, claim: &str) -
         Kind::Job if replicas > 1 => (Severity::Deny, format!("parallelism {replicas}")),
         Kind::CronJob if replicas > 1 => (Severity::Deny, format!("parallelism {replicas}")),
         Kind::CronJob => {
-            let policy = w
-                .object
-                .pointer("/spec/concurrencyPolicy")
+            let policy = workload::at(w.object, "/spec/concurrencyPolicy")
                 .and_then(Value::as_str)
                 .unwrap_or("Allow");
             if policy != "Allow" {

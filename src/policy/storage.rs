@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::workload::{Container, Kind, Workload, normalize_path, path_contains};
+use super::workload::{Container, Kind, Workload, at, normalize_path, path_contains};
 use crate::config::CsiClass;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,8 +149,7 @@ fn volume_class(
             describe,
         ),
         "persistentVolumeClaim" => {
-            let claim = volume
-                .pointer("/persistentVolumeClaim/claimName")
+            let claim = at(volume, "/persistentVolumeClaim/claimName")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
@@ -169,8 +168,7 @@ fn volume_class(
             describe,
         ),
         "csi" => {
-            let driver = volume
-                .pointer("/csi/driver")
+            let driver = at(volume, "/csi/driver")
                 .and_then(Value::as_str)
                 .unwrap_or("");
             let class = match csi_class(driver, csi) {
