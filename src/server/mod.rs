@@ -298,22 +298,36 @@ pub fn router(app: Arc<App>, request_timeout: Duration) -> Router {
         .with_state(app)
 }
 
-fn init_logging(format: LogFormat) {
+/// The decision log is written by a thread of its own through a buffer
+/// that is flushed whenever its queue runs dry: a request never waits on a
+/// write to stderr, and under load many lines share one write (one line per
+/// decision was a fifth of a request's CPU when each was its own write).
+/// Lines are never dropped: a full queue makes the logger wait instead.
+/// The guard flushes what is left when `serve` returns.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("pvc-guard-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     // Colour only for a person at a terminal, never into a log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    guard
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
-    init_logging(args.log_format);
+    let _log = init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
