@@ -303,12 +303,15 @@ pub fn router(app: Arc<App>, request_timeout: Duration) -> Router {
 /// write to stderr, and under load many lines share one write (one line per
 /// decision was a fifth of a request's CPU when each was its own write).
 /// Lines are never dropped: a full queue makes the logger wait instead.
+/// The queue is short because its slots are allocated up front (the
+/// default 128,000 lines were 4 MiB of idle memory).
 /// The guard flushes what is left when `serve` returns.
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(1024)
         .thread_name("pvc-guard-log")
         .finish(std::io::BufWriter::with_capacity(
             64 * 1024,
