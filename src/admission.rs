@@ -73,22 +73,17 @@ impl Request {
 /// duplicate keys, not JSON at all) goes through [`parse_exactly`], which
 /// takes what Go's decoder takes and says precisely what is wrong.
 pub fn parse(body: &[u8]) -> Result<Request, BadRequest> {
-    let Ok(review) = serde_json::from_slice::<wire::Review>(body) else {
+    let answerable = serde_json::from_slice::<wire::Review>(body)
+        .ok()
+        .filter(|r| {
+            r.api_version.as_deref() == Some(API_VERSION)
+                && r.kind.as_deref() == Some("AdmissionReview")
+        })
+        .and_then(|r| r.request)
+        .filter(|r| !r.uid.is_empty());
+    let Some(r) = answerable else {
         return parse_exactly(body);
     };
-    match review.api_version.as_deref() {
-        Some(API_VERSION) => {}
-        _ => return parse_exactly(body),
-    }
-    if review.kind.as_deref() != Some("AdmissionReview") {
-        return parse_exactly(body);
-    }
-    let Some(r) = review.request else {
-        return parse_exactly(body);
-    };
-    if r.uid.is_empty() {
-        return parse_exactly(body);
-    }
     let request = AdmissionRequest {
         types: kube::core::TypeMeta {
             api_version: API_VERSION.into(),
@@ -125,7 +120,7 @@ mod wire {
     use kube::core::admission::Operation;
     use kube::core::{GroupVersionKind, GroupVersionResource};
     use serde::Deserialize;
-    use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
     use serde_json::{Map, Value};
 
     #[derive(Deserialize)]
@@ -170,17 +165,7 @@ mod wire {
 
     impl<'de> Deserialize<'de> for Object {
         fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(ObjectVisitor { top: true }).map(Object)
-        }
-    }
-
-    /// `metadata`, read without `managedFields`.
-    struct Metadata(Value);
-
-    impl<'de> Deserialize<'de> for Metadata {
-        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(ObjectVisitor { top: false })
-                .map(Metadata)
+            ObjectVisitor { top: true }.deserialize(d).map(Object)
         }
     }
 
@@ -188,6 +173,14 @@ mod wire {
     /// object itself) or `managedFields` (the metadata).
     struct ObjectVisitor {
         top: bool,
+    }
+
+    impl<'de> DeserializeSeed<'de> for ObjectVisitor {
+        type Value = Value;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
     }
 
     impl<'de> Visitor<'de> for ObjectVisitor {
@@ -201,7 +194,7 @@ mod wire {
             let mut out = Map::new();
             while let Some(key) = map.next_key::<String>()? {
                 let value = match (self.top, key.as_str()) {
-                    (true, "metadata") => map.next_value::<Metadata>()?.0,
+                    (true, "metadata") => map.next_value_seed(ObjectVisitor { top: false })?,
                     (false, "managedFields") => {
                         map.next_value::<IgnoredAny>()?;
                         continue;

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::config::Permissions;
 use crate::policy::detect::{DbContainer, start_user};
 use crate::policy::storage::{Backing, StorageClass};
-use crate::policy::workload::{Kind, at, at_mut, normalize_path, path_contains};
+use crate::policy::workload::{Kind, at, normalize_path, path_contains};
 use crate::policy::{
     Assessment, ClusterFacts, Policy, Rule, Severity, Unreadable, image_populated_dir, parent_dir,
 };
@@ -209,7 +209,7 @@ pub fn shorten(name: &str, max: usize) -> String {
 }
 
 fn pod_spec_mut(object: &mut Value, kind: Kind) -> Option<&mut Map<String, Value>> {
-    at_mut(object, kind.pod_spec_pointer())?.as_object_mut()
+    object.pointer_mut(kind.pod_spec_pointer())?.as_object_mut()
 }
 
 fn array_mut<'v>(map: &'v mut Map<String, Value>, key: &str) -> &'v mut Vec<Value> {

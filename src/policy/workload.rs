@@ -339,22 +339,6 @@ pub fn at<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
     })
 }
 
-/// The mutable twin of [`at`].
-pub fn at_mut<'v>(value: &'v mut Value, path: &str) -> Option<&'v mut Value> {
-    if path.contains('~') {
-        return value.pointer_mut(path);
-    }
-    if path.is_empty() {
-        return Some(value);
-    }
-    let rest = path.strip_prefix('/')?;
-    rest.split('/').try_fold(value, |v, token| match v {
-        Value::Object(map) => map.get_mut(token),
-        Value::Array(items) => token.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
-        _ => None,
-    })
-}
-
 /// Does `outer` contain `inner`, comparing whole path components?
 pub fn path_contains(outer: &str, inner: &str) -> bool {
     let outer = outer.trim_end_matches('/');

@@ -305,7 +305,7 @@ pub fn router(app: Arc<App>, request_timeout: Duration) -> Router {
 /// Lines are never dropped: a full queue makes the logger wait instead.
 /// The queue is short because its slots are allocated up front (the
 /// default 128,000 lines were 4 MiB of idle memory).
-/// The guard flushes what is left when `serve` returns.
+/// The guard flushes what is left when `run` returns.
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
