@@ -572,12 +572,12 @@ pub fn mutate(
         Err(e) => return failure(req, &e.0, failure_mode),
     };
     let mut v = allow(req);
-    let mut w: Vec<String> = m.applied.clone();
-    w.extend(m.warnings.iter().cloned());
-    if !m.is_empty() {
+    let mut w = m.applied;
+    w.extend(m.warnings);
+    if !m.patch.0.is_empty() {
         v.response = v
             .response
-            .with_patch(m.patch.clone())
+            .with_patch(m.patch)
             .expect("a JSON patch serializes");
         v.decision = Decision::Patch;
         v.rules = m
