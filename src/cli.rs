@@ -323,7 +323,7 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
                 .entry((namespace.clone(), claim.clone()))
                 .or_insert_with(|| spec.manifest(&claim, ns));
         }
-        objects.push(m.fixed);
+        objects.push(m.fixed.unwrap_or_else(|| doc.object.clone()));
     }
     objects.extend(claims.into_values());
     print!("{}", manifest::to_yaml(&objects));

@@ -79,7 +79,9 @@ pub fn convert(policy: &Policy, deployment: &Value) -> Result<String, String> {
     // the mutation would do for a StatefulSet.
     let facts = ClusterFacts::default();
     let fixed = mutate::mutate_create(policy, &sts, &facts).map_err(|e| e.0)?;
-    sts = fixed.fixed;
+    if let Some(fixed) = fixed.fixed {
+        sts = fixed;
+    }
     if let Some(Value::Object(a)) = sts.pointer_mut("/metadata/annotations") {
         a.remove(mutate::MUTATED_ANNOTATION);
         if a.is_empty() {

@@ -53,18 +53,19 @@ pub fn check_with(policy: &Policy, object: &Value, facts: &ClusterFacts) -> Resu
     let Ok(m) = mutate_create(policy, object, facts) else {
         return Ok(());
     };
+    let fixed = m.fixed_or(object);
     // 1. The patch applied to the original gives exactly the fixed object.
     let mut patched = object.clone();
     json_patch::patch(&mut patched, &m.patch)
         .map_err(|e| format!("law 1: the patch does not apply: {e}"))?;
-    if patched != m.fixed {
+    if patched != *fixed {
         return Err(format!(
             "law 1: the patched object differs from the fixed one\npatched: {patched}\nfixed:   {}",
-            m.fixed
+            fixed
         ));
     }
     // 2. Mutating the fixed object again changes nothing.
-    let again = mutate_create(policy, &m.fixed, facts)
+    let again = mutate_create(policy, fixed, facts)
         .map_err(|e| format!("law 2: the fixed object is unreadable: {}", e.0))?;
     if !again.patch.0.is_empty() {
         return Err(format!("law 2: second patch {:?}", again.patch));
@@ -74,7 +75,7 @@ pub fn check_with(policy: &Policy, object: &Value, facts: &ClusterFacts) -> Resu
     // so nothing on it is a finding the mutation could fix.
     if m.unfixed.is_empty() && controller_owner(object).is_none() {
         let assessment = policy
-            .evaluate(&m.fixed, facts)
+            .evaluate(fixed, facts)
             .map_err(|e| format!("law 3: the fixed object is unreadable: {}", e.0))?;
         if let Some(a) = assessment {
             let left: Vec<_> = a
@@ -98,7 +99,7 @@ pub fn check_with(policy: &Policy, object: &Value, facts: &ClusterFacts) -> Resu
     }
     // An UPDATE that drops the fix (a GitOps re-apply) gets it back.
     if !m.patch.0.is_empty() {
-        let restored = mutate_update(&m.fixed, object)
+        let restored = mutate_update(fixed, object)
             .map_err(|e| format!("update: the original is unreadable: {}", e.0))?;
         let mut back = object.clone();
         json_patch::patch(&mut back, &restored.patch)
@@ -114,7 +115,7 @@ pub fn check_with(policy: &Policy, object: &Value, facts: &ClusterFacts) -> Resu
                         .count()
                 }))
         };
-        let (still, before) = (denies(&back)?, denies(&m.fixed)?);
+        let (still, before) = (denies(&back)?, denies(fixed)?);
         if still != before {
             return Err(format!(
                 "update: the restored object has {still} deny findings, the fixed one {before}"

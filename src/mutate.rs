@@ -142,7 +142,9 @@ impl Record {
 
 #[derive(Debug, Clone, Default)]
 pub struct Mutation {
-    pub fixed: Value,
+    /// The object after the fix; `None` when the fix changed nothing, so
+    /// the many requests with nothing to fix never copy their object.
+    pub fixed: Option<Value>,
     pub patch: json_patch::Patch,
     pub record: Record,
     /// What the fix did, one line each (for warnings and `fix`).
@@ -154,11 +156,9 @@ pub struct Mutation {
 }
 
 impl Mutation {
-    fn unchanged(object: &Value) -> Mutation {
-        Mutation {
-            fixed: object.clone(),
-            ..Default::default()
-        }
+    /// The object as the fix leaves it, given the object it was made for.
+    pub fn fixed_or<'v>(&'v self, original: &'v Value) -> &'v Value {
+        self.fixed.as_ref().unwrap_or(original)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -900,7 +900,7 @@ pub fn mutate_create(
     object: &Value,
     facts: &ClusterFacts,
 ) -> Result<Mutation, Unreadable> {
-    let mut m = Mutation::unchanged(object);
+    let mut m = Mutation::default();
     let Some(a) = policy.evaluate(object, facts)? else {
         return Ok(m);
     };
@@ -929,8 +929,9 @@ pub fn mutate_create(
         m.unfixed.push("the object has no metadata to record a fix in, and a fix without its record could not be put back on UPDATE".into());
         return Ok(m);
     }
+    let mut fixed = object.clone();
     for change in &changes {
-        apply(&mut m.fixed, kind, change);
+        apply(&mut fixed, kind, change);
     }
     m.applied = applied;
     let mut record = Record::from_object(object).unwrap_or_default();
@@ -942,13 +943,13 @@ pub fn mutate_create(
     }
     record.changes.extend(changes);
     set_annotation(
-        &mut m.fixed,
+        &mut fixed,
         MUTATED_ANNOTATION,
         serde_json::to_string(&record).expect("record serializes"),
     );
     if database_in_deployment {
         set_annotation(
-            &mut m.fixed,
+            &mut fixed,
             HINT_ANNOTATION,
             "a database runs in this Deployment; a StatefulSet gives each replica its own claim (pvc-guard convert prints one)".into(),
         );
@@ -958,7 +959,8 @@ pub fn mutate_create(
         ));
     }
     m.record = record;
-    m.patch = json_patch::diff(object, &m.fixed);
+    m.patch = json_patch::diff(object, &fixed);
+    m.fixed = Some(fixed);
     Ok(m)
 }
 
@@ -1010,7 +1012,7 @@ fn entries_named<'v>(list: Option<&'v Value>, name: &str) -> impl Iterator<Item 
 /// The mutation on UPDATE: nothing new; a recorded fix the new object lost
 /// is put back exactly, so the pods keep the claim that holds the data.
 pub fn mutate_update(old: &Value, new: &Value) -> Result<Mutation, Unreadable> {
-    let mut m = Mutation::unchanged(new);
+    let mut m = Mutation::default();
     let Some(workload) = crate::policy::Workload::from_object(new)? else {
         return Ok(m);
     };
@@ -1042,11 +1044,12 @@ pub fn mutate_update(old: &Value, new: &Value) -> Result<Mutation, Unreadable> {
     if record_intact(new, kind, &held) {
         return Ok(m);
     }
+    let mut fixed = new.clone();
     for change in &held.changes {
-        apply(&mut m.fixed, kind, change);
+        apply(&mut fixed, kind, change);
     }
     set_annotation(
-        &mut m.fixed,
+        &mut fixed,
         MUTATED_ANNOTATION,
         serde_json::to_string(&record).expect("record serializes"),
     );
@@ -1059,7 +1062,8 @@ pub fn mutate_update(old: &Value, new: &Value) -> Result<Mutation, Unreadable> {
         Rule::EphemeralDataPath
     ));
     m.record = record;
-    m.patch = json_patch::diff(new, &m.fixed);
+    m.patch = json_patch::diff(new, &fixed);
+    m.fixed = Some(fixed);
     Ok(m)
 }
 

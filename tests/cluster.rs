@@ -358,7 +358,7 @@ fn stored_mutated(name: &str) -> Value {
     object["metadata"]["name"] = json!(name);
     let m = pvc_guard::mutate::mutate_create(&policy, &object, &Default::default()).unwrap();
     assert!(!m.record.claims().is_empty());
-    m.fixed
+    m.fixed.expect("the fix changed the object")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -375,7 +375,8 @@ async fn the_claim_controller_creates_each_missing_claim_once_and_409_is_success
     let policy = pvc_guard::policy::Policy::new(pvc_guard::config::Config::default());
     let existing = pvc_guard::mutate::mutate_create(&policy, &existing, &Default::default())
         .unwrap()
-        .fixed;
+        .fixed
+        .expect("the fix changed the object");
     assert!(existing.to_string().contains("users-db-data"));
     let mut deleting = stored_mutated("old-db");
     deleting["metadata"]["deletionTimestamp"] = json!("2026-11-22T03:50:00Z");

@@ -159,7 +159,10 @@ fn an_update_that_drops_the_recorded_claim_gets_it_back() {
     let facts = ClusterFacts::default();
     let review = common::read_json("admission/pg-emptydir.create.json");
     let original = &review["request"]["object"];
-    let created = mutate_create(&policy, original, &facts).unwrap().fixed;
+    let created = mutate_create(&policy, original, &facts)
+        .unwrap()
+        .fixed
+        .expect("the fix changed the object");
     // A GitOps tool re-applies the original manifest: the emptyDir is back.
     let m = mutate_update(&created, original).unwrap();
     assert!(!m.patch.0.is_empty());
