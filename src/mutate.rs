@@ -16,7 +16,6 @@ use crate::policy::storage::{Backing, StorageClass};
 use crate::policy::workload::{Kind, at, normalize_path, path_contains};
 use crate::policy::{
     Assessment, ClusterFacts, Policy, Rule, Severity, Unreadable, image_populated_dir, parent_dir,
-    rolls_updates,
 };
 
 pub const MUTATED_ANNOTATION: &str = "pvc-guard.io/mutated";
@@ -435,12 +434,6 @@ impl Planner<'_, '_, '_, '_> {
         self.applied.push(format!("[{rule}] {what}"));
     }
 
-    fn recreate(&mut self) {
-        self.changes.push(Change::Recreate);
-        self.rules.push(Rule::RollingUpdateClaim);
-        self.did(Rule::RollingUpdateClaim, "set strategy Recreate so two database processes never share the data directory during a rollout".into());
-    }
-
     fn annotation(&self, key: &str) -> Option<String> {
         self.a
             .workload
@@ -852,13 +845,14 @@ fn plan(policy: &Policy, facts: &ClusterFacts, a: &Assessment<'_, '_>) -> Plan {
         }
     }
     // Recreate: single-replica Deployments with a claim at a data path.
-    let single_deployment = a.workload.kind == Kind::Deployment && a.workload.replicas() <= 1;
     let rolling = a
         .findings
         .iter()
         .any(|f| f.rule == Rule::RollingUpdateClaim);
-    if rolling && single_deployment {
-        planner.recreate();
+    if rolling && a.workload.kind == Kind::Deployment && a.workload.replicas() <= 1 {
+        planner.changes.push(Change::Recreate);
+        planner.rules.push(Rule::RollingUpdateClaim);
+        planner.did(Rule::RollingUpdateClaim, "set strategy Recreate so two database processes never share the data directory during a rollout".into());
     }
     if !planner.init_dirs.is_empty() {
         let dirs = std::mem::take(&mut planner.init_dirs);
@@ -877,14 +871,6 @@ fn plan(policy: &Policy, facts: &ClusterFacts, a: &Assessment<'_, '_>) -> Plan {
             dirs,
         });
     }
-    // A claim this fix adds rolls updates as badly as one already there:
-    // what evaluating the fixed object again would find, without doing so.
-    let adds_claim = planner.changes.iter().any(
-        |c| matches!(c, Change::ClaimVolume { claim, .. } if !facts.claim_read_write_many(claim)),
-    );
-    if !rolling && single_deployment && adds_claim && rolls_updates(a.workload.object) {
-        planner.recreate();
-    }
     Plan {
         changes: planner.changes,
         rules: planner.rules,
@@ -901,47 +887,63 @@ pub fn mutate_create(
     facts: &ClusterFacts,
 ) -> Result<Mutation, Unreadable> {
     let mut m = Mutation::default();
-    let Some(a) = policy.evaluate(object, facts)? else {
+    // Copied only once there is something to change.
+    let mut fixed: Option<Value> = None;
+    let mut record = Record::from_object(object).unwrap_or_default();
+    let recorded_before = record.changes.len();
+    let mut database_in_deployment = false;
+    // The second pass judges the fixed object as the validator will: it
+    // finds what the fix itself calls for (a new claim on a Deployment wants
+    // Recreate) and what the fix did not cure (an image VOLUME below the new
+    // mount shadows it). Two passes reach the fixed point.
+    for _ in 0..2 {
+        let current = fixed.as_ref().unwrap_or(object);
+        let Some(a) = policy.evaluate(current, facts)? else {
+            return Ok(m);
+        };
+        if a.workload.controller_owner().is_some() {
+            return Ok(m);
+        }
+        database_in_deployment |= a
+            .findings
+            .iter()
+            .any(|f| f.rule == Rule::DatabaseInDeployment);
+        let Plan {
+            changes,
+            rules,
+            applied,
+            unfixed,
+            warnings,
+        } = plan(policy, facts, &a);
+        let kind = a.workload.kind;
+        drop(a);
+        if m.unfixed.is_empty() {
+            m.unfixed = unfixed;
+        }
+        m.warnings.extend(warnings);
+        if changes.is_empty() {
+            break;
+        }
+        if !object.get("metadata").is_some_and(Value::is_object) {
+            m.unfixed.push("the object has no metadata to record a fix in, and a fix without its record could not be put back on UPDATE".into());
+            break;
+        }
+        let target = fixed.get_or_insert_with(|| object.clone());
+        for change in &changes {
+            apply(target, kind, change);
+        }
+        m.applied.extend(applied);
+        for r in rules {
+            let id = r.id().to_string();
+            if !record.rules.contains(&id) {
+                record.rules.push(id);
+            }
+        }
+        record.changes.extend(changes);
+    }
+    let Some(mut fixed) = fixed.filter(|_| record.changes.len() > recorded_before) else {
         return Ok(m);
     };
-    if a.workload.controller_owner().is_some() {
-        return Ok(m);
-    }
-    let database_in_deployment = a
-        .findings
-        .iter()
-        .any(|f| f.rule == Rule::DatabaseInDeployment);
-    let Plan {
-        changes,
-        rules,
-        applied,
-        unfixed,
-        warnings,
-    } = plan(policy, facts, &a);
-    let kind = a.workload.kind;
-    drop(a);
-    m.unfixed = unfixed;
-    m.warnings = warnings;
-    if changes.is_empty() {
-        return Ok(m);
-    }
-    if !object.get("metadata").is_some_and(Value::is_object) {
-        m.unfixed.push("the object has no metadata to record a fix in, and a fix without its record could not be put back on UPDATE".into());
-        return Ok(m);
-    }
-    let mut fixed = object.clone();
-    for change in &changes {
-        apply(&mut fixed, kind, change);
-    }
-    m.applied = applied;
-    let mut record = Record::from_object(object).unwrap_or_default();
-    for r in rules {
-        let id = r.id().to_string();
-        if !record.rules.contains(&id) {
-            record.rules.push(id);
-        }
-    }
-    record.changes.extend(changes);
     set_annotation(
         &mut fixed,
         MUTATED_ANNOTATION,

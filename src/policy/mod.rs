@@ -96,20 +96,12 @@ impl ClusterFacts {
             .find(|h| h.target_kind == kind && h.target_name == name && h.max_replicas > 1)
     }
 
-    pub fn claim_read_write_many(&self, claim: &str) -> bool {
+    fn claim_read_write_many(&self, claim: &str) -> bool {
         self.claims
             .as_ref()
             .and_then(|c| c.get(claim))
             .is_some_and(|c| c.access_modes.iter().any(|m| m == "ReadWriteMany"))
     }
-}
-
-/// Does a rollout of this Deployment start the new pod before the old one
-/// stops? RollingUpdate is the API server's default strategy.
-pub fn rolls_updates(deployment: &Value) -> bool {
-    workload::at(deployment, "/spec/strategy/type")
-        .and_then(Value::as_str)
-        .is_none_or(|s| s == "RollingUpdate")
 }
 
 /// One data path of one database container, and where it lives.
@@ -280,14 +272,17 @@ impl Policy {
             if let Some(claim) = claim
                 && a.workload.kind == Kind::Deployment
                 && !facts.claim_read_write_many(claim)
-                && rolls_updates(a.workload.object)
             {
-                findings.push(ctx.finding(
-                    Rule::RollingUpdateClaim,
-                    Severity::Warn,
-                    format!("on claim {claim:?} with the RollingUpdate strategy: during a rollout the new pod hangs on Multi-Attach, or two database processes share one data directory"),
-                    "Set spec.strategy.type: Recreate".into(),
-                ));
+                let strategy =
+                    workload::at(a.workload.object, "/spec/strategy/type").and_then(Value::as_str);
+                if strategy.is_none_or(|s| s == "RollingUpdate") {
+                    findings.push(ctx.finding(
+                            Rule::RollingUpdateClaim,
+                            Severity::Warn,
+                            format!("on claim {claim:?} with the RollingUpdate strategy: during a rollout the new pod hangs on Multi-Attach, or two database processes share one data directory"),
+                            "Set spec.strategy.type: Recreate".into(),
+                        ));
+                }
             }
             let claim_like = matches!(p.backing, Backing::Claim(_) | Backing::ClaimTemplate(_));
             if db.is_postgres()
