@@ -398,6 +398,11 @@ async fn the_claim_controller_creates_each_missing_claim_once_and_409_is_success
     );
     let metrics = pvc_guard::server::metrics::Metrics::new();
     let client = api.client();
+    // The namespaces list is held while the other caches sync, so the
+    // controller and the caches' own sync task are both waiting when it
+    // arrives: the controller must still be woken (kube-runtime wakes only
+    // the last task that polled a store's readiness).
+    api.close();
     let caches = pvc_guard::cluster::Caches::start(&client, &metrics.cluster, true);
     let controller = tokio::spawn(pvc_guard::cluster::claims::run(
         client,
@@ -406,6 +411,9 @@ async fn the_claim_controller_creates_each_missing_claim_once_and_409_is_success
         metrics.cluster.clone(),
         Duration::from_millis(200),
     ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(api.writes().is_empty(), "no claim before the caches sync");
+    api.open();
     eventually("two claims posted", async || api.writes().len() >= 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     controller.abort();

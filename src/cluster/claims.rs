@@ -114,8 +114,7 @@ pub async fn run(
     metrics: ClusterMetrics,
     retry: Duration,
 ) {
-    let _ = caches.claims.wait_until_ready().await;
-    let _ = caches.namespaces.wait_until_ready().await;
+    caches.wait_synced().await;
     let mut workloads = stream::select_all([
         workload_metadata::<Deployment>(&client, "deployments"),
         workload_metadata::<ReplicaSet>(&client, "replicasets"),

@@ -8,8 +8,6 @@ pub mod claims;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -32,7 +30,11 @@ pub struct Caches {
     pub claims: Store<PersistentVolumeClaim>,
     pub storage_classes: Store<StorageClass>,
     pub autoscalers: Store<HorizontalPodAutoscaler>,
-    synced: Arc<AtomicBool>,
+    /// Every store has completed its first list. The one task that waits
+    /// on the stores themselves sends it: a store's readiness wakes only the
+    /// last task that polled it (kube-runtime 5's `DelayedInit` holds one
+    /// oneshot waker), so a second waiter could sleep forever.
+    synced: tokio::sync::watch::Receiver<bool>,
     /// The claim controller runs, so recorded claims will be created.
     pub claim_controller: bool,
 }
@@ -41,6 +43,7 @@ impl Caches {
     /// Starts one watch per resource on the current runtime. Each is
     /// restarted with backoff when it breaks, for as long as the process runs.
     pub fn start(client: &Client, metrics: &ClusterMetrics, claim_controller: bool) -> Caches {
+        let (set_synced, synced) = tokio::sync::watch::channel(false);
         let caches = Caches {
             namespaces: watch(Api::all(client.clone()), "namespaces", metrics),
             claims: watch(Api::all(client.clone()), "persistentvolumeclaims", metrics),
@@ -50,7 +53,7 @@ impl Caches {
                 "horizontalpodautoscalers",
                 metrics,
             ),
-            synced: Arc::new(AtomicBool::new(false)),
+            synced,
             claim_controller,
         };
         let c = caches.clone();
@@ -78,7 +81,7 @@ impl Caches {
                 }
             };
             if let (Ok(()), Ok(()), Ok(()), Ok(())) = synced {
-                c.synced.store(true, Ordering::Relaxed);
+                set_synced.send_replace(true);
                 info!("cluster caches synced");
             }
         });
@@ -87,7 +90,15 @@ impl Caches {
 
     /// Every cache has completed its first list.
     pub fn synced(&self) -> bool {
-        self.synced.load(Ordering::Relaxed)
+        *self.synced.borrow()
+    }
+
+    /// Waits until every cache has completed its first list.
+    pub async fn wait_synced(&self) {
+        let mut synced = self.synced.clone();
+        // Err: the sync task ended without syncing (a store's writer is
+        // gone), which only happens as the runtime shuts down.
+        let _ = synced.wait_for(|s| *s).await;
     }
 
     /// The facts for `object` in `namespace`; unknown until synced. Only the
