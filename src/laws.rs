@@ -53,6 +53,16 @@ pub fn check_with(policy: &Policy, object: &Value, facts: &ClusterFacts) -> Resu
     let Ok(m) = mutate_create(policy, object, facts) else {
         return Ok(());
     };
+    // 0. A fixed object comes with a patch, and the only fix without one
+    // changed nothing.
+    if m.fixed.is_none() != m.patch.0.is_empty() || (m.fixed.is_none() && !m.applied.is_empty()) {
+        return Err(format!(
+            "law 0: fixed object {}, patch of {} operations, {} changes applied",
+            if m.fixed.is_some() { "set" } else { "absent" },
+            m.patch.0.len(),
+            m.applied.len()
+        ));
+    }
     let fixed = m.fixed_or(object);
     // 1. The patch applied to the original gives exactly the fixed object.
     let mut patched = object.clone();

@@ -159,10 +159,6 @@ impl Mutation {
     pub fn fixed_or<'v>(&'v self, original: &'v Value) -> &'v Value {
         self.fixed.as_ref().unwrap_or(original)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.patch.0.is_empty()
-    }
 }
 
 /// Validates a Kubernetes quantity such as `10Gi`, `500M` or `1e3`.

@@ -114,7 +114,7 @@ pub async fn run(
     metrics: ClusterMetrics,
     retry: Duration,
 ) {
-    caches.wait_synced().await;
+    caches.wait_claims_synced().await;
     let mut workloads = stream::select_all([
         workload_metadata::<Deployment>(&client, "deployments"),
         workload_metadata::<ReplicaSet>(&client, "replicasets"),

@@ -8,6 +8,8 @@ pub mod claims;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -30,11 +32,14 @@ pub struct Caches {
     pub claims: Store<PersistentVolumeClaim>,
     pub storage_classes: Store<StorageClass>,
     pub autoscalers: Store<HorizontalPodAutoscaler>,
-    /// Every store has completed its first list. The one task that waits
-    /// on the stores themselves sends it: a store's readiness wakes only the
-    /// last task that polled it (kube-runtime 5's `DelayedInit` holds one
-    /// oneshot waker), so a second waiter could sleep forever.
-    synced: tokio::sync::watch::Receiver<bool>,
+    /// Every store has completed its first list.
+    synced: Arc<AtomicBool>,
+    /// The claims and namespaces stores, all the claim controller reads,
+    /// have completed their first list. Only the sync task in `start` waits
+    /// on the stores themselves and passes it on: a store's readiness wakes
+    /// only the last task that polled it (kube-runtime 5's `DelayedInit`
+    /// holds one oneshot waker), so a second waiter could sleep forever.
+    claims_synced: tokio::sync::watch::Receiver<bool>,
     /// The claim controller runs, so recorded claims will be created.
     pub claim_controller: bool,
 }
@@ -43,7 +48,7 @@ impl Caches {
     /// Starts one watch per resource on the current runtime. Each is
     /// restarted with backoff when it breaks, for as long as the process runs.
     pub fn start(client: &Client, metrics: &ClusterMetrics, claim_controller: bool) -> Caches {
-        let (set_synced, synced) = tokio::sync::watch::channel(false);
+        let (set_claims_synced, claims_synced) = tokio::sync::watch::channel(false);
         let caches = Caches {
             namespaces: watch(Api::all(client.clone()), "namespaces", metrics),
             claims: watch(Api::all(client.clone()), "persistentvolumeclaims", metrics),
@@ -53,18 +58,23 @@ impl Caches {
                 "horizontalpodautoscalers",
                 metrics,
             ),
-            synced,
+            synced: Arc::new(AtomicBool::new(false)),
+            claims_synced,
             claim_controller,
         };
         let c = caches.clone();
         tokio::spawn(async move {
             let all = async {
-                tokio::join!(
-                    c.namespaces.wait_until_ready(),
-                    c.claims.wait_until_ready(),
+                let (namespaces, claims) =
+                    tokio::join!(c.namespaces.wait_until_ready(), c.claims.wait_until_ready());
+                if namespaces.is_ok() && claims.is_ok() {
+                    set_claims_synced.send_replace(true);
+                }
+                let (storage_classes, autoscalers) = tokio::join!(
                     c.storage_classes.wait_until_ready(),
                     c.autoscalers.wait_until_ready(),
-                )
+                );
+                (namespaces, claims, storage_classes, autoscalers)
             };
             tokio::pin!(all);
             // A list that never succeeds (RBAC missing, API server down)
@@ -81,7 +91,7 @@ impl Caches {
                 }
             };
             if let (Ok(()), Ok(()), Ok(()), Ok(())) = synced {
-                set_synced.send_replace(true);
+                c.synced.store(true, Ordering::Relaxed);
                 info!("cluster caches synced");
             }
         });
@@ -90,12 +100,13 @@ impl Caches {
 
     /// Every cache has completed its first list.
     pub fn synced(&self) -> bool {
-        *self.synced.borrow()
+        self.synced.load(Ordering::Relaxed)
     }
 
-    /// Waits until every cache has completed its first list.
-    pub async fn wait_synced(&self) {
-        let mut synced = self.synced.clone();
+    /// Waits until the claims and namespaces caches have completed their
+    /// first list.
+    pub async fn wait_claims_synced(&self) {
+        let mut synced = self.claims_synced.clone();
         // Err: the sync task ended without syncing (a store's writer is
         // gone), which only happens as the runtime shuts down.
         let _ = synced.wait_for(|s| *s).await;
