@@ -393,9 +393,27 @@ fn set_annotation(object: &mut Value, key: &str, value: String) {
         .insert(key.to_string(), Value::String(value));
 }
 
-/// Can the mutation give this workload's pods a claim of their own?
+/// Can the mutation give this workload's pods a claim of their own, and
+/// find it again by name?
 fn fixable_kind(assessment: &Assessment<'_, '_>) -> Result<(), String> {
     let w = &assessment.workload;
+    let names: Vec<&str> = w
+        .pod_spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .collect();
+    if let Some((_, name)) = names
+        .iter()
+        .enumerate()
+        .find(|(i, n)| names[..*i].contains(n))
+    {
+        return Err(format!(
+            "two volumes are named {name:?}, so a fix could not tell them apart (the API server rejects such a pod anyway)"
+        ));
+    }
     match w.kind {
         Kind::DaemonSet => {
             Err("a DaemonSet runs a pod on every node, and they cannot share one claim".into())
