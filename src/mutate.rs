@@ -15,7 +15,8 @@ use crate::policy::detect::{DbContainer, start_user};
 use crate::policy::storage::{Backing, StorageClass};
 use crate::policy::workload::{Kind, at, normalize_path, path_contains};
 use crate::policy::{
-    Assessment, ClusterFacts, Policy, Rule, Severity, Unreadable, image_populated_dir, parent_dir,
+    Assessment, ClusterFacts, Policy, Rule, Severity, Unreadable, Workload, image_populated_dir,
+    parent_dir,
 };
 
 pub const MUTATED_ANNOTATION: &str = "pvc-guard.io/mutated";
@@ -393,10 +394,9 @@ fn set_annotation(object: &mut Value, key: &str, value: String) {
         .insert(key.to_string(), Value::String(value));
 }
 
-/// Can the mutation give this workload's pods a claim of their own, and
-/// find it again by name?
-fn fixable_kind(assessment: &Assessment<'_, '_>) -> Result<(), String> {
-    let w = &assessment.workload;
+/// Changes find volumes by name, so two volumes of one name (which the API
+/// server rejects anyway) would leave a fix unable to find its own again.
+fn volume_names_unique(w: &Workload<'_>) -> Result<(), String> {
     let names: Vec<&str> = w
         .pod_spec
         .get("volumes")
@@ -414,6 +414,12 @@ fn fixable_kind(assessment: &Assessment<'_, '_>) -> Result<(), String> {
             "two volumes are named {name:?}, so a fix could not tell them apart (the API server rejects such a pod anyway)"
         ));
     }
+    Ok(())
+}
+
+/// Can the mutation give this workload's pods a claim of their own?
+fn fixable_kind(assessment: &Assessment<'_, '_>) -> Result<(), String> {
+    let w = &assessment.workload;
     match w.kind {
         Kind::DaemonSet => {
             Err("a DaemonSet runs a pod on every node, and they cannot share one claim".into())
@@ -832,7 +838,7 @@ fn plan(policy: &Policy, facts: &ClusterFacts, a: &Assessment<'_, '_>) -> Plan {
         .filter_map(|f| Some((f.site?, f.container.clone(), f.path.clone())))
         .collect();
     if !ephemeral.is_empty() {
-        match fixable_kind(a) {
+        match volume_names_unique(&a.workload).and_then(|()| fixable_kind(a)) {
             Err(why) => {
                 for (_, c, p) in &ephemeral {
                     planner.unfixed.push(format!(
@@ -904,7 +910,6 @@ pub fn mutate_create(
     // Copied only once there is something to change.
     let mut fixed: Option<Value> = None;
     let mut record = Record::from_object(object).unwrap_or_default();
-    let recorded_before = record.changes.len();
     let mut database_in_deployment = false;
     // The second pass judges the fixed object as the validator will: it
     // finds what the fix itself calls for (a new claim on a Deployment wants
@@ -955,7 +960,8 @@ pub fn mutate_create(
         }
         record.changes.extend(changes);
     }
-    let Some(mut fixed) = fixed.filter(|_| record.changes.len() > recorded_before) else {
+    // Copied only on a change, so a copy means changes to record.
+    let Some(mut fixed) = fixed else {
         return Ok(m);
     };
     set_annotation(
@@ -1029,7 +1035,7 @@ fn entries_named<'v>(list: Option<&'v Value>, name: &str) -> impl Iterator<Item 
 /// is put back exactly, so the pods keep the claim that holds the data.
 pub fn mutate_update(old: &Value, new: &Value) -> Result<Mutation, Unreadable> {
     let mut m = Mutation::default();
-    let Some(workload) = crate::policy::Workload::from_object(new)? else {
+    let Some(workload) = Workload::from_object(new)? else {
         return Ok(m);
     };
     if workload.controller_owner().is_some() {
