@@ -12,8 +12,9 @@ use serde_json::Value;
 use crate::admission::{self, FailureMode};
 use crate::config::{Config, Mode};
 use crate::manifest;
-use crate::mutate;
-use crate::policy::{ClusterFacts, Policy};
+use crate::model::Object;
+use crate::mutate::{self, Mutation};
+use crate::policy::{Caller, ClusterFacts, Policy};
 use crate::report;
 
 #[derive(Parser, Debug)]
@@ -92,7 +93,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "PVC_GUARD_FAILURE_MODE",
-        value_enum,
+        value_parser = parse_failure_mode,
         default_value = "allow"
     )]
     pub failure_mode: FailureMode,
@@ -129,6 +130,15 @@ pub struct ServeArgs {
     /// How often certificate and config files are checked for changes.
     #[arg(long, env = "PVC_GUARD_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "2s")]
     pub reload_interval: Duration,
+}
+
+/// `allow` (admit, with a warning) or `deny`.
+pub fn parse_failure_mode(s: &str) -> Result<FailureMode, String> {
+    match s {
+        "allow" => Ok(FailureMode::Allow),
+        "deny" => Ok(FailureMode::Deny),
+        _ => Err(format!("{s:?} is not a failure mode: allow or deny")),
+    }
 }
 
 /// `500ms`, `5s`, `2m`, or plain seconds.
@@ -224,9 +234,13 @@ fn check(args: CheckArgs) -> Result<ExitCode, String> {
     let mut entries = Vec::new();
     for doc in &docs {
         let (kind, namespace, name) = object_name(&doc.object);
-        let findings = match admission::judge(&policy, &doc.object, None, &facts, Mode::Enforce) {
-            Ok(Some((findings, _))) => findings,
-            Ok(None) => Vec::new(),
+        let findings = match Object::from_value(&doc.object) {
+            Ok(Object::Workload(w)) => {
+                admission::judge(&policy, &w, None, &facts, Mode::Enforce, Caller::Offline)
+                    .map(|j| j.findings)
+                    .unwrap_or_default()
+            }
+            Ok(Object::Other) => Vec::new(),
             Err(e) => return Err(format!("{}: {e}", doc.source)),
         };
         entries.push(report::Entry {
@@ -302,8 +316,14 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
     let given: Vec<(String, String, String)> =
         docs.iter().map(|d| object_name(&d.object)).collect();
     for doc in &docs {
-        let m = mutate::mutate_create(&policy, &doc.object, &facts)
-            .map_err(|e| format!("{}: {e}", doc.source))?;
+        let m = match Object::from_value(&doc.object) {
+            // Owned objects are never mutated: their controller would fight it.
+            Ok(Object::Workload(w)) if w.controller_owner().is_none() => {
+                mutate::mutate_create(&policy, &w, &facts)
+            }
+            Ok(_) => Mutation::default(),
+            Err(e) => return Err(format!("{}: {e}", doc.source)),
+        };
         let (_, namespace, name) = object_name(&doc.object);
         for line in &m.unfixed {
             eprintln!("{} {name}: not fixed: {line}", doc.source);
@@ -315,15 +335,21 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
             let ns = (!namespace.is_empty()).then_some(namespace.as_str());
             if given
                 .iter()
-                .any(|(k, n, c)| k == "PersistentVolumeClaim" && *n == namespace && *c == claim)
+                .any(|(k, n, c)| k == "PersistentVolumeClaim" && *n == namespace && c == claim)
             {
                 continue;
             }
             claims
-                .entry((namespace.clone(), claim.clone()))
-                .or_insert_with(|| spec.manifest(&claim, ns));
+                .entry((namespace.clone(), claim.to_string()))
+                .or_insert_with(|| spec.manifest(claim, ns));
         }
-        objects.push(m.fixed.unwrap_or_else(|| doc.object.clone()));
+        let fixed = m.apply_to(&doc.object).map_err(|e| {
+            format!(
+                "{}: pvc-guard made a patch it cannot apply: {e}",
+                doc.source
+            )
+        })?;
+        objects.push(fixed);
     }
     objects.extend(claims.into_values());
     print!("{}", manifest::to_yaml(&objects));

@@ -1,12 +1,22 @@
 //! The policy configuration: the YAML file `--config FILE` reads, shared by
-//! the CLI and the server. Every field has a default, so an empty file (or
-//! no file) is the built-in policy.
+//! the CLI, the server and the claim controller. Every field has a default,
+//! so an empty file (or no file) is the built-in policy. Data types only; a
+//! leaf beside [`crate::k8s`].
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::catalog::CatalogEntry;
+use crate::k8s;
+
+/// Why a config (or a catalog entry in it) is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
 
 /// What validation does with findings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -63,6 +73,9 @@ pub enum CsiClass {
     Unknown,
 }
 
+/// The access modes a claim pvc-guard makes may have.
+pub const ACCESS_MODES: [&str; 3] = ["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"];
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ClaimDefaults {
@@ -73,6 +86,14 @@ pub struct ClaimDefaults {
     pub access_mode: String,
     /// Claim name; `{workload}` and `{container}` are replaced.
     pub name_template: String,
+    /// The largest size a `pvc-guard.io/claim-size` annotation may ask for
+    /// (and the claim controller will create).
+    pub max_size: String,
+    /// When non-empty, the only classes `pvc-guard.io/claim-storage-class`
+    /// may name.
+    pub allowed_storage_classes: Vec<String>,
+    /// The access modes `pvc-guard.io/claim-access-mode` may ask for.
+    pub allowed_access_modes: Vec<String>,
 }
 
 impl Default for ClaimDefaults {
@@ -82,6 +103,9 @@ impl Default for ClaimDefaults {
             storage_class: None,
             access_mode: "ReadWriteOnce".into(),
             name_template: "{workload}-{container}-data".into(),
+            max_size: "16Ti".into(),
+            allowed_storage_classes: Vec::new(),
+            allowed_access_modes: vec!["ReadWriteOnce".into(), "ReadWriteOncePod".into()],
         }
     }
 }
@@ -108,6 +132,10 @@ pub struct Config {
     pub catalog: Vec<CatalogEntry>,
     /// `serve` runs the claim controller (as `--create-claims`); read at start.
     pub create_claims: bool,
+    /// Service accounts of database operators (`namespace/name`): objects
+    /// they write with a controller ownerReference to a kind of their own
+    /// are validated in warn mode and never mutated.
+    pub operator_service_accounts: Vec<String>,
 }
 
 impl Default for Config {
@@ -124,13 +152,14 @@ impl Default for Config {
             csi_drivers: BTreeMap::new(),
             catalog: Vec::new(),
             create_claims: false,
+            operator_service_accounts: Vec::new(),
         }
     }
 }
 
 impl Config {
     /// Parses the YAML config file's text. An empty document is the default.
-    pub fn from_yaml(text: &str) -> anyhow::Result<Config> {
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
@@ -139,25 +168,180 @@ impl Config {
         Ok(config)
     }
 
-    fn check(&self) -> anyhow::Result<()> {
-        if crate::mutate::parse_quantity(&self.claims.size).is_none() {
-            anyhow::bail!(
-                "claims.size {:?} is not a storage quantity",
-                self.claims.size
-            );
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |s: String| Err(ConfigError::Invalid(s));
+        let c = &self.claims;
+        for (key, size) in [("claims.size", &c.size), ("claims.maxSize", &c.max_size)] {
+            if !k8s::parse_quantity(size).is_some_and(|q| q > 0.0) {
+                return invalid(format!("{key} {size:?} is not a storage size such as 10Gi"));
+            }
         }
-        if !matches!(
-            self.claims.access_mode.as_str(),
-            "ReadWriteOnce" | "ReadWriteOncePod" | "ReadWriteMany"
-        ) {
-            anyhow::bail!(
-                "claims.accessMode {:?} must be ReadWriteOnce, ReadWriteOncePod or ReadWriteMany",
-                self.claims.access_mode
-            );
+        if k8s::parse_quantity(&c.size) > k8s::parse_quantity(&c.max_size) {
+            return invalid(format!(
+                "claims.size {:?} is larger than claims.maxSize {:?}",
+                c.size, c.max_size
+            ));
+        }
+        for mode in std::iter::once(&c.access_mode).chain(&c.allowed_access_modes) {
+            if !ACCESS_MODES.contains(&mode.as_str()) {
+                return invalid(format!(
+                    "claims access mode {mode:?} must be one of {}",
+                    ACCESS_MODES.join(", ")
+                ));
+            }
+        }
+        if !c.allowed_access_modes.contains(&c.access_mode) {
+            return invalid(format!(
+                "claims.accessMode {:?} is not in claims.allowedAccessModes",
+                c.access_mode
+            ));
+        }
+        if let Some(class) = &c.storage_class
+            && !c.allowed_storage_classes.is_empty()
+            && !c.allowed_storage_classes.contains(class)
+        {
+            return invalid(format!(
+                "claims.storageClass {class:?} is not in claims.allowedStorageClasses"
+            ));
+        }
+        for sa in &self.operator_service_accounts {
+            match sa.split_once('/') {
+                Some((ns, name)) if k8s::is_dns_label(ns) && k8s::is_dns_subdomain(name) => {}
+                _ => {
+                    return invalid(format!(
+                        "operatorServiceAccounts entry {sa:?} is not namespace/name"
+                    ));
+                }
+            }
         }
         for entry in &self.catalog {
             entry.check()?;
         }
         Ok(())
     }
+
+    /// Is `username` (from `request.userInfo`) one of the operators' accounts?
+    pub fn is_operator(&self, username: &str) -> bool {
+        username
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|rest| rest.split_once(':'))
+            .is_some_and(|(ns, name)| {
+                self.operator_service_accounts
+                    .iter()
+                    .any(|sa| sa.split_once('/') == Some((ns, name)))
+            })
+    }
+}
+
+/// One entry of the image catalog (src/policy/catalog.yaml, or the config's
+/// `catalog:` list).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CatalogEntry {
+    pub name: String,
+    pub repositories: Vec<String>,
+    pub family: String,
+    #[serde(default)]
+    pub data_paths: Vec<String>,
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    #[serde(default)]
+    pub mount_path: Option<String>,
+    /// "uid:gid" the container starts as.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// "uid:gid" the server drops to after the entrypoint (documentation).
+    #[serde(default)]
+    pub runs_as: Option<String>,
+    #[serde(default)]
+    pub fixes_ownership: bool,
+    #[serde(default)]
+    pub server_commands: Vec<String>,
+    #[serde(default)]
+    pub distinctive_paths: Vec<String>,
+    #[serde(default)]
+    pub cache_like: bool,
+    #[serde(default)]
+    pub versioned_paths: Vec<VersionedPaths>,
+    #[serde(default)]
+    pub newest_major: Option<u32>,
+    #[serde(default)]
+    pub tag_version: TagVersion,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VersionedPaths {
+    pub until_major: u32,
+    pub data_paths: Vec<String>,
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    pub mount_path: String,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub runs_as: Option<String>,
+    #[serde(default)]
+    pub fixes_ownership: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TagVersion {
+    #[default]
+    Leading,
+    PgSuffix,
+}
+
+impl CatalogEntry {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.name.is_empty() || self.repositories.is_empty() || self.family.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "catalog entry {:?} needs name, repositories and family",
+                self.name
+            )));
+        }
+        for user in self
+            .user
+            .iter()
+            .chain(self.versioned_paths.iter().filter_map(|v| v.user.as_ref()))
+        {
+            if parse_owner(user).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "catalog entry {:?}: user {user:?} is not uid[:gid]",
+                    self.name
+                )));
+            }
+        }
+        for path in self
+            .data_paths
+            .iter()
+            .chain(&self.volumes)
+            .chain(&self.distinctive_paths)
+        {
+            if !path.starts_with('/') {
+                return Err(ConfigError::Invalid(format!(
+                    "catalog entry {:?}: {path:?} is not an absolute path",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// "uid" or "uid:gid"; a missing gid is the uid.
+pub fn parse_owner(s: &str) -> Option<(i64, i64)> {
+    let (uid, gid) = match s.trim().split_once(':') {
+        Some((u, g)) => (u.trim().parse().ok()?, g.trim().parse().ok()?),
+        None => {
+            let u: i64 = s.trim().parse().ok()?;
+            (u, u)
+        }
+    };
+    (uid >= 0 && gid >= 0).then_some((uid, gid))
 }

@@ -6,16 +6,25 @@
 use serde_json::{Map, Value, json};
 
 use crate::manifest::to_yaml;
-use crate::mutate::{self, ClaimSpec};
+use crate::model::{Object, Workload};
+use crate::mutate::{self, patch};
 use crate::policy::storage::Backing;
 use crate::policy::{ClusterFacts, Policy};
+use crate::record::{Change, ClaimSpec, HINT_ANNOTATION, MUTATED_ANNOTATION};
 
 const DROPPED_ANNOTATIONS: &[&str] = &[
     "kubectl.kubernetes.io/last-applied-configuration",
     "deployment.kubernetes.io/revision",
-    mutate::MUTATED_ANNOTATION,
-    mutate::HINT_ANNOTATION,
+    MUTATED_ANNOTATION,
+    HINT_ANNOTATION,
 ];
+
+fn workload(object: &Value) -> Result<Workload, String> {
+    match Object::from_value(object).map_err(|e| e.0)? {
+        Object::Workload(w) => Ok(*w),
+        Object::Other => Err("not a workload".into()),
+    }
+}
 
 fn str_at<'v>(v: &'v Value, p: &str) -> Option<&'v str> {
     v.pointer(p).and_then(Value::as_str)
@@ -78,12 +87,10 @@ pub fn convert(policy: &Policy, deployment: &Value) -> Result<String, String> {
     // Ephemeral data volumes and missing mounts become claim templates, as
     // the mutation would do for a StatefulSet.
     let facts = ClusterFacts::default();
-    let fixed = mutate::mutate_create(policy, &sts, &facts).map_err(|e| e.0)?;
-    if let Some(fixed) = fixed.fixed {
-        sts = fixed;
-    }
+    let fixed = mutate::mutate_create(policy, &workload(&sts)?, &facts);
+    sts = fixed.apply_to(&sts)?;
     if let Some(Value::Object(a)) = sts.pointer_mut("/metadata/annotations") {
-        a.remove(mutate::MUTATED_ANNOTATION);
+        a.remove(MUTATED_ANNOTATION);
         if a.is_empty() {
             sts["metadata"]
                 .as_object_mut()
@@ -94,7 +101,9 @@ pub fn convert(policy: &Policy, deployment: &Value) -> Result<String, String> {
 
     // Existing claims at data paths: per-replica templates, and the data to move.
     let mut moves: Vec<(String, String, ClaimSpec)> = Vec::new();
-    if let Some(a) = policy.evaluate(&sts, &facts).map_err(|e| e.0)? {
+    let mut view = workload(&sts)?;
+    {
+        let a = policy.evaluate(&view, &facts);
         for site in &a.sites {
             if let (Backing::Claim(claim), Some(m)) =
                 (&site.placement.backing, &site.placement.mount)
@@ -106,21 +115,19 @@ pub fn convert(policy: &Policy, deployment: &Value) -> Result<String, String> {
                     storage_class: policy.config.claims.storage_class.clone(),
                     access_mode: policy.config.claims.access_mode.clone(),
                 };
-                moves.push((m.volume_name.to_string(), claim.clone(), spec));
+                moves.push((m.volume_name.to_string(), claim.to_string(), spec));
             }
         }
     }
+    let mut ops = Vec::new();
     for (volume, _, spec) in &moves {
-        let kind = crate::policy::Kind::StatefulSet;
-        mutate::apply(
-            &mut sts,
-            kind,
-            &mutate::Change::ClaimTemplate {
-                name: volume.clone(),
-                spec: spec.clone(),
-            },
-        );
+        let change = Change::ClaimTemplate {
+            name: volume.clone(),
+            spec: spec.clone(),
+        };
+        patch::apply(&mut view, &change, &mut ops);
     }
+    sts = mutate::apply_ops(&sts, &ops)?;
 
     let labels = sts
         .pointer("/spec/template/metadata/labels")

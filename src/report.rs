@@ -3,7 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::policy::{Finding, Kind, Rule, Severity};
+use crate::model::Kind;
+use crate::policy::{Finding, Rule, Severity};
 
 /// One object and what the policy found in it.
 #[derive(Debug, Clone)]
@@ -62,7 +63,7 @@ pub fn text(entries: &[Entry]) -> String {
             e.decision()
         ));
         for f in &e.findings {
-            out.push_str(&format!("  {}: {}\n", f.severity.as_str(), f.message));
+            out.push_str(&format!("  {}: {}\n", f.severity.as_str(), f.message()));
         }
     }
     out
@@ -111,7 +112,7 @@ pub fn table(entries: &[Entry]) -> String {
     ));
     for e in entries.iter().filter(|e| !e.findings.is_empty()) {
         for f in &e.findings {
-            out.push_str(&format!("\n{}: {}", f.severity.as_str(), f.message));
+            out.push_str(&format!("\n{}: {}", f.severity.as_str(), f.message()));
         }
     }
     if !rows.is_empty() {
@@ -137,7 +138,7 @@ pub fn json(entries: &[Entry]) -> Value {
                         "severity": f.severity.as_str(),
                         "container": f.container,
                         "path": f.path,
-                        "message": f.message,
+                        "message": f.message(),
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -175,7 +176,7 @@ pub fn sarif(entries: &[Entry], files: bool) -> Value {
                 "ruleId": f.rule.id(),
                 "ruleIndex": Rule::ALL.iter().position(|r| *r == f.rule),
                 "level": match f.severity { Severity::Deny => "error", Severity::Warn => "warning" },
-                "message": {"text": f.message},
+                "message": {"text": f.message()},
                 "locations": [location],
             }));
         }

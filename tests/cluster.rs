@@ -356,9 +356,9 @@ fn stored_mutated(name: &str) -> Value {
     let policy = pvc_guard::policy::Policy::new(pvc_guard::config::Config::default());
     let mut object = fixture("pg-no-volume.create")["request"]["object"].clone();
     object["metadata"]["name"] = json!(name);
-    let m = pvc_guard::mutate::mutate_create(&policy, &object, &Default::default()).unwrap();
-    assert!(!m.record.claims().is_empty());
-    m.fixed.expect("the fix changed the object")
+    let fixed = common::fixed(&policy, &object);
+    assert_ne!(fixed, object, "the fix changed the object");
+    fixed
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -373,10 +373,7 @@ async fn the_claim_controller_creates_each_missing_claim_once_and_409_is_success
     existing["metadata"]["name"] = json!("users-db");
     existing["metadata"]["annotations"]["pvc-guard.io/claim-name"] = json!("users-db-data");
     let policy = pvc_guard::policy::Policy::new(pvc_guard::config::Config::default());
-    let existing = pvc_guard::mutate::mutate_create(&policy, &existing, &Default::default())
-        .unwrap()
-        .fixed
-        .expect("the fix changed the object");
+    let existing = common::fixed(&policy, &existing);
     assert!(existing.to_string().contains("users-db-data"));
     let mut deleting = stored_mutated("old-db");
     deleting["metadata"]["deletionTimestamp"] = json!("2026-11-22T03:50:00Z");

@@ -1,11 +1,16 @@
-//! The four laws of the mutation (DESIGN.md section 4), as property tests
-//! over generated workloads and over the API-server-defaulted objects.
+//! The laws of the mutation (docs/architecture.md, "The mutation and its
+//! laws"), as property tests over generated workloads and over the
+//! API-server-defaulted objects: the patch gives exactly the planned
+//! object, a second mutation changes nothing, nothing fixable is left,
+//! nothing unowned is touched, one claim backs one volume, and no
+//! generated claim name is shared by two workloads.
 
 mod common;
 
 use proptest::prelude::*;
 use pvc_guard::config::Config;
 use pvc_guard::laws;
+use pvc_guard::model::{Object, Workload};
 use pvc_guard::mutate::{mutate_create, mutate_update};
 use pvc_guard::policy::{ClusterFacts, Policy};
 use serde_json::{Value, json};
@@ -16,6 +21,13 @@ fn policy() -> Policy {
 
 fn check_laws(object: &Value) -> Result<(), TestCaseError> {
     laws::check(&policy(), object).map_err(TestCaseError::fail)
+}
+
+fn view(object: &Value) -> Workload {
+    match Object::from_value(object).unwrap() {
+        Object::Workload(w) => *w,
+        Object::Other => panic!("not a workload"),
+    }
 }
 
 fn image() -> impl Strategy<Value = Value> {
@@ -45,6 +57,12 @@ fn env() -> impl Strategy<Value = Value> {
         Just(json!([{"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}])),
         Just(json!([{"name": "DB", "value": "sqlite:////srv/state/app.db"}])),
         Just(json!([{"name": "DB", "value": "/app/app.db"}])),
+        Just(
+            json!([{"name": "A", "value": "/data/a/app.db"}, {"name": "B", "value": "/data/b/app.db"}])
+        ),
+        Just(
+            json!([{"name": "DB", "value": "/data/a/app.db"}, {"name": "LOG", "value": "/srv/log/audit.db"}])
+        ),
         Just(json!([{"name": "MYSQL_ROOT_PASSWORD", "value": "x"}])),
         Just(json!([{"name": "PGDATA", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}])),
         Just(json!(null)),
@@ -60,6 +78,9 @@ fn mounts() -> impl Strategy<Value = Value> {
         Just(json!([{"name": "data", "mountPath": "/data/db"}])),
         Just(json!([{"name": "data", "mountPath": "/data"}])),
         Just(json!([{"name": "data", "mountPath": "/srv/state"}])),
+        Just(
+            json!([{"name": "data", "mountPath": "/data/a"}, {"name": "other", "mountPath": "/data/b"}])
+        ),
         Just(json!([{"name": "other", "mountPath": "/tmp"}])),
     ]
 }
@@ -73,19 +94,26 @@ fn volume() -> impl Strategy<Value = Value> {
             json!({"name": "data", "ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "3Gi"}}}}}})
         ),
         Just(json!({"name": "other", "emptyDir": {}})),
+        Just(json!({"name": "other", "persistentVolumeClaim": {"claimName": "w-db-data"}})),
         Just(json!({"name": "data", "hostPath": {"path": "/x"}})),
     ]
 }
 
-fn container(name: &'static str) -> impl Strategy<Value = Value> {
+/// Container names that collide once joined to workload names with `-`.
+fn container_name() -> impl Strategy<Value = &'static str> {
+    prop_oneof![Just("db"), Just("postgres"), Just("db-postgres")]
+}
+
+fn container(name: impl Strategy<Value = &'static str>) -> impl Strategy<Value = Value> {
     (
+        name,
         image(),
         env(),
         mounts(),
         any::<bool>(),
         prop::option::of(0i64..2000),
     )
-        .prop_map(move |(image, env, mounts, unknown, uid)| {
+        .prop_map(move |(name, image, env, mounts, unknown, uid)| {
             let mut c = json!({"name": name, "image": image, "env": env, "volumeMounts": mounts});
             if unknown {
                 c["x-unknown-field"] = json!({"kept": true});
@@ -97,17 +125,28 @@ fn container(name: &'static str) -> impl Strategy<Value = Value> {
         })
 }
 
+fn workload_name() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        4 => Just(json!({"name": "w"})),
+        2 => Just(json!({"name": "orders"})),
+        2 => Just(json!({"name": "orders-db"})),
+        1 => Just(json!({"generateName": "migrate-"})),
+    ]
+}
+
 fn workload() -> impl Strategy<Value = Value> {
     (
         prop_oneof![Just("Deployment"), Just("StatefulSet"), Just("Pod"), Just("Job"), Just("DaemonSet"), Just("ReplicaSet")],
-        prop::collection::vec(container("db"), 1..2),
-        prop::option::of(container("sidecar")),
+        container(container_name()),
+        prop::option::of(container(Just("sidecar"))),
         prop::collection::vec(volume(), 0..3),
         0i64..3,
         any::<bool>(),
         prop::option::of(Just(json!({"runAsNonRoot": true}))),
+        workload_name(),
     )
-        .prop_map(|(kind, mut containers, sidecar, volumes, replicas, strategy, pod_sc)| {
+        .prop_map(|(kind, db, sidecar, volumes, replicas, strategy, pod_sc, name)| {
+            let mut containers = vec![db];
             if let Some(s) = sidecar {
                 containers.push(s);
             }
@@ -117,9 +156,12 @@ fn workload() -> impl Strategy<Value = Value> {
             if let Some(sc) = pod_sc {
                 pod["securityContext"] = sc;
             }
+            let mut metadata = name;
+            metadata["namespace"] = json!("ns");
             if kind == "Pod" {
-                return json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "w", "namespace": "ns"}, "spec": pod});
+                return json!({"apiVersion": "v1", "kind": kind, "metadata": metadata, "spec": pod});
             }
+            metadata["labels"] = json!({"keep": "me"});
             let mut spec = json!({"replicas": replicas, "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": pod}});
             if kind == "Job" {
                 spec = json!({"parallelism": replicas, "template": {"spec": pod}});
@@ -127,7 +169,7 @@ fn workload() -> impl Strategy<Value = Value> {
             if strategy && kind == "Deployment" {
                 spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}});
             }
-            json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": "w", "namespace": "ns", "labels": {"keep": "me"}}, "spec": spec})
+            json!({"apiVersion": "apps/v1", "kind": kind, "metadata": metadata, "spec": spec})
         })
 }
 
@@ -137,6 +179,11 @@ proptest! {
     #[test]
     fn the_mutation_laws_hold_for_generated_workloads(w in workload()) {
         check_laws(&w)?;
+    }
+
+    #[test]
+    fn no_generated_claim_name_is_shared_by_two_workloads(a in workload(), b in workload()) {
+        laws::check_distinct(&policy(), &a, &b).map_err(TestCaseError::fail)?;
     }
 }
 
@@ -153,27 +200,124 @@ fn the_mutation_laws_hold_for_api_server_defaulted_objects() {
     assert_eq!(n, 17);
 }
 
+fn pod(containers: Value, volumes: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app", "namespace": "ns"},
+        "spec": {"containers": containers, "volumes": volumes}})
+}
+
+/// The shapes that used to put two data directories on one claim.
+#[test]
+fn the_colliding_shapes_get_a_claim_each() {
+    let policy = policy();
+    // Two emptyDirs of one container at /data/a and /data/b.
+    let two_dirs = pod(
+        json!([{"name": "db", "image": "example/app:1", "env": [
+            {"name": "A", "value": "/data/a/app.db"}, {"name": "B", "value": "/data/b/app.db"}],
+            "volumeMounts": [{"name": "a", "mountPath": "/data/a"}, {"name": "b", "mountPath": "/data/b"}]}]),
+        json!([{"name": "a", "emptyDir": {}}, {"name": "b", "emptyDir": {}}]),
+    );
+    // A SQLite file on an emptyDir and a second one on the writable layer.
+    let mixed = pod(
+        json!([{"name": "app", "image": "example/app:1", "env": [
+            {"name": "A", "value": "/data/a/app.db"}, {"name": "B", "value": "/srv/log/audit.db"}],
+            "volumeMounts": [{"name": "a", "mountPath": "/data/a"}]}]),
+        json!([{"name": "a", "emptyDir": {}}]),
+    );
+    // A new claim whose default name an existing volume already mounts.
+    let taken = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app", "namespace": "ns"},
+        "spec": {"replicas": 1, "template": {"spec": {
+            "containers": [{"name": "db", "image": "postgres:16", "volumeMounts": [{"name": "old", "mountPath": "/backup"}]}],
+            "volumes": [{"name": "old", "persistentVolumeClaim": {"claimName": "app-db-data"}}]}}}});
+    for object in [&two_dirs, &mixed, &taken] {
+        check_laws(object).unwrap();
+        let claims = laws::new_claims(&policy, object, &ClusterFacts::default());
+        assert!(!claims.is_empty(), "{object}: nothing fixed");
+        let mut unique = claims.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), claims.len(), "{object}: {claims:?}");
+    }
+    let claims = laws::new_claims(&policy, &taken, &ClusterFacts::default());
+    assert!(!claims.iter().any(|c| c == "app-db-data"), "{claims:?}");
+    // Two workloads whose names join to the same default claim name.
+    let deployment = |name: &str, container: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": container, "image": "postgres:16"}]}}}})
+    };
+    let a = deployment("orders", "db-postgres");
+    let b = deployment("orders-db", "postgres");
+    laws::check_distinct(&policy, &a, &b).unwrap();
+    assert_eq!(
+        laws::new_claims(&policy, &b, &ClusterFacts::default()),
+        ["orders-db-postgres-data"],
+        "a container name without a dash keeps the plain name"
+    );
+}
+
+#[test]
+fn a_claim_made_for_another_workload_is_never_reused() {
+    use pvc_guard::policy::ClaimFacts;
+    let object = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "orders-db", "namespace": "shop"},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "postgres", "image": "postgres:16"}]}}}});
+    let facts = |created_for: &str| ClusterFacts {
+        claims: Some(
+            [(
+                "orders-db-postgres-data".to_string(),
+                ClaimFacts {
+                    created_for: Some(created_for.to_string()),
+                    ..ClaimFacts::default()
+                },
+            )]
+            .into(),
+        ),
+        ..ClusterFacts::default()
+    };
+    let policy = policy();
+    let other = laws::new_claims(&policy, &object, &facts("Deployment/orders"));
+    assert_eq!(other, ["orders-db-postgres-data-2"]);
+    let own = laws::new_claims(&policy, &object, &facts("Deployment/orders-db"));
+    assert_eq!(own, ["orders-db-postgres-data"]);
+}
+
+#[test]
+fn an_object_named_only_by_generate_name_is_not_fixed_and_the_denial_says_why() {
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"generateName": "migrate-", "namespace": "ns"},
+        "spec": {"template": {"spec": {"containers": [{"name": "pg", "image": "postgres:16"}]}}}});
+    let policy = policy();
+    let w = view(&job);
+    let m = mutate_create(&policy, &w, &ClusterFacts::default());
+    assert!(m.patch.is_empty());
+    assert!(
+        m.unfixed
+            .iter()
+            .any(|u| u.to_string().contains("generateName")),
+        "{:?}",
+        m.unfixed
+    );
+    let a = policy.evaluate(&w, &ClusterFacts::default());
+    let message = a.findings[0].message();
+    assert!(message.contains("named only by generateName"), "{message}");
+    assert!(!message.contains("pvc-guard fix shows how"), "{message}");
+}
+
 #[test]
 fn an_update_that_drops_the_recorded_claim_gets_it_back() {
     let policy = policy();
     let facts = ClusterFacts::default();
     let review = common::read_json("admission/pg-emptydir.create.json");
     let original = &review["request"]["object"];
-    let created = mutate_create(&policy, original, &facts)
-        .unwrap()
-        .fixed
-        .expect("the fix changed the object");
+    let m = mutate_create(&policy, &view(original), &facts);
+    let created = m.apply_to(original).unwrap();
     // A GitOps tool re-applies the original manifest: the emptyDir is back.
-    let m = mutate_update(&created, original).unwrap();
-    assert!(!m.patch.0.is_empty());
-    let mut updated = original.clone();
-    json_patch::patch(&mut updated, &m.patch).unwrap();
+    let m = mutate_update(&view(&created), &view(original));
+    assert!(!m.patch.is_empty());
+    let updated = m.apply_to(original).unwrap();
     assert_eq!(
         updated["spec"]["template"]["spec"]["volumes"],
         created["spec"]["template"]["spec"]["volumes"]
     );
     assert!(m.warnings[0].starts_with("[ephemeral-data-path]"));
     // An UPDATE that keeps the claim is left alone.
-    let m = mutate_update(&created, &created).unwrap();
-    assert!(m.patch.0.is_empty());
+    let m = mutate_update(&view(&created), &view(&created));
+    assert!(m.patch.is_empty());
 }

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::config::Mode;
-use crate::policy::workload::{at, controller_owner};
-use crate::policy::{Finding, Policy, Rule};
+use crate::model::Object;
+use crate::policy::{Caller, Finding, Policy, Rule};
 use crate::report::Entry;
 
 /// The kinds audited: (group, version, kind, plural). Owned Pods, ReplicaSets
@@ -168,11 +168,6 @@ pub async fn audit(
             let ns = item.namespace().unwrap_or_default();
             let name = item.name_any();
             let object = serde_json::to_value(&item).map_err(kube::Error::SerdeError)?;
-            // Owned objects are judged through their owner (as the webhook's
-            // matchConditions skip them): an operator's Pods are its business.
-            if controller_owner(&object).is_some() {
-                continue;
-            }
             let facts = facts(&ns);
             if policy.config.excluded_namespaces.contains(&ns) || facts.namespace_ignored() {
                 continue;
@@ -181,9 +176,18 @@ pub async fn audit(
                 Mode::Enforce => Mode::Enforce,
                 Mode::Warn | Mode::Audit => Mode::Warn,
             };
-            let findings = match crate::admission::judge(policy, &object, None, &facts, mode) {
-                Ok(Some((findings, _))) => findings,
-                Ok(None) => continue,
+            let findings = match Object::from_value(&object) {
+                // Owned objects are judged through their owner (as the
+                // webhook's matchConditions skip the control plane's
+                // writes): an operator's Pods are its business.
+                Ok(Object::Workload(w)) if w.controller_owner().is_some() => continue,
+                Ok(Object::Workload(w)) => {
+                    match crate::admission::judge(policy, &w, None, &facts, mode, Caller::Offline) {
+                        Some(j) => j.findings,
+                        None => continue,
+                    }
+                }
+                Ok(Object::Other) => continue,
                 Err(e) => vec![unreadable(kind, &ns, &name, &e.to_string())],
             };
             let mut findings = findings;
@@ -218,7 +222,7 @@ fn unreadable(kind: &str, ns: &str, name: &str, why: &str) -> Finding {
 
 /// A StatefulSet whose `persistentVolumeClaimRetentionPolicy` deletes claims.
 fn retention_deletes(object: &Value, ns: &str, name: &str) -> Vec<Finding> {
-    let policy = at(object, "/spec/persistentVolumeClaimRetentionPolicy");
+    let policy = object.pointer("/spec/persistentVolumeClaimRetentionPolicy");
     ["whenDeleted", "whenScaled"]
         .into_iter()
         .filter(|when| {

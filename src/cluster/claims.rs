@@ -19,7 +19,7 @@ use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use tracing::{error, info, warn};
 
-use crate::mutate::{ClaimSpec, MUTATED_ANNOTATION, Record};
+use crate::record::{CREATED_FOR_ANNOTATION, ClaimSpec, MUTATED_ANNOTATION, Record};
 use crate::server::metrics::{ClusterMetrics, ResourceLabels};
 
 /// The Lease two replicas compete for, in the webhook's namespace.
@@ -51,7 +51,7 @@ pub async fn ensure_claim(
         return Ok(Outcome::Exists);
     }
     let mut manifest = spec.manifest(name, Some(namespace));
-    manifest["metadata"]["annotations"] = serde_json::json!({ "pvc-guard.io/created-for": owner });
+    manifest["metadata"]["annotations"] = serde_json::json!({ CREATED_FOR_ANNOTATION: owner });
     let claim: PersistentVolumeClaim =
         serde_json::from_value(manifest).map_err(kube::Error::SerdeError)?;
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
@@ -206,8 +206,13 @@ fn recorded_claims(kind: &str, meta: &ObjectMeta) -> Vec<(ClaimKey, ClaimSpec, S
     let owner = format!("{kind}/{}", meta.name.as_deref().unwrap_or(""));
     record
         .claims()
-        .into_iter()
-        .map(|(name, spec)| ((namespace.clone(), name), spec, owner.clone()))
+        .map(|(name, spec)| {
+            (
+                (namespace.clone(), name.to_string()),
+                spec.clone(),
+                owner.clone(),
+            )
+        })
         .collect()
 }
 

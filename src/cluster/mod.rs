@@ -19,10 +19,11 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use tracing::{error, info, warn};
 
+use crate::model::Workload;
 use crate::policy::{Autoscaler, ClaimFacts, ClusterFacts};
+use crate::record::CREATED_FOR_ANNOTATION;
 use crate::server::metrics::{ClusterMetrics, ResourceLabels};
 
 /// Reflector caches of what the policy asks about.
@@ -115,7 +116,7 @@ impl Caches {
     /// The facts for `object` in `namespace`; unknown until synced. Only the
     /// claims the object names are looked up, so a request costs the same
     /// in a cluster of ten claims or ten thousand.
-    pub fn facts(&self, namespace: Option<&str>, object: Option<&Value>) -> ClusterFacts {
+    pub fn facts(&self, namespace: Option<&str>, workload: Option<&Workload>) -> ClusterFacts {
         if !self.synced() {
             return ClusterFacts {
                 claim_controller: self.claim_controller,
@@ -124,12 +125,9 @@ impl Caches {
         }
         let ns = namespace.unwrap_or("default");
         let namespace = self.namespaces.get(&ObjectRef::new(ns));
-        let mut names = Vec::new();
-        if let Some(object) = object {
-            claim_names(object, &mut names);
-        }
-        let claims: Vec<_> = names
-            .iter()
+        let claims: Vec<_> = workload
+            .into_iter()
+            .flat_map(Workload::claim_names)
             .filter_map(|name| self.claims.get(&ObjectRef::new(name).within(ns)))
             .collect();
         let autoscalers = self
@@ -142,25 +140,6 @@ impl Caches {
             autoscalers.iter().map(|h| h.as_ref()),
             self.claim_controller,
         )
-    }
-}
-
-/// Every `persistentVolumeClaim.claimName` in an object, wherever its pod
-/// spec sits (Pod, template, CronJob's job template).
-fn claim_names(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Object(map) => {
-            if let Some(name) = map
-                .get("persistentVolumeClaim")
-                .and_then(|c| c.get("claimName"))
-                .and_then(Value::as_str)
-            {
-                out.push(name.to_string());
-            }
-            map.values().for_each(|v| claim_names(v, out));
-        }
-        Value::Array(items) => items.iter().for_each(|v| claim_names(v, out)),
-        _ => {}
     }
 }
 
@@ -182,6 +161,7 @@ pub fn facts_for<'a>(
                         ClaimFacts {
                             access_modes: spec.access_modes.unwrap_or_default(),
                             storage_class: spec.storage_class_name,
+                            created_for: c.annotations().get(CREATED_FOR_ANNOTATION).cloned(),
                         },
                     )
                 })

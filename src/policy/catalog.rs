@@ -1,120 +1,11 @@
 //! The image catalog: data, not code branches. The built-in table is
-//! `catalog.yaml`, embedded at build time; config entries extend or replace it.
+//! `catalog.yaml`, embedded at build time; config entries extend or replace
+//! it. Lookups run for every container of every request, so each compares
+//! in place and allocates nothing it does not return.
 
-use serde::{Deserialize, Serialize};
+use crate::config::{CatalogEntry, TagVersion, parse_owner};
 
 const BUILT_IN: &str = include_str!("catalog.yaml");
-
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CatalogEntry {
-    pub name: String,
-    pub repositories: Vec<String>,
-    pub family: String,
-    #[serde(default)]
-    pub data_paths: Vec<String>,
-    #[serde(default)]
-    pub volumes: Vec<String>,
-    #[serde(default)]
-    pub mount_path: Option<String>,
-    /// "uid:gid" the container starts as.
-    #[serde(default)]
-    pub user: Option<String>,
-    /// "uid:gid" the server drops to after the entrypoint (documentation).
-    #[serde(default)]
-    pub runs_as: Option<String>,
-    #[serde(default)]
-    pub fixes_ownership: bool,
-    #[serde(default)]
-    pub server_commands: Vec<String>,
-    #[serde(default)]
-    pub distinctive_paths: Vec<String>,
-    #[serde(default)]
-    pub cache_like: bool,
-    #[serde(default)]
-    pub versioned_paths: Vec<VersionedPaths>,
-    #[serde(default)]
-    pub newest_major: Option<u32>,
-    #[serde(default)]
-    pub tag_version: TagVersion,
-    #[serde(default)]
-    pub source: Option<String>,
-    #[serde(default)]
-    pub notes: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct VersionedPaths {
-    pub until_major: u32,
-    pub data_paths: Vec<String>,
-    #[serde(default)]
-    pub volumes: Vec<String>,
-    pub mount_path: String,
-    #[serde(default)]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub runs_as: Option<String>,
-    #[serde(default)]
-    pub fixes_ownership: Option<bool>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum TagVersion {
-    #[default]
-    Leading,
-    PgSuffix,
-}
-
-impl CatalogEntry {
-    pub fn check(&self) -> anyhow::Result<()> {
-        if self.name.is_empty() || self.repositories.is_empty() || self.family.is_empty() {
-            anyhow::bail!(
-                "catalog entry {:?} needs name, repositories and family",
-                self.name
-            );
-        }
-        for user in self
-            .user
-            .iter()
-            .chain(self.versioned_paths.iter().filter_map(|v| v.user.as_ref()))
-        {
-            if parse_owner(user).is_none() {
-                anyhow::bail!(
-                    "catalog entry {:?}: user {user:?} is not uid[:gid]",
-                    self.name
-                );
-            }
-        }
-        for path in self
-            .data_paths
-            .iter()
-            .chain(&self.volumes)
-            .chain(&self.distinctive_paths)
-        {
-            if !path.starts_with('/') {
-                anyhow::bail!(
-                    "catalog entry {:?}: {path:?} is not an absolute path",
-                    self.name
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
-/// "uid" or "uid:gid"; a missing gid is the uid.
-pub fn parse_owner(s: &str) -> Option<(i64, i64)> {
-    let (uid, gid) = match s.trim().split_once(':') {
-        Some((u, g)) => (u.trim().parse().ok()?, g.trim().parse().ok()?),
-        None => {
-            let u: i64 = s.trim().parse().ok()?;
-            (u, u)
-        }
-    };
-    (uid >= 0 && gid >= 0).then_some((uid, gid))
-}
 
 /// An image reference taken apart: `[registry/]repository[:tag][@digest]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +17,16 @@ pub struct ImageRef {
 }
 
 impl ImageRef {
+    /// A repository by name alone: what a family revealed by other means
+    /// (server-only variables, a distinctive mount) is looked up as.
+    pub fn named(repository: &str) -> ImageRef {
+        ImageRef {
+            repository: repository.to_string(),
+            tag: None,
+            digest: None,
+        }
+    }
+
     pub fn parse(image: &str) -> ImageRef {
         let image = image.trim();
         let (rest, digest) = match image.split_once('@') {

@@ -1,197 +1,539 @@
-//! The rules of DESIGN.md section 3: ids, severities and the words each
-//! finding uses. Every rule id appears here exactly once, in `Rule::id`.
+//! The rules (docs/architecture.md, "Rules"): one small function per rule,
+//! named as its id, each returning what it found as a typed [`Finding`].
+//! [`SITE_RULES`] run for every placed data path, [`CONTAINER_RULES`] for
+//! every database container, [`OBJECT_RULES`] once per object.
 
-use serde::Serialize;
+use super::detect::{DbContainer, Source};
+use super::finding::{Detail, Finding, Fix, Rule, Severity, Sharing, What};
+use super::storage::{Backing, Describe, StorageClass};
+use super::{ClusterFacts, Policy, Site};
+use crate::config::ACCESS_MODES;
+use crate::k8s::{self, parent_dir, path_contains};
+use crate::model::{Annotation, Kind, Workload};
+use crate::record::Record;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum Rule {
-    /// A data path on the writable layer, an unmatched image VOLUME or an
-    /// ephemeral volume.
-    EphemeralDataPath,
-    /// A data path on configMap, secret, downwardAPI, projected or image volumes.
-    ConfigVolumeDataPath,
-    /// A data path on hostPath: it stays on one node.
-    NodeLocalDataPath,
-    /// A data path on an inline CSI volume of an unknown driver.
-    UnknownStorage,
-    /// A data path mounted readOnly.
-    ReadOnlyDataPath,
-    /// One claim at a database data path used by several pods at once.
-    SharedClaimReplicas,
-    /// A Deployment with a claim at a data path and the RollingUpdate strategy.
-    RollingUpdateClaim,
-    /// Postgres PGDATA is the root of a claim's mount (lost+found).
-    PgdataMountRoot,
-    /// A database in a Deployment: the StatefulSet hint.
-    DatabaseInDeployment,
-    /// A data path that cannot be placed.
-    UnresolvedDataPath,
-    /// A SQLite file mounted by itself; its journal lands on the writable layer.
-    SqliteFileMount,
-    /// A `pvc-guard.io/allow-ephemeral` opt-out that is not accepted.
-    InvalidOptOut,
-    /// A workload references a claim the cluster does not have.
-    MissingClaim,
-    /// An autoscaler can scale a Deployment with a claim at a data path.
-    AutoscaledClaim,
-    /// `audit` only: a claim whose StorageClass deletes the volume with it.
-    ReclaimPolicyDelete,
-    /// `audit` only: a StatefulSet whose retention policy deletes its claims.
-    ClaimRetentionDelete,
+/// What a site rule sees.
+pub struct SiteCtx<'x, 'w, 'c> {
+    pub who: &'x str,
+    pub workload: &'w Workload,
+    pub db: &'x DbContainer<'w, 'c>,
+    pub site: &'x Site<'w>,
+    /// The site's index in the assessment.
+    pub index: usize,
+    pub facts: &'x ClusterFacts,
+    /// The workload's own `pvc-guard.io/mutated` record's text; parsed only
+    /// when a missing claim makes it matter.
+    pub record: Option<&'x str>,
 }
 
-impl Rule {
-    pub fn id(self) -> &'static str {
-        match self {
-            Rule::EphemeralDataPath => "ephemeral-data-path",
-            Rule::ConfigVolumeDataPath => "config-volume-data-path",
-            Rule::NodeLocalDataPath => "node-local-data-path",
-            Rule::UnknownStorage => "unknown-storage",
-            Rule::ReadOnlyDataPath => "read-only-data-path",
-            Rule::SharedClaimReplicas => "shared-claim-replicas",
-            Rule::RollingUpdateClaim => "rolling-update-claim",
-            Rule::PgdataMountRoot => "pgdata-mount-root",
-            Rule::DatabaseInDeployment => "database-in-deployment",
-            Rule::UnresolvedDataPath => "unresolved-data-path",
-            Rule::SqliteFileMount => "sqlite-file-mount",
-            Rule::InvalidOptOut => "invalid-opt-out",
-            Rule::MissingClaim => "missing-claim",
-            Rule::AutoscaledClaim => "autoscaled-claim",
-            Rule::ReclaimPolicyDelete => "reclaim-policy-delete",
-            Rule::ClaimRetentionDelete => "claim-retention-delete",
+pub type SiteRule = fn(&SiteCtx<'_, '_, '_>) -> Option<Finding>;
+
+pub const SITE_RULES: &[SiteRule] = &[
+    ephemeral_data_path,
+    config_volume_data_path,
+    node_local_data_path,
+    unknown_storage,
+    sqlite_file_mount,
+    read_only_data_path,
+    shared_claim_replicas,
+    missing_claim,
+    autoscaled_claim,
+    rolling_update_claim,
+    pgdata_mount_root,
+];
+
+/// What a container rule sees.
+pub struct ContainerCtx<'x, 'w, 'c> {
+    pub who: &'x str,
+    pub workload: &'w Workload,
+    pub db: &'x DbContainer<'w, 'c>,
+}
+
+pub type ContainerRule = fn(&ContainerCtx<'_, '_, '_>, &mut Vec<Finding>);
+
+pub const CONTAINER_RULES: &[ContainerRule] = &[unresolved_data_path, database_in_deployment];
+
+pub type ObjectRule = fn(&Policy, &Workload, &str, &mut Vec<Finding>);
+
+pub const OBJECT_RULES: &[ObjectRule] = &[invalid_annotation];
+
+impl SiteCtx<'_, '_, '_> {
+    /// Where a claim must be mounted so no image VOLUME shadows the path.
+    fn mount_target(&self) -> String {
+        let path = &self.site.path;
+        if let Some(v) = &self.site.placement.image_volume {
+            return v.clone();
         }
-    }
-
-    /// One line on what the rule guards against, for SARIF rule metadata.
-    pub fn summary(self) -> &'static str {
-        match self {
-            Rule::EphemeralDataPath => "A database data path on storage that dies with the pod",
-            Rule::ConfigVolumeDataPath => "A database data path on a read-only source volume",
-            Rule::NodeLocalDataPath => "A database data path on node-local storage",
-            Rule::UnknownStorage => "A database data path on a CSI volume of unknown lifetime",
-            Rule::ReadOnlyDataPath => "A database data path mounted readOnly",
-            Rule::SharedClaimReplicas => "One claim at a data path used by several pods at once",
-            Rule::RollingUpdateClaim => "A Deployment with a claim at a data path rolls updates",
-            Rule::PgdataMountRoot => "Postgres PGDATA at the root of a claim's mount",
-            Rule::DatabaseInDeployment => "A database in a Deployment rather than a StatefulSet",
-            Rule::UnresolvedDataPath => "A data path pvc-guard cannot place",
-            Rule::SqliteFileMount => "A SQLite file mounted by itself",
-            Rule::InvalidOptOut => "An allow-ephemeral opt-out that is not accepted",
-            Rule::MissingClaim => "A workload references a claim that does not exist",
-            Rule::AutoscaledClaim => "An autoscaler can scale a database Deployment with a claim",
-            Rule::ReclaimPolicyDelete => "A claim whose StorageClass deletes the volume with it",
-            Rule::ClaimRetentionDelete => "A StatefulSet whose claims are deleted with it",
+        if let Some(mp) = self.db.facts.as_ref().and_then(|f| f.mount_path.as_ref())
+            && path_contains(mp, &path.path)
+        {
+            return mp.clone();
         }
-    }
-
-    pub const ALL: [Rule; 16] = [
-        Rule::EphemeralDataPath,
-        Rule::ConfigVolumeDataPath,
-        Rule::NodeLocalDataPath,
-        Rule::UnknownStorage,
-        Rule::ReadOnlyDataPath,
-        Rule::SharedClaimReplicas,
-        Rule::RollingUpdateClaim,
-        Rule::PgdataMountRoot,
-        Rule::DatabaseInDeployment,
-        Rule::UnresolvedDataPath,
-        Rule::SqliteFileMount,
-        Rule::InvalidOptOut,
-        Rule::MissingClaim,
-        Rule::AutoscaledClaim,
-        Rule::ReclaimPolicyDelete,
-        Rule::ClaimRetentionDelete,
-    ];
-
-    pub fn from_id(id: &str) -> Option<Rule> {
-        Rule::ALL.into_iter().find(|r| r.id() == id)
-    }
-
-    /// Does `pvc-guard.io/allow-ephemeral` cover it?
-    pub fn opt_out_covers(self) -> bool {
-        matches!(self, Rule::EphemeralDataPath | Rule::ConfigVolumeDataPath)
-    }
-}
-
-impl std::fmt::Display for Rule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.id())
-    }
-}
-
-impl Serialize for Severity {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Severity {
-    Warn,
-    Deny,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Warn => "warn",
-            Severity::Deny => "deny",
+        if path.file {
+            return parent_dir(&path.path);
         }
+        path.path.clone()
     }
-}
 
-/// One finding: a rule broken by one container at one path.
-#[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    pub rule: Rule,
-    pub severity: Severity,
-    pub container: String,
-    pub path: String,
-    /// The full text: what happens to the data and how to fix it.
-    pub message: String,
-    /// The one-line warning kubectl prints.
-    #[serde(skip)]
-    pub short: String,
-    /// Which placed data path (index into `Assessment::sites`) it is about.
-    #[serde(skip)]
-    pub site: Option<usize>,
-}
-
-/// The API server truncates long warnings; keep each well under its limit.
-pub const WARNING_LIMIT: usize = 240;
-
-impl Finding {
-    /// A finding about a whole object rather than one container's path.
-    pub fn about_object(rule: Rule, path: &str, message: String) -> Finding {
+    fn finding(&self, rule: Rule, severity: Severity, what: What, fix: Fix) -> Finding {
         Finding {
             rule,
-            severity: Severity::Warn,
-            container: String::new(),
-            path: path.to_string(),
-            short: truncate(&message, WARNING_LIMIT),
-            message,
-            site: None,
+            severity,
+            container: self.db.name().to_string(),
+            path: self.site.path.path.clone(),
+            detail: Detail::Site {
+                who: self.who.to_string(),
+                image: self.db.image.to_string(),
+                what,
+                fix,
+                pgdata_hidden: false,
+                generate_name: false,
+                opt_out_hint: false,
+                cache: None,
+            },
+            inherited: false,
+            site: Some(self.index),
         }
     }
 
-    /// Findings are the same violation when rule, container and path match
-    /// (so reordering containers is not a new violation).
-    pub fn key(&self) -> (Rule, &str, &str) {
-        (self.rule, &self.container, &self.path)
-    }
-
-    pub fn warning(&self) -> String {
-        truncate(&self.short, WARNING_LIMIT)
+    /// The claim at this path, if the path is on one.
+    fn claim(&self) -> Option<&str> {
+        match self.site.placement.backing {
+            Backing::Claim(c) if self.site.placement.class == StorageClass::Persistent => Some(c),
+            _ => None,
+        }
     }
 }
 
-pub fn truncate(s: &str, limit: usize) -> String {
-    if s.len() <= limit {
-        return s.to_string();
+/// Directories images populate: a claim mounted there would hide the image's files.
+pub fn image_populated_dir(dir: &str, working_dir: Option<&str>) -> bool {
+    const POPULATED: &[&str] = &[
+        "/", "/app", "/usr", "/bin", "/etc", "/opt", "/srv", "/home", "/root", "/var", "/var/lib",
+    ];
+    POPULATED.contains(&dir) || working_dir.is_some_and(|w| k8s::normalize_path(w) == dir)
+}
+
+/// ephemeral-data-path: data on the writable layer, in an image VOLUME no
+/// mount matches, or on an ephemeral volume.
+fn ephemeral_data_path(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
+    let p = &ctx.site.placement;
+    let what = match (&p.class, &p.describe) {
+        (StorageClass::WritableLayer, _) => What::WritableLayer,
+        (StorageClass::ImageVolume, Describe::ImageVolume(v)) => What::ImageVolume(v.clone()),
+        (StorageClass::ImageVolume, Describe::ImageVolumeOver { volume, mount }) => {
+            What::ImageVolumeOver {
+                volume: volume.clone(),
+                mount: mount.to_string(),
+            }
+        }
+        (StorageClass::Ephemeral, d) if p.per_pod_sub_path => What::PerPodSubPath(d.to_string()),
+        (StorageClass::Ephemeral, d) => What::Ephemeral(d.to_string()),
+        _ => return None,
+    };
+    let target = ctx.mount_target();
+    let fix = if ctx.site.path.file
+        && image_populated_dir(&target, ctx.db.container.container.working_dir())
+    {
+        Fix::MoveFile { dir: target }
+    } else if p.class == StorageClass::ImageVolume {
+        Fix::MountExactly { target }
+    } else if matches!(p.backing, Backing::EmptyDir | Backing::GenericEphemeral) {
+        Fix::ReplaceVolume {
+            volume: p.mount.as_ref().map(|m| m.volume_name).unwrap_or("").into(),
+        }
+    } else {
+        Fix::MountClaim { target }
+    };
+    let cache_like = ctx.db.cache_like;
+    let mut f = ctx.finding(
+        Rule::EphemeralDataPath,
+        if cache_like {
+            Severity::Warn
+        } else {
+            Severity::Deny
+        },
+        what,
+        fix,
+    );
+    if let Detail::Site {
+        pgdata_hidden,
+        generate_name,
+        opt_out_hint,
+        cache,
+        ..
+    } = &mut f.detail
+    {
+        *pgdata_hidden = ctx.db.pgdata_hidden;
+        *generate_name = ctx.workload.generate_name_only;
+        *opt_out_hint = true;
+        *cache = cache_like.then(|| {
+            ctx.db
+                .facts
+                .as_ref()
+                .map_or("this image", |f| f.entry.name.as_str())
+                .to_string()
+        });
     }
-    let mut end = limit - 3;
-    while !s.is_char_boundary(end) {
-        end -= 1;
+    Some(f)
+}
+
+/// config-volume-data-path: data on a source the kubelet rewrites.
+fn config_volume_data_path(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
+    let p = &ctx.site.placement;
+    (p.class == StorageClass::ReadOnlySource).then(|| {
+        ctx.finding(
+            Rule::ConfigVolumeDataPath,
+            Severity::Deny,
+            What::ReadOnlySource(p.describe.to_string()),
+            Fix::MountClaimAt {
+                target: ctx.mount_target(),
+            },
+        )
+    })
+}
+
+/// node-local-data-path: data that stays on one node.
+fn node_local_data_path(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
+    let p = &ctx.site.placement;
+    (p.class == StorageClass::NodeLocal).then(|| {
+        ctx.finding(
+            Rule::NodeLocalDataPath,
+            Severity::Warn,
+            What::NodeLocal(p.describe.to_string()),
+            Fix::UseClaimOrLocal,
+        )
+    })
+}
+
+/// unknown-storage: an inline CSI driver whose lifetime is not known.
+fn unknown_storage(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
+    let p = &ctx.site.placement;
+    (p.class == StorageClass::Unknown).then(|| {
+        ctx.finding(
+            Rule::UnknownStorage,
+            Severity::Warn,
+            What::UnknownLifetime(p.describe.to_string()),
+            Fix::UseClaimOrDeclareDriver,
+        )
+    })
+}
+
+/// sqlite-file-mount: the journal lands beside a file mounted by itself.
+fn sqlite_file_mount(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
+    ctx.site.placement.file_mount.then(|| {
+        ctx.finding(
+            Rule::SqliteFileMount,
+            Severity::Warn,
+            What::FileMount,
+            Fix::MountDirectory,
+        )
+    })
+}
+
+/// read-only-data-path: the database cannot write.
+fn read_only_data_path(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
+    let read_only = ctx
+        .site
+        .placement
+        .mount
+        .as_ref()
+        .is_some_and(|m| m.read_only);
+    read_only.then(|| {
+        ctx.finding(
+            Rule::ReadOnlyDataPath,
+            Severity::Warn,
+            What::ReadOnlyMount,
+            Fix::RemoveReadOnly,
+        )
+    })
+}
+
+/// shared-claim-replicas: several pods at once on one claim at a database path.
+fn shared_claim_replicas(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
+    let claim = ctx.claim()?;
+    if !ctx.site.path.source.is_database() {
+        return None;
     }
-    format!("{}...", &s[..end])
+    let w = ctx.workload;
+    let replicas = w.replicas();
+    let (severity, how) = match w.kind {
+        Kind::Deployment | Kind::ReplicaSet | Kind::ReplicationController | Kind::StatefulSet
+            if replicas > 1 =>
+        {
+            (Severity::Deny, Sharing::Replicas(replicas))
+        }
+        Kind::DaemonSet => (Severity::Deny, Sharing::EveryNode),
+        Kind::Job | Kind::CronJob if replicas > 1 => {
+            (Severity::Deny, Sharing::Parallelism(replicas))
+        }
+        Kind::CronJob => {
+            let policy = w.spec.concurrency_policy.as_deref().unwrap_or("Allow");
+            if policy != "Allow" {
+                return None;
+            }
+            (Severity::Warn, Sharing::OverlappingRuns)
+        }
+        _ => return None,
+    };
+    let fix = match w.kind {
+        Kind::CronJob if severity == Severity::Warn => Fix::ForbidOverlap,
+        Kind::StatefulSet => Fix::TemplatePerReplica {
+            claim: claim.to_string(),
+        },
+        _ => Fix::OneReplica,
+    };
+    Some(ctx.finding(
+        Rule::SharedClaimReplicas,
+        severity,
+        What::SharedClaim {
+            claim: claim.to_string(),
+            how,
+        },
+        fix,
+    ))
+}
+
+/// missing-claim: (cluster facts) the claim does not exist and the claim
+/// controller will not create it.
+fn missing_claim(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
+    let claim = ctx.claim()?;
+    let recorded = || {
+        ctx.record
+            .and_then(Record::parse)
+            .is_some_and(|r| r.claims().any(|(name, _)| name == claim))
+    };
+    (ctx.facts.claim_missing(claim) && !(ctx.facts.claim_controller && recorded())).then(|| {
+        ctx.finding(
+            Rule::MissingClaim,
+            Severity::Warn,
+            What::MissingClaim(claim.to_string()),
+            Fix::CreateClaim {
+                claim: claim.to_string(),
+            },
+        )
+    })
+}
+
+/// autoscaled-claim: (cluster facts) an autoscaler can scale the Deployment
+/// past one replica through /scale, which admission never sees.
+fn autoscaled_claim(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
+    let claim = ctx.claim()?;
+    let w = ctx.workload;
+    if w.kind != Kind::Deployment || !ctx.site.path.source.is_database() {
+        return None;
+    }
+    let hpa = ctx.facts.scaling_autoscaler("Deployment", &w.name)?;
+    Some(ctx.finding(
+        Rule::AutoscaledClaim,
+        Severity::Warn,
+        What::Autoscaled {
+            claim: claim.to_string(),
+            autoscaler: hpa.name.clone(),
+            max_replicas: hpa.max_replicas,
+        },
+        Fix::LimitAutoscaler,
+    ))
+}
+
+/// rolling-update-claim: a Deployment that rolls updates over a claim.
+fn rolling_update_claim(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
+    let claim = ctx.claim()?;
+    let w = ctx.workload;
+    if w.kind != Kind::Deployment || ctx.facts.claim_read_write_many(claim) {
+        return None;
+    }
+    let strategy = w.spec.strategy.type_.as_deref();
+    strategy.is_none_or(|s| s == "RollingUpdate").then(|| {
+        ctx.finding(
+            Rule::RollingUpdateClaim,
+            Severity::Warn,
+            What::RollingUpdate(claim.to_string()),
+            Fix::Recreate,
+        )
+    })
+}
+
+/// pgdata-mount-root: initdb refuses a mount root that holds lost+found.
+fn pgdata_mount_root(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
+    let p = &ctx.site.placement;
+    let path = &ctx.site.path.path;
+    let claim_like = matches!(p.backing, Backing::Claim(_) | Backing::ClaimTemplate(_));
+    let at_root = p
+        .mount
+        .as_ref()
+        .is_some_and(|m| m.mount_path == path && m.sub_path.is_none());
+    (ctx.db.is_postgres() && claim_like && ctx.db.pgdata.as_deref() == Some(path) && at_root).then(
+        || {
+            ctx.finding(
+                Rule::PgdataMountRoot,
+                Severity::Warn,
+                What::PgdataRoot,
+                Fix::SubPath { path: path.clone() },
+            )
+        },
+    )
+}
+
+/// unresolved-data-path: a path the detector could not place.
+fn unresolved_data_path(ctx: &ContainerCtx<'_, '_, '_>, out: &mut Vec<Finding>) {
+    for u in &ctx.db.unresolved {
+        out.push(Finding {
+            rule: Rule::UnresolvedDataPath,
+            severity: Severity::Warn,
+            container: ctx.db.name().to_string(),
+            path: u.path.clone(),
+            detail: Detail::Unresolved {
+                who: ctx.who.to_string(),
+                image: ctx.db.image.to_string(),
+                why: u.why.clone(),
+            },
+            inherited: false,
+            site: None,
+        });
+    }
+}
+
+/// database-in-deployment: the StatefulSet hint.
+fn database_in_deployment(ctx: &ContainerCtx<'_, '_, '_>, out: &mut Vec<Finding>) {
+    let db = ctx.db;
+    let Some(family) = db.family() else {
+        return;
+    };
+    let is_server = db
+        .paths
+        .iter()
+        .any(|p| p.source.is_database() && p.source != Source::Sqlite);
+    if ctx.workload.kind != Kind::Deployment || !is_server || db.cache_like {
+        return;
+    }
+    out.push(Finding {
+        rule: Rule::DatabaseInDeployment,
+        severity: Severity::Warn,
+        container: db.name().to_string(),
+        path: db.paths.first().map(|p| p.path.clone()).unwrap_or_default(),
+        detail: Detail::DatabaseInDeployment {
+            who: ctx.who.to_string(),
+            image: db.image.to_string(),
+            family: family.to_string(),
+        },
+        inherited: false,
+        site: None,
+    });
+}
+
+/// invalid-annotation: a `pvc-guard.io/*` annotation whose value pvc-guard
+/// refuses. The claim annotations decide what the claim controller creates
+/// with its own rights, so they are held to the config's limits here.
+fn invalid_annotation(policy: &Policy, w: &Workload, who: &str, out: &mut Vec<Finding>) {
+    let limits = &policy.config.claims;
+    let mut refuse = |which: Annotation, value: &str, expected: String| {
+        out.push(Finding {
+            rule: Rule::InvalidAnnotation,
+            severity: Severity::Deny,
+            container: String::new(),
+            path: which.key().to_string(),
+            detail: Detail::InvalidAnnotation {
+                who: who.to_string(),
+                key: which.key(),
+                value: value.to_string(),
+                expected,
+            },
+            inherited: false,
+            site: None,
+        });
+    };
+    if let Some(v) = w.annotation(Annotation::ClaimSize) {
+        let max = k8s::parse_quantity(&limits.max_size);
+        match k8s::parse_quantity(v) {
+            None => refuse(
+                Annotation::ClaimSize,
+                v,
+                "expected a storage size such as 10Gi or 500Mi".into(),
+            ),
+            Some(q) if q <= 0.0 => refuse(
+                Annotation::ClaimSize,
+                v,
+                "expected a size above zero".into(),
+            ),
+            Some(q) if max.is_some_and(|m| q > m) => refuse(
+                Annotation::ClaimSize,
+                v,
+                format!(
+                    "the pvc-guard config allows claims of at most {} (claims.maxSize)",
+                    limits.max_size
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    if let Some(v) = w.annotation(Annotation::ClaimAccessMode) {
+        if !ACCESS_MODES.contains(&v) {
+            refuse(
+                Annotation::ClaimAccessMode,
+                v,
+                format!("expected one of {}", ACCESS_MODES.join(", ")),
+            );
+        } else if !limits.allowed_access_modes.iter().any(|m| m == v) {
+            refuse(
+                Annotation::ClaimAccessMode,
+                v,
+                format!(
+                    "the pvc-guard config allows only {} (claims.allowedAccessModes)",
+                    limits.allowed_access_modes.join(", ")
+                ),
+            );
+        }
+    }
+    if let Some(v) = w.annotation(Annotation::ClaimStorageClass) {
+        if !k8s::is_dns_subdomain(v) {
+            refuse(
+                Annotation::ClaimStorageClass,
+                v,
+                "expected the name of a StorageClass".into(),
+            );
+        } else if !limits.allowed_storage_classes.is_empty()
+            && !limits.allowed_storage_classes.iter().any(|c| c == v)
+        {
+            refuse(
+                Annotation::ClaimStorageClass,
+                v,
+                format!(
+                    "the pvc-guard config allows only {} (claims.allowedStorageClasses)",
+                    limits.allowed_storage_classes.join(", ")
+                ),
+            );
+        }
+    }
+    if let Some(v) = w.annotation(Annotation::ClaimName)
+        && !k8s::is_dns_subdomain(v.trim())
+    {
+        refuse(
+            Annotation::ClaimName,
+            v,
+            "expected a claim name: lower-case letters, digits, '-' and '.', at most 253 characters".into(),
+        );
+    }
+    if let Some(v) = w.annotation(Annotation::DataOwner)
+        && crate::config::parse_owner(v).is_none()
+    {
+        refuse(
+            Annotation::DataOwner,
+            v,
+            "expected a numeric uid or uid:gid such as 999:999".into(),
+        );
+    }
+    if let Some(v) = w.annotation(Annotation::DataPaths) {
+        let bad = super::detect::data_path_entries(v)
+            .map(|e| e.split_once('=').map_or(e, |(_, p)| p).trim())
+            .find(|p| !p.starts_with('/'));
+        if let Some(bad) = bad {
+            refuse(
+                Annotation::DataPaths,
+                v,
+                format!(
+                    "{bad:?} is not an absolute path; expected \"/path\" or \"container=/path\" entries separated by ';'"
+                ),
+            );
+        }
+    }
 }

@@ -1,13 +1,14 @@
-//! Where each data path lives (DESIGN.md, section 2): the longest mount that
-//! contains it, that mount's volume, and the image VOLUMEs the container
-//! runtime mounts over whatever the pod mounted above them.
+//! Where each data path lives (docs/architecture.md, "Storage"): the
+//! longest mount that contains it, that mount's volume, and the image
+//! VOLUMEs the container runtime mounts over whatever the pod mounted above
+//! them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 
-use serde_json::Value;
-
-use super::workload::{Container, Kind, Workload, at, normalize_path, path_contains};
 use crate::config::CsiClass;
+use crate::k8s::path_contains;
+use crate::model::{ContainerRef, Kind, Volume, Workload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StorageClass {
@@ -36,39 +37,88 @@ impl StorageClass {
 
 /// The mount that holds a data path.
 #[derive(Debug, Clone)]
-pub struct Mount<'a> {
+pub struct Mount<'w> {
     pub index: usize,
-    pub mount_path: String,
-    pub volume_name: &'a str,
-    pub sub_path: Option<&'a str>,
+    pub mount_path: &'w str,
+    pub volume_name: &'w str,
+    pub sub_path: Option<&'w str>,
     pub read_only: bool,
 }
 
 /// What the volume behind a mount is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Backing {
+pub enum Backing<'w> {
     None,
     EmptyDir,
     GenericEphemeral,
-    Claim(String),
-    ClaimTemplate(String),
-    Other(String),
+    Claim(&'w str),
+    ClaimTemplate(&'w str),
+    Other,
     Missing,
 }
 
+/// The storage, in the words messages use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Describe<'w> {
+    WritableLayer,
+    /// A data path in an image VOLUME no mount matches.
+    ImageVolume(String),
+    /// An image VOLUME mounted over the pod's mount above it.
+    ImageVolumeOver {
+        volume: String,
+        mount: &'w str,
+    },
+    /// `emptyDir volume "data"` and the like.
+    Volume {
+        source: &'w str,
+        name: &'w str,
+    },
+    Claim(&'w str),
+    Csi {
+        name: &'w str,
+        driver: &'w str,
+    },
+    ClaimTemplate(&'w str),
+    Undefined(&'w str),
+}
+
+impl fmt::Display for Describe<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Describe::WritableLayer => f.write_str("the container's writable layer"),
+            Describe::ImageVolume(v) => write!(
+                f,
+                "the image's VOLUME {v}, which the container runtime gives a fresh directory for every container"
+            ),
+            Describe::ImageVolumeOver { volume, mount } => write!(
+                f,
+                "the image's VOLUME {volume}: the container runtime mounts a fresh per-container directory there, over the mount at {mount}"
+            ),
+            Describe::Volume { source, name } => write!(f, "{source} volume {name:?}"),
+            Describe::Claim(c) => write!(f, "claim {c:?}"),
+            Describe::Csi { name, driver } => {
+                write!(f, "inline CSI volume {name:?} (driver {driver})")
+            }
+            Describe::ClaimTemplate(n) => write!(f, "the volumeClaimTemplate {n:?}"),
+            Describe::Undefined(n) => {
+                write!(f, "volume {n:?}, which the pod spec does not define")
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
-pub struct Placement<'a> {
+pub struct Placement<'w> {
     pub class: StorageClass,
-    pub mount: Option<Mount<'a>>,
-    pub backing: Backing,
+    pub mount: Option<Mount<'w>>,
+    pub backing: Backing<'w>,
     /// The image VOLUME that shadows the mount above the path.
     pub image_volume: Option<String>,
     /// `subPathExpr` with the pod name outside a StatefulSet.
     pub per_pod_sub_path: bool,
     /// A single-file mount of the data file itself.
     pub file_mount: bool,
-    /// Human words for the storage: `emptyDir volume "data"`.
-    pub describe: String,
+    pub describe: Describe<'w>,
 }
 
 /// Built-in classes of inline CSI drivers; config entries override them.
@@ -122,55 +172,37 @@ fn csi_class(driver: &str, config: &BTreeMap<String, CsiClass>) -> CsiClass {
         .unwrap_or(CsiClass::Unknown)
 }
 
-fn volume_class(
-    volume: &Value,
+fn volume_class<'w>(
+    volume: &'w Volume,
     csi: &BTreeMap<String, CsiClass>,
-) -> (StorageClass, Backing, String) {
-    let name = volume.get("name").and_then(Value::as_str).unwrap_or("");
-    let Some(obj) = volume.as_object() else {
-        return (
-            StorageClass::Unknown,
-            Backing::Missing,
-            format!("volume {name:?}"),
-        );
-    };
-    let source = obj
-        .keys()
-        .find(|k| *k != "name")
-        .map(String::as_str)
-        .unwrap_or("");
-    let describe = format!("{source} volume {name:?}");
+) -> (StorageClass, Backing<'w>, Describe<'w>) {
+    let name = volume.name();
+    let source = volume.source();
+    let describe = Describe::Volume { source, name };
     match source {
         "emptyDir" | "gitRepo" => (StorageClass::Ephemeral, Backing::EmptyDir, describe),
         "ephemeral" => (StorageClass::Ephemeral, Backing::GenericEphemeral, describe),
-        "hostPath" | "local" => (
-            StorageClass::NodeLocal,
-            Backing::Other(source.into()),
-            describe,
-        ),
+        "hostPath" | "local" => (StorageClass::NodeLocal, Backing::Other, describe),
         "persistentVolumeClaim" => {
-            let claim = at(volume, "/persistentVolumeClaim/claimName")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+            let claim = volume
+                .persistent_volume_claim
+                .claim_name
+                .as_deref()
+                .unwrap_or("");
             (
                 StorageClass::Persistent,
-                Backing::Claim(claim.clone()),
-                format!("claim {claim:?}"),
+                Backing::Claim(claim),
+                Describe::Claim(claim),
             )
         }
         s if PERSISTENT_SOURCES.contains(&s) => {
-            (StorageClass::Persistent, Backing::Other(s.into()), describe)
+            (StorageClass::Persistent, Backing::Other, describe)
         }
-        s if READ_ONLY_SOURCES.contains(&s) => (
-            StorageClass::ReadOnlySource,
-            Backing::Other(s.into()),
-            describe,
-        ),
+        s if READ_ONLY_SOURCES.contains(&s) => {
+            (StorageClass::ReadOnlySource, Backing::Other, describe)
+        }
         "csi" => {
-            let driver = at(volume, "/csi/driver")
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let driver = volume.csi.driver.as_deref().unwrap_or("");
             let class = match csi_class(driver, csi) {
                 CsiClass::Persistent => StorageClass::Persistent,
                 CsiClass::ReadOnlySource => StorageClass::ReadOnlySource,
@@ -178,51 +210,43 @@ fn volume_class(
                 CsiClass::NodeLocal => StorageClass::NodeLocal,
                 CsiClass::Unknown => StorageClass::Unknown,
             };
-            (
-                class,
-                Backing::Other("csi".into()),
-                format!("inline CSI volume {name:?} (driver {driver})"),
-            )
+            (class, Backing::Other, Describe::Csi { name, driver })
         }
-        _ => (
-            StorageClass::Unknown,
-            Backing::Other(source.into()),
-            describe,
-        ),
+        _ => (StorageClass::Unknown, Backing::Other, describe),
     }
 }
 
-/// The container's mount with the longest mountPath containing `path`.
-pub fn containing_mount<'a>(container: &Container<'a>, path: &str) -> Option<Mount<'a>> {
-    container
-        .mounts()
-        .iter()
-        .enumerate()
-        .filter_map(|(index, m)| {
-            let mp = normalize_path(m.get("mountPath")?.as_str()?);
-            path_contains(&mp, path).then(|| Mount {
+/// The container's mount with the longest mountPath containing `path`
+/// (of equal ones, the last, as the kubelet's later mount wins).
+pub fn containing_mount<'w>(container: &ContainerRef<'w>, path: &str) -> Option<Mount<'w>> {
+    let mut best: Option<Mount<'w>> = None;
+    for (index, m) in container.container.volume_mounts.items.iter().enumerate() {
+        let Some(mp) = m.mount_path.as_deref() else {
+            continue;
+        };
+        if path_contains(mp, path) && best.as_ref().is_none_or(|b| mp.len() >= b.mount_path.len()) {
+            best = Some(Mount {
                 index,
                 mount_path: mp,
-                volume_name: m.get("name").and_then(Value::as_str).unwrap_or(""),
-                sub_path: m
-                    .get("subPath")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty()),
-                read_only: m.get("readOnly").and_then(Value::as_bool).unwrap_or(false),
-            })
-        })
-        .max_by_key(|m| m.mount_path.len())
+                volume_name: m.name.as_deref().unwrap_or(""),
+                sub_path: m.sub_path(),
+                read_only: m.read_only.unwrap_or(false),
+            });
+        }
+    }
+    best
 }
 
 /// Classifies one data path of one container.
-pub fn place<'a>(
-    workload: &Workload<'a>,
-    container: &Container<'a>,
+pub fn place<'w>(
+    workload: &'w Workload,
+    volumes: &HashMap<&'w str, &'w Volume>,
+    container: &ContainerRef<'w>,
     path: &str,
     file: bool,
     image_volumes: &[String],
     csi: &BTreeMap<String, CsiClass>,
-) -> Placement<'a> {
+) -> Placement<'w> {
     let mount = containing_mount(container, path);
     // The runtime mounts each image VOLUME that no mount matches exactly
     // over any shallower pod mount.
@@ -230,52 +254,40 @@ pub fn place<'a>(
         .iter()
         .filter(|v| path_contains(v, path))
         .filter(|v| {
-            !container.mounts().iter().any(|m| {
-                m.get("mountPath")
-                    .and_then(Value::as_str)
-                    .map(normalize_path)
-                    .as_deref()
-                    == Some(v.as_str())
-            })
+            !container
+                .container
+                .mounts()
+                .any(|m| m.mount_path.as_deref() == Some(v.as_str()))
         })
         .filter(|v| {
             mount
                 .as_ref()
-                .is_none_or(|m| path_contains(&m.mount_path, v) && m.mount_path != **v)
+                .is_none_or(|m| path_contains(m.mount_path, v) && m.mount_path != v.as_str())
         })
         .max_by_key(|v| v.len())
         .cloned();
     let Some(mount) = mount else {
-        return match shadow {
-            Some(v) => Placement {
-                class: StorageClass::ImageVolume,
-                mount: None,
-                backing: Backing::None,
-                describe: format!(
-                    "the image's VOLUME {v}, which the container runtime gives a fresh directory for every container"
-                ),
-                image_volume: Some(v),
-                per_pod_sub_path: false,
-                file_mount: false,
-            },
-            None => Placement {
-                class: StorageClass::WritableLayer,
-                mount: None,
-                backing: Backing::None,
-                image_volume: None,
-                per_pod_sub_path: false,
-                file_mount: false,
-                describe: "the container's writable layer".into(),
-            },
+        let (class, describe) = match &shadow {
+            Some(v) => (StorageClass::ImageVolume, Describe::ImageVolume(v.clone())),
+            None => (StorageClass::WritableLayer, Describe::WritableLayer),
+        };
+        return Placement {
+            class,
+            mount: None,
+            backing: Backing::None,
+            describe,
+            image_volume: shadow,
+            per_pod_sub_path: false,
+            file_mount: false,
         };
     };
     if let Some(v) = shadow {
         return Placement {
             class: StorageClass::ImageVolume,
-            describe: format!(
-                "the image's VOLUME {v}: the container runtime mounts a fresh per-container directory there, over the mount at {}",
-                mount.mount_path
-            ),
+            describe: Describe::ImageVolumeOver {
+                volume: v.clone(),
+                mount: mount.mount_path,
+            },
             mount: Some(mount),
             backing: Backing::None,
             image_volume: Some(v),
@@ -284,29 +296,24 @@ pub fn place<'a>(
         };
     }
     let file_mount = file && mount.mount_path == path;
-    let mount_value = &container.mounts()[mount.index];
     let per_pod_sub_path = workload.kind != Kind::StatefulSet
-        && mount_value
-            .get("subPathExpr")
-            .and_then(Value::as_str)
+        && container.container.volume_mounts.items[mount.index]
+            .sub_path_expr
+            .as_deref()
             .is_some_and(|e| e.contains("$(POD_NAME)") || e.contains("$(HOSTNAME)"));
-
-    let (mut class, backing, describe) = if workload.claim_template(mount.volume_name).is_some() {
+    let (mut class, backing, describe) = if workload.has_claim_template(mount.volume_name) {
         (
             StorageClass::Persistent,
-            Backing::ClaimTemplate(mount.volume_name.to_string()),
-            format!("the volumeClaimTemplate {:?}", mount.volume_name),
+            Backing::ClaimTemplate(mount.volume_name),
+            Describe::ClaimTemplate(mount.volume_name),
         )
-    } else if let Some(volume) = workload.volume(mount.volume_name) {
+    } else if let Some(volume) = volumes.get(mount.volume_name) {
         volume_class(volume, csi)
     } else {
         (
             StorageClass::Unknown,
             Backing::Missing,
-            format!(
-                "volume {:?}, which the pod spec does not define",
-                mount.volume_name
-            ),
+            Describe::Undefined(mount.volume_name),
         )
     };
     if per_pod_sub_path && class == StorageClass::Persistent {

@@ -68,7 +68,7 @@ impl App {
     fn facts(&self, request: &admission::Request) -> ClusterFacts {
         self.cluster
             .as_ref()
-            .map(|c| c.facts(request.namespace(), request.object.as_ref()))
+            .map(|c| c.facts(request.namespace(), request.workload()))
             .unwrap_or_default()
     }
 }
@@ -82,16 +82,6 @@ fn plain(status: StatusCode, reason: impl Into<String>) -> Response {
         body,
     )
         .into_response()
-}
-
-fn operation_str(op: &kube::core::admission::Operation) -> &'static str {
-    use kube::core::admission::Operation::*;
-    match op {
-        Create => "CREATE",
-        Update => "UPDATE",
-        Delete => "DELETE",
-        Connect => "CONNECT",
-    }
 }
 
 /// The whole request path of POST /validate and /mutate.
@@ -160,7 +150,7 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response 
         Ok(r) => r,
         Err(e) => {
             app.metrics.reject("bad_request");
-            return plain(StatusCode::BAD_REQUEST, e.0);
+            return plain(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
     let policy = app.policy.load_full();
@@ -171,9 +161,9 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response 
         Ok(v) => v,
         Err(_) => {
             app.metrics.panics.inc();
-            error!(uid = %request.request.uid, "the policy panicked; answering per the failure mode");
+            error!(uid = %request.uid, "the policy panicked; answering per the failure mode");
             admission::failure(
-                &request,
+                &request.uid,
                 "pvc-guard hit an internal error judging this object",
                 app.failure_mode,
             )
@@ -182,14 +172,14 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response 
     if verdict.error.is_some() {
         app.metrics.policy_errors.inc();
     }
-    let r = &request.request;
+    let r = &request;
     let elapsed = started.elapsed();
-    let operation = operation_str(&r.operation);
+    let operation = r.operation.as_str();
     let rules: Vec<&'static str> = verdict.rules.iter().map(|r| r.id()).collect();
     info!(
         uid = %r.uid,
         endpoint = endpoint.as_str(),
-        kind = %r.kind.kind,
+        kind = %r.kind,
         namespace = r.namespace.as_deref().unwrap_or(""),
         name = %r.name,
         operation,
@@ -204,7 +194,7 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response 
     let decision = verdict.decision.as_str();
     let labels = RequestLabels {
         endpoint: endpoint.as_str(),
-        kind: r.kind.kind.clone(),
+        kind: r.kind.clone(),
         operation,
         decision,
     };
@@ -212,7 +202,7 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response 
     for rule in rules {
         let l = FindingLabels {
             endpoint: endpoint.as_str(),
-            kind: r.kind.kind.clone(),
+            kind: r.kind.clone(),
             operation,
             decision,
             rule,

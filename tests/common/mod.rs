@@ -19,6 +19,17 @@ pub fn data(path: &str) -> PathBuf {
         .join(path)
 }
 
+/// `object` as the mutating webhook leaves it on CREATE, without cluster facts.
+pub fn fixed(policy: &pvc_guard::policy::Policy, object: &Value) -> Value {
+    let w = match pvc_guard::model::Object::from_value(object).unwrap() {
+        pvc_guard::model::Object::Workload(w) => w,
+        pvc_guard::model::Object::Other => panic!("not a workload: {object}"),
+    };
+    pvc_guard::mutate::mutate_create(policy, &w, &Default::default())
+        .apply_to(object)
+        .unwrap()
+}
+
 pub fn read_json(path: &str) -> Value {
     serde_json::from_slice(&std::fs::read(data(path)).unwrap()).unwrap()
 }

@@ -1,0 +1,190 @@
+//! Kubernetes vocabulary every layer shares: paths inside a container,
+//! resource quantities, object names and JSON Pointer tokens. A leaf: it
+//! imports nothing from the crate.
+
+use sha2::{Digest, Sha256};
+
+/// Does `outer` contain `inner`, comparing whole path components?
+/// (`/data` contains `/data/db`, not `/database`.)
+pub fn path_contains(outer: &str, inner: &str) -> bool {
+    let outer = outer.trim_end_matches('/');
+    if outer.is_empty() {
+        return inner.starts_with('/');
+    }
+    inner == outer || (inner.starts_with(outer) && inner[outer.len()..].starts_with('/'))
+}
+
+/// `/a/./b/../c/` as `/a/c`: how the kubelet resolves a mount path.
+pub fn normalize_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let mut out = String::with_capacity(path.len() + 1);
+    for p in &parts {
+        out.push('/');
+        out.push_str(p);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// The directory holding `path`.
+pub fn parent_dir(path: &str) -> String {
+    match path.rsplit_once('/') {
+        Some(("", _)) | None => "/".into(),
+        Some((dir, _)) => dir.to_string(),
+    }
+}
+
+/// A resource quantity as Kubernetes parses it (`10Gi`, `500M`, `1.5`,
+/// `1e3`), in bytes when it is a storage size. `None`: not a quantity.
+/// Sizes are compared, never printed back: the user's text is kept.
+pub fn parse_quantity(q: &str) -> Option<f64> {
+    // Signs are valid in Kubernetes quantities, but no size here is negative.
+    let rest = q.trim();
+    let digits_end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    let (number, suffix) = rest.split_at(digits_end);
+    if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+        return None;
+    }
+    let n: f64 = number.parse().ok()?;
+    let scale = match suffix {
+        "" => 1.0,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        s => {
+            let e: i32 = s.strip_prefix(['e', 'E'])?.parse().ok()?;
+            10f64.powi(e)
+        }
+    };
+    Some(n * scale)
+}
+
+/// A DNS-1123 label: what container, volume and namespace names must be.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A DNS-1123 subdomain: what most object names (claims among them) must be.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// A short hex digest of `text`: ten characters, enough to tell names apart.
+pub fn short_hash(text: &str) -> String {
+    use std::fmt::Write;
+    let hash = Sha256::digest(text.as_bytes());
+    hash.iter().take(5).fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// `name` as a DNS label or subdomain of at most `max` characters; a longer
+/// one keeps its start and ends with a hash of the whole.
+pub fn shorten(name: &str, max: usize) -> String {
+    let clean: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let clean = clean.trim_matches(|c| c == '-' || c == '.').to_string();
+    if clean.len() <= max {
+        return clean;
+    }
+    let hex = short_hash(name);
+    let keep = clean[..max - hex.len() - 1].trim_end_matches(['-', '.']);
+    format!("{keep}-{hex}")
+}
+
+/// One JSON Pointer token: `~` and `/` escaped (RFC 6901).
+pub fn pointer_token(key: &str) -> std::borrow::Cow<'_, str> {
+    if key.contains(['~', '/']) {
+        key.replace('~', "~0").replace('/', "~1").into()
+    } else {
+        key.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_containment_is_by_whole_components() {
+        assert!(path_contains("/data", "/data/db"));
+        assert!(path_contains("/data/", "/data/db"));
+        assert!(path_contains("/data", "/data"));
+        assert!(!path_contains("/data", "/database"));
+        assert!(path_contains("/", "/anything"));
+        assert_eq!(normalize_path("/a/./b/../c/"), "/a/c");
+        assert_eq!(normalize_path("/"), "/");
+        assert_eq!(normalize_path("/.."), "/");
+        assert_eq!(parent_dir("/srv/app.db"), "/srv");
+        assert_eq!(parent_dir("/app.db"), "/");
+    }
+
+    #[test]
+    fn quantities_as_kubernetes_reads_them() {
+        assert_eq!(parse_quantity("10Gi"), Some(10.0 * 1024f64.powi(3)));
+        assert_eq!(parse_quantity("1.5T"), Some(1.5e12));
+        assert_eq!(parse_quantity("1e3"), Some(1000.0));
+        assert_eq!(parse_quantity("500m"), Some(0.5));
+        for bad in [
+            "ten", "10GB", "", "Gi", "1..5Gi", "10 Gi", "1e", "5Gi;rm", "-5Gi",
+        ] {
+            assert_eq!(parse_quantity(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_are_shortened_with_a_hash() {
+        let long = "a".repeat(80);
+        let s = shorten(&format!("pvc-guard-{long}"), 63);
+        assert_eq!(s.len(), 63);
+        assert!(s.starts_with("pvc-guard-aaa"));
+        assert_ne!(s, shorten(&format!("pvc-guard-{long}b"), 63));
+        assert_eq!(shorten("pvc-guard-db", 63), "pvc-guard-db");
+        assert!(is_dns_label("pvc-guard-db"));
+        assert!(!is_dns_label("Db"));
+        assert!(is_dns_subdomain("a.b-c"));
+        assert!(!is_dns_subdomain("a..b"));
+        assert_eq!(
+            pointer_token("pvc-guard.io/mutated"),
+            "pvc-guard.io~1mutated"
+        );
+    }
+}

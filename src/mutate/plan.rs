@@ -1,0 +1,629 @@
+//! Planning a fix: from an assessment to the typed changes that fix what
+//! can be fixed safely, or the typed reason ([`Unfixable`]) a finding is
+//! left to the validating webhook.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use super::claims::ClaimNames;
+use crate::config::Permissions;
+use crate::k8s::{self, parent_dir, path_contains, shorten};
+use crate::model::{Annotation, ContainerRef, Kind, Volume};
+use crate::policy::detect::{DbContainer, start_user};
+use crate::policy::rules::image_populated_dir;
+use crate::policy::storage::{Backing, StorageClass};
+use crate::policy::{Assessment, ClusterFacts, Policy, Rule, Severity};
+use crate::record::{Change, ClaimSpec, InitDir, PERMISSIONS_CONTAINER};
+
+/// Why a finding is not fixed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unfixable {
+    DuplicateVolumeName(String),
+    DaemonSet,
+    CronJob,
+    SharedReplicas(i64),
+    Parallelism(i64),
+    GenerateName,
+    NamelessContainer(String),
+    HiddenPgdata,
+    PerPodSubPath,
+    OtherWriters {
+        volume: String,
+        writers: Vec<String>,
+    },
+    SizeAboveLimit {
+        size: String,
+        max: String,
+    },
+    ImagePopulatedDir(String),
+    OtherLayout {
+        mount: String,
+        target: String,
+    },
+    LandsElsewhere {
+        mount: String,
+    },
+    CannotTell,
+    NoMetadata,
+}
+
+impl Unfixable {
+    /// A stable name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Unfixable::DuplicateVolumeName(_) => "duplicate_volume_name",
+            Unfixable::DaemonSet => "daemonset",
+            Unfixable::CronJob => "cronjob",
+            Unfixable::SharedReplicas(_) => "replicas",
+            Unfixable::Parallelism(_) => "parallelism",
+            Unfixable::GenerateName => "generate_name",
+            Unfixable::NamelessContainer(_) => "nameless_container",
+            Unfixable::HiddenPgdata => "hidden_pgdata",
+            Unfixable::PerPodSubPath => "per_pod_sub_path",
+            Unfixable::OtherWriters { .. } => "other_writers",
+            Unfixable::SizeAboveLimit { .. } => "size_above_limit",
+            Unfixable::ImagePopulatedDir(_) => "image_populated_dir",
+            Unfixable::OtherLayout { .. } => "other_layout",
+            Unfixable::LandsElsewhere { .. } => "lands_elsewhere",
+            Unfixable::CannotTell => "unknown_storage",
+            Unfixable::NoMetadata => "no_metadata",
+        }
+    }
+}
+
+impl fmt::Display for Unfixable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unfixable::DuplicateVolumeName(name) => write!(
+                f,
+                "two volumes are named {name:?}, so a fix could not tell them apart (the API server rejects such a pod anyway)"
+            ),
+            Unfixable::DaemonSet => {
+                f.write_str("a DaemonSet runs a pod on every node, and they cannot share one claim")
+            }
+            Unfixable::CronJob => f.write_str("a CronJob's runs may overlap on one claim"),
+            Unfixable::SharedReplicas(n) => write!(f, "{n} replicas cannot share one claim"),
+            Unfixable::Parallelism(n) => write!(f, "parallelism {n} cannot share one claim"),
+            Unfixable::GenerateName => f.write_str(
+                "it is named only by generateName, so no claim name derived from it would be its alone",
+            ),
+            Unfixable::NamelessContainer(c) => write!(
+                f,
+                "container {c:?} has no name of its own, so a fix could not find it again"
+            ),
+            Unfixable::HiddenPgdata => f.write_str(
+                "PGDATA may come from envFrom or valueFrom, so where the data lands is unknown",
+            ),
+            Unfixable::PerPodSubPath => {
+                f.write_str("its subPathExpr names the pod; pvc-guard leaves that layout to you")
+            }
+            Unfixable::OtherWriters { volume, writers } => write!(
+                f,
+                "volume {volume:?} is also written by {}: a copy or restore on every start would overwrite the data",
+                writers.join(", ")
+            ),
+            Unfixable::SizeAboveLimit { size, max } => write!(
+                f,
+                "the volume asks for {size}, more than the {max} the pvc-guard config allows a claim (claims.maxSize)"
+            ),
+            Unfixable::ImagePopulatedDir(dir) => write!(
+                f,
+                "the database file sits in {dir}, a directory the image populates; move it into a directory of its own"
+            ),
+            Unfixable::OtherLayout { mount, target } => write!(
+                f,
+                "the mount at {mount} lands elsewhere than where the data goes and may hold data in another layout; move it to {target} yourself"
+            ),
+            Unfixable::LandsElsewhere { mount } => write!(
+                f,
+                "it sits under the mount at {mount} but lands elsewhere; the claim there may hold data in another layout, so pvc-guard does not move it"
+            ),
+            Unfixable::CannotTell => f.write_str("pvc-guard cannot tell how to fix this storage"),
+            Unfixable::NoMetadata => f.write_str(
+                "the object has no metadata to record a fix in, and a fix without its record could not be put back on UPDATE",
+            ),
+        }
+    }
+}
+
+/// A finding the plan leaves to the validating webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfixed {
+    /// The container and path, unless the whole object cannot be fixed.
+    pub at: Option<(String, String)>,
+    pub why: Unfixable,
+}
+
+impl fmt::Display for Unfixed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.at {
+            Some((c, p)) => write!(
+                f,
+                "[{}] container {c:?} {p}: {}",
+                Rule::EphemeralDataPath,
+                self.why
+            ),
+            None => write!(f, "{}", self.why),
+        }
+    }
+}
+
+/// What one planning pass decided.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub rules: Vec<Rule>,
+    pub applied: Vec<String>,
+    pub unfixed: Vec<Unfixed>,
+    pub warnings: Vec<String>,
+}
+
+/// Who mounts what, counted once per pass so every site's checks are
+/// lookups rather than scans.
+struct Index<'w> {
+    /// Containers (of both lists) per name.
+    named: HashMap<&'w str, usize>,
+    /// Writable mounts per volume: (container, its name).
+    writers: HashMap<&'w str, Vec<ContainerRef<'w>>>,
+    /// Mounts per volume, read-only or not.
+    mounts: HashMap<&'w str, usize>,
+    volumes: HashMap<&'w str, &'w Volume>,
+}
+
+impl<'w> Index<'w> {
+    fn new(a: &Assessment<'w, '_>) -> Index<'w> {
+        let mut index = Index {
+            named: HashMap::new(),
+            writers: HashMap::new(),
+            mounts: HashMap::new(),
+            volumes: a.workload.volumes_by_name(),
+        };
+        for c in a.workload.containers() {
+            *index.named.entry(c.name()).or_default() += 1;
+            for m in c.container.mounts() {
+                let Some(volume) = m.name.as_deref() else {
+                    continue;
+                };
+                *index.mounts.entry(volume).or_default() += 1;
+                if m.read_only != Some(true) {
+                    let w = index.writers.entry(volume).or_default();
+                    if !w.last().is_some_and(|l| l.same(&c)) {
+                        w.push(c);
+                    }
+                }
+            }
+        }
+        index
+    }
+}
+
+struct Planner<'p, 'x, 'w, 'c> {
+    policy: &'p Policy,
+    facts: &'x ClusterFacts,
+    a: &'x Assessment<'w, 'c>,
+    index: Index<'w>,
+    names: &'x mut ClaimNames,
+    plan: Plan,
+    init_dirs: Vec<InitDir>,
+}
+
+/// One pass: plan changes from an assessment.
+pub fn plan(
+    policy: &Policy,
+    facts: &ClusterFacts,
+    a: &Assessment<'_, '_>,
+    names: &mut ClaimNames,
+) -> Plan {
+    let mut planner = Planner {
+        policy,
+        facts,
+        a,
+        index: Index::new(a),
+        names,
+        plan: Plan::default(),
+        init_dirs: Vec::new(),
+    };
+    let ephemeral: Vec<(usize, &str, &str)> = a
+        .findings
+        .iter()
+        .filter(|f| f.rule == Rule::EphemeralDataPath && f.severity == Severity::Deny)
+        .filter_map(|f| Some((f.site?, f.container.as_str(), f.path.as_str())))
+        .collect();
+    if !ephemeral.is_empty() {
+        let whole = fixable_object(a);
+        for (site, c, p) in ephemeral {
+            let result = match &whole {
+                Err(why) => Err(why.clone()),
+                Ok(()) => planner.plan_site(site),
+            };
+            match result {
+                Ok(()) => {
+                    if !planner.plan.rules.contains(&Rule::EphemeralDataPath) {
+                        planner.plan.rules.push(Rule::EphemeralDataPath);
+                    }
+                }
+                Err(why) => planner.plan.unfixed.push(Unfixed {
+                    at: Some((c.to_string(), p.to_string())),
+                    why,
+                }),
+            }
+        }
+    }
+    // Recreate: single-replica Deployments with a claim at a data path.
+    let rolling = a
+        .findings
+        .iter()
+        .any(|f| f.rule == Rule::RollingUpdateClaim);
+    if rolling && a.workload.kind == Kind::Deployment && a.workload.replicas() <= 1 {
+        planner.plan.changes.push(Change::Recreate);
+        planner.plan.rules.push(Rule::RollingUpdateClaim);
+        planner.did(
+            Rule::RollingUpdateClaim,
+            "set strategy Recreate so two database processes never share the data directory during a rollout".into(),
+        );
+    }
+    if !planner.init_dirs.is_empty() {
+        let dirs = std::mem::take(&mut planner.init_dirs);
+        planner.did(
+            Rule::EphemeralDataPath,
+            format!(
+                "added init container {PERMISSIONS_CONTAINER} to set the owner of {}",
+                dirs.iter()
+                    .map(|d| d.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        planner.plan.changes.push(Change::Permissions {
+            image: policy.config.permissions_image.clone(),
+            dirs,
+        });
+    }
+    planner.plan
+}
+
+/// Can the mutation give this workload's pods a claim of their own?
+fn fixable_object(a: &Assessment<'_, '_>) -> Result<(), Unfixable> {
+    let w = a.workload;
+    // Changes find volumes by name, so two volumes of one name (which the
+    // API server rejects anyway) would leave a fix unable to find its own.
+    let mut seen = std::collections::HashSet::new();
+    for name in w.pod.volumes.iter().filter_map(|v| v.name.as_deref()) {
+        if !seen.insert(name) {
+            return Err(Unfixable::DuplicateVolumeName(name.to_string()));
+        }
+    }
+    match w.kind {
+        Kind::DaemonSet => Err(Unfixable::DaemonSet),
+        Kind::CronJob => Err(Unfixable::CronJob),
+        Kind::Deployment | Kind::ReplicaSet | Kind::ReplicationController if w.replicas() > 1 => {
+            Err(Unfixable::SharedReplicas(w.replicas()))
+        }
+        Kind::Job if w.replicas() > 1 => Err(Unfixable::Parallelism(w.replicas())),
+        _ if w.generate_name_only => Err(Unfixable::GenerateName),
+        _ => Ok(()),
+    }
+}
+
+impl Planner<'_, '_, '_, '_> {
+    fn did(&mut self, rule: Rule, what: String) {
+        self.plan.applied.push(format!("[{rule}] {what}"));
+    }
+
+    fn annotation(&self, which: Annotation) -> Option<&str> {
+        self.a
+            .workload
+            .annotation(which)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The claim's size, class and access mode: the claim annotations when
+    /// the config allows their values (the validating webhook denies the
+    /// rest), else what the replaced volume asked for, else the config.
+    fn claim_spec(
+        &self,
+        volume_size: Option<&str>,
+        class: Option<&str>,
+        mode: Option<&str>,
+    ) -> Result<ClaimSpec, Unfixable> {
+        let cfg = &self.policy.config.claims;
+        let max = k8s::parse_quantity(&cfg.max_size);
+        let size_ok = |s: &&str| {
+            k8s::parse_quantity(s).is_some_and(|q| q > 0.0 && max.is_none_or(|m| q <= m))
+        };
+        let class_ok = |c: &&str| {
+            k8s::is_dns_subdomain(c)
+                && (cfg.allowed_storage_classes.is_empty()
+                    || cfg.allowed_storage_classes.iter().any(|a| a == c))
+        };
+        let mode_ok = |m: &&str| cfg.allowed_access_modes.iter().any(|a| a == m);
+        let size = match self.annotation(Annotation::ClaimSize).filter(size_ok) {
+            Some(s) => s.to_string(),
+            None => match volume_size.filter(|s| k8s::parse_quantity(s).is_some()) {
+                Some(s) if !size_ok(&s) => {
+                    return Err(Unfixable::SizeAboveLimit {
+                        size: s.to_string(),
+                        max: cfg.max_size.clone(),
+                    });
+                }
+                Some(s) => s.to_string(),
+                None => cfg.size.clone(),
+            },
+        };
+        Ok(ClaimSpec {
+            size,
+            storage_class: self
+                .annotation(Annotation::ClaimStorageClass)
+                .filter(class_ok)
+                .or(class.filter(class_ok))
+                .map(str::to_string)
+                .or_else(|| cfg.storage_class.clone()),
+            access_mode: self
+                .annotation(Annotation::ClaimAccessMode)
+                .filter(mode_ok)
+                .or(mode.filter(mode_ok))
+                .map_or_else(|| cfg.access_mode.clone(), str::to_string),
+        })
+    }
+
+    /// Backs `volume` with storage that outlives the pod: a claim template
+    /// per replica in a StatefulSet, one claim otherwise. `replacing`: the
+    /// volume exists (emptyDir or ephemeral) rather than being added.
+    fn back_with_claim(&mut self, volume: &str, container: &str, spec: ClaimSpec, replacing: bool) {
+        let size = spec.size.clone();
+        let w = self.a.workload;
+        if w.kind == Kind::StatefulSet {
+            let what = if replacing {
+                format!(
+                    "replaced volume {volume:?} with a volumeClaimTemplate of {size} per replica"
+                )
+            } else {
+                format!("added a volumeClaimTemplate {volume:?} of {size} per replica")
+            };
+            self.did(Rule::EphemeralDataPath, what);
+            self.plan.changes.push(Change::ClaimTemplate {
+                name: volume.to_string(),
+                spec,
+            });
+        } else {
+            let claim = self
+                .names
+                .allocate(&self.policy.config, w, self.facts, container);
+            let what = if replacing {
+                format!("volume {volume:?} now uses claim {claim:?} ({size})")
+            } else {
+                format!("added volume {volume:?} on claim {claim:?} ({size})")
+            };
+            self.did(Rule::EphemeralDataPath, what);
+            self.plan.changes.push(Change::ClaimVolume {
+                volume: volume.to_string(),
+                claim,
+                spec,
+            });
+        }
+    }
+
+    /// Makes the claim writable for the database's user (`permissions`).
+    fn permissions(
+        &mut self,
+        db: &DbContainer<'_, '_>,
+        volume: &str,
+        sub_path: Option<&str>,
+        path: &str,
+    ) {
+        let mode = self.policy.config.permissions;
+        if mode == Permissions::None {
+            return;
+        }
+        let w = self.a.workload;
+        let c = db.name();
+        let Some((uid, gid)) = start_user(w, db) else {
+            self.plan.warnings.push(format!(
+                "[{}] container {c:?}: pvc-guard does not know which user {} runs as, so it did not set the owner of {path}; annotate the workload with pvc-guard.io/data-owner: \"<uid>:<gid>\"",
+                Rule::EphemeralDataPath,
+                db.image
+            ));
+            return;
+        };
+        if uid == 0 && mode != Permissions::FsGroup {
+            // Root can write any directory; official images chown it themselves.
+            return;
+        }
+        let sc = &w.pod.security_context;
+        let pod_non_root = sc.run_as_non_root == Some(true);
+        let pod_fs_group = sc.fs_group.0 != crate::model::read::Shape::Absent;
+        let use_fs_group = match mode {
+            Permissions::FsGroup => true,
+            Permissions::InitContainer => false,
+            _ => pod_non_root || self.facts.restricted(),
+        };
+        if use_fs_group {
+            if !pod_fs_group
+                && !self
+                    .plan
+                    .changes
+                    .iter()
+                    .any(|c| matches!(c, Change::FsGroup { .. }))
+            {
+                self.plan.changes.push(Change::FsGroup { gid });
+                self.did(
+                    Rule::EphemeralDataPath,
+                    format!("set the pod's fsGroup to {gid} (OnRootMismatch) so user {uid} can write {path}"),
+                );
+            }
+            return;
+        }
+        if pod_fs_group && !db.is_postgres() && mode == Permissions::Auto {
+            return;
+        }
+        self.init_dirs.push(InitDir {
+            volume: volume.to_string(),
+            sub_path: sub_path.map(str::to_string),
+            path: path.to_string(),
+            owner: format!("{uid}:{gid}"),
+            mode: db.is_postgres().then(|| "0700".to_string()),
+        });
+    }
+
+    fn plan_site(&mut self, si: usize) -> Result<(), Unfixable> {
+        let a = self.a;
+        let site = &a.sites[si];
+        let db = &a.dbs[site.db];
+        let c = db.name();
+        let p = &site.placement;
+        // Every change finds its container by name; one without a name of
+        // its own would be fixed again on every call.
+        if c.is_empty() || self.index.named.get(c).copied().unwrap_or(0) > 1 {
+            return Err(Unfixable::NamelessContainer(c.to_string()));
+        }
+        if db.pgdata_hidden {
+            return Err(Unfixable::HiddenPgdata);
+        }
+        if p.per_pod_sub_path {
+            return Err(Unfixable::PerPodSubPath);
+        }
+        match (&p.backing, &p.mount) {
+            (Backing::EmptyDir | Backing::GenericEphemeral, Some(m))
+                if p.class == StorageClass::Ephemeral =>
+            {
+                let volume = m.volume_name;
+                let writers: Vec<String> = self
+                    .index
+                    .writers
+                    .get(volume)
+                    .into_iter()
+                    .flatten()
+                    .filter(|w| !w.same(&db.container))
+                    .map(|w| w.name().to_string())
+                    .collect();
+                if !writers.is_empty() {
+                    return Err(Unfixable::OtherWriters {
+                        volume: volume.to_string(),
+                        writers,
+                    });
+                }
+                let vol = self.index.volumes.get(volume).copied();
+                let spec = match p.backing {
+                    Backing::GenericEphemeral => {
+                        let t = vol.map(|v| &v.ephemeral.volume_claim_template.spec);
+                        self.claim_spec(
+                            t.and_then(|t| t.resources.requests.storage.as_deref()),
+                            t.and_then(|t| t.storage_class_name.as_deref()),
+                            t.and_then(|t| t.access_modes.items.first())
+                                .and_then(|m| m.as_deref()),
+                        )?
+                    }
+                    _ => self.claim_spec(
+                        vol.and_then(|v| v.empty_dir.size_limit.as_deref()),
+                        None,
+                        None,
+                    )?,
+                };
+                self.back_with_claim(volume, c, spec, true);
+                // Postgres never initialises a file-system root (lost+found).
+                let mut sub_path = m.sub_path.map(str::to_string);
+                let only_mount = self.index.mounts.get(volume).copied() == Some(1);
+                if db.is_postgres()
+                    && sub_path.is_none()
+                    && db.pgdata.as_deref() == Some(m.mount_path)
+                    && only_mount
+                {
+                    sub_path = Some("pgdata".into());
+                    self.plan.changes.push(Change::Mount {
+                        container: c.to_string(),
+                        volume: volume.to_string(),
+                        mount_path: m.mount_path.to_string(),
+                        sub_path: sub_path.clone(),
+                    });
+                }
+                self.permissions(db, volume, sub_path.as_deref(), m.mount_path);
+                Ok(())
+            }
+            (Backing::None, None) => {
+                let target = if site.path.file {
+                    let dir = p
+                        .image_volume
+                        .clone()
+                        .unwrap_or_else(|| parent_dir(&site.path.path));
+                    if image_populated_dir(&dir, db.container.container.working_dir()) {
+                        return Err(Unfixable::ImagePopulatedDir(dir));
+                    }
+                    dir
+                } else if let Some(v) = &p.image_volume {
+                    v.clone()
+                } else {
+                    db.facts
+                        .as_ref()
+                        .and_then(|f| f.mount_path.clone())
+                        .filter(|mp| path_contains(mp, &site.path.path))
+                        .unwrap_or_else(|| site.path.path.clone())
+                };
+                // A claim already mounted where this database kept data in
+                // another layout (postgres 18 against /var/lib/postgresql/data)
+                // may hold that data: the user moves it, not pvc-guard.
+                let family = db.family().unwrap_or("");
+                if let Some(other) = db
+                    .container
+                    .container
+                    .mounts()
+                    .filter_map(|m| m.mount_path.as_deref())
+                    .find(|mp| {
+                        path_contains(&target, mp)
+                            || self
+                                .policy
+                                .catalog
+                                .by_distinctive_path(mp)
+                                .is_some_and(|e| e.family == family)
+                    })
+                {
+                    return Err(Unfixable::OtherLayout {
+                        mount: other.to_string(),
+                        target,
+                    });
+                }
+                let volume = shorten(&format!("pvc-guard-{c}"), 63);
+                let already = self.plan.changes.iter().any(|ch| {
+                    matches!(ch, Change::Mount { container, mount_path, .. }
+                        if container == c && path_contains(mount_path, &target))
+                });
+                if already {
+                    return Ok(());
+                }
+                let same_volume_mounts = self
+                    .plan
+                    .changes
+                    .iter()
+                    .filter(|ch| matches!(ch, Change::Mount { volume: v, .. } if *v == volume))
+                    .count();
+                let sub_path = if db.is_postgres() {
+                    Some("pgdata".to_string())
+                } else if same_volume_mounts > 0 {
+                    Some(shorten(target.trim_start_matches('/'), 63))
+                } else {
+                    None
+                };
+                if same_volume_mounts == 0 {
+                    let spec = self.claim_spec(None, None, None)?;
+                    self.back_with_claim(&volume, c, spec, false);
+                }
+                self.did(
+                    Rule::EphemeralDataPath,
+                    format!("mounted it in container {c:?} at {target}"),
+                );
+                self.plan.changes.push(Change::Mount {
+                    container: c.to_string(),
+                    volume: volume.clone(),
+                    mount_path: target.clone(),
+                    sub_path: sub_path.clone(),
+                });
+                self.permissions(db, &volume, sub_path.as_deref(), &target);
+                Ok(())
+            }
+            (_, Some(m)) => Err(Unfixable::LandsElsewhere {
+                mount: m.mount_path.to_string(),
+            }),
+            _ => Err(Unfixable::CannotTell),
+        }
+    }
+}

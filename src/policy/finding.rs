@@ -1,0 +1,656 @@
+//! Rule ids, severities and findings. A finding carries what the rule found
+//! as data ([`Detail`]); its words are rendered only when someone reads
+//! them (a denial, a warning, a report), so the many requests that are
+//! allowed never build a message. Every rule id appears here once, in
+//! [`Rule::id`].
+
+use std::fmt;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    /// A data path on the writable layer, an unmatched image VOLUME or an
+    /// ephemeral volume.
+    EphemeralDataPath,
+    /// A data path on configMap, secret, downwardAPI, projected or image volumes.
+    ConfigVolumeDataPath,
+    /// A data path on hostPath: it stays on one node.
+    NodeLocalDataPath,
+    /// A data path on an inline CSI volume of an unknown driver.
+    UnknownStorage,
+    /// A data path mounted readOnly.
+    ReadOnlyDataPath,
+    /// One claim at a database data path used by several pods at once.
+    SharedClaimReplicas,
+    /// A Deployment with a claim at a data path and the RollingUpdate strategy.
+    RollingUpdateClaim,
+    /// Postgres PGDATA is the root of a claim's mount (lost+found).
+    PgdataMountRoot,
+    /// A database in a Deployment: the StatefulSet hint.
+    DatabaseInDeployment,
+    /// A data path that cannot be placed.
+    UnresolvedDataPath,
+    /// A SQLite file mounted by itself; its journal lands on the writable layer.
+    SqliteFileMount,
+    /// A `pvc-guard.io/allow-ephemeral` opt-out that is not accepted.
+    InvalidOptOut,
+    /// A `pvc-guard.io/claim-*` (or other) annotation with a value pvc-guard refuses.
+    InvalidAnnotation,
+    /// The object holds more than pvc-guard judges (containers, volumes, ...).
+    LimitExceeded,
+    /// A workload references a claim the cluster does not have.
+    MissingClaim,
+    /// An autoscaler can scale a Deployment with a claim at a data path.
+    AutoscaledClaim,
+    /// `audit` only: a claim whose StorageClass deletes the volume with it.
+    ReclaimPolicyDelete,
+    /// `audit` only: a StatefulSet whose retention policy deletes its claims.
+    ClaimRetentionDelete,
+}
+
+impl Rule {
+    pub fn id(self) -> &'static str {
+        match self {
+            Rule::EphemeralDataPath => "ephemeral-data-path",
+            Rule::ConfigVolumeDataPath => "config-volume-data-path",
+            Rule::NodeLocalDataPath => "node-local-data-path",
+            Rule::UnknownStorage => "unknown-storage",
+            Rule::ReadOnlyDataPath => "read-only-data-path",
+            Rule::SharedClaimReplicas => "shared-claim-replicas",
+            Rule::RollingUpdateClaim => "rolling-update-claim",
+            Rule::PgdataMountRoot => "pgdata-mount-root",
+            Rule::DatabaseInDeployment => "database-in-deployment",
+            Rule::UnresolvedDataPath => "unresolved-data-path",
+            Rule::SqliteFileMount => "sqlite-file-mount",
+            Rule::InvalidOptOut => "invalid-opt-out",
+            Rule::InvalidAnnotation => "invalid-annotation",
+            Rule::LimitExceeded => "limit-exceeded",
+            Rule::MissingClaim => "missing-claim",
+            Rule::AutoscaledClaim => "autoscaled-claim",
+            Rule::ReclaimPolicyDelete => "reclaim-policy-delete",
+            Rule::ClaimRetentionDelete => "claim-retention-delete",
+        }
+    }
+
+    /// One line on what the rule guards against, for SARIF rule metadata.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Rule::EphemeralDataPath => "A database data path on storage that dies with the pod",
+            Rule::ConfigVolumeDataPath => "A database data path on a read-only source volume",
+            Rule::NodeLocalDataPath => "A database data path on node-local storage",
+            Rule::UnknownStorage => "A database data path on a CSI volume of unknown lifetime",
+            Rule::ReadOnlyDataPath => "A database data path mounted readOnly",
+            Rule::SharedClaimReplicas => "One claim at a data path used by several pods at once",
+            Rule::RollingUpdateClaim => "A Deployment with a claim at a data path rolls updates",
+            Rule::PgdataMountRoot => "Postgres PGDATA at the root of a claim's mount",
+            Rule::DatabaseInDeployment => "A database in a Deployment rather than a StatefulSet",
+            Rule::UnresolvedDataPath => "A data path pvc-guard cannot place",
+            Rule::SqliteFileMount => "A SQLite file mounted by itself",
+            Rule::InvalidOptOut => "An allow-ephemeral opt-out that is not accepted",
+            Rule::InvalidAnnotation => "A pvc-guard annotation with a value pvc-guard refuses",
+            Rule::LimitExceeded => "An object larger than pvc-guard judges",
+            Rule::MissingClaim => "A workload references a claim that does not exist",
+            Rule::AutoscaledClaim => "An autoscaler can scale a database Deployment with a claim",
+            Rule::ReclaimPolicyDelete => "A claim whose StorageClass deletes the volume with it",
+            Rule::ClaimRetentionDelete => "A StatefulSet whose claims are deleted with it",
+        }
+    }
+
+    pub const ALL: [Rule; 18] = [
+        Rule::EphemeralDataPath,
+        Rule::ConfigVolumeDataPath,
+        Rule::NodeLocalDataPath,
+        Rule::UnknownStorage,
+        Rule::ReadOnlyDataPath,
+        Rule::SharedClaimReplicas,
+        Rule::RollingUpdateClaim,
+        Rule::PgdataMountRoot,
+        Rule::DatabaseInDeployment,
+        Rule::UnresolvedDataPath,
+        Rule::SqliteFileMount,
+        Rule::InvalidOptOut,
+        Rule::InvalidAnnotation,
+        Rule::LimitExceeded,
+        Rule::MissingClaim,
+        Rule::AutoscaledClaim,
+        Rule::ReclaimPolicyDelete,
+        Rule::ClaimRetentionDelete,
+    ];
+
+    pub fn from_id(id: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.id() == id)
+    }
+
+    /// Does `pvc-guard.io/allow-ephemeral` cover it?
+    pub fn opt_out_covers(self) -> bool {
+        matches!(self, Rule::EphemeralDataPath | Rule::ConfigVolumeDataPath)
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    Warn,
+    Deny,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warn => "warn",
+            Severity::Deny => "deny",
+        }
+    }
+}
+
+impl Serialize for Severity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// What happens to the data at a site, in the words of a finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum What {
+    WritableLayer,
+    ImageVolume(String),
+    ImageVolumeOver {
+        volume: String,
+        mount: String,
+    },
+    /// On an ephemeral volume whose `subPathExpr` names the pod.
+    PerPodSubPath(String),
+    Ephemeral(String),
+    ReadOnlySource(String),
+    NodeLocal(String),
+    UnknownLifetime(String),
+    FileMount,
+    ReadOnlyMount,
+    SharedClaim {
+        claim: String,
+        how: Sharing,
+    },
+    MissingClaim(String),
+    Autoscaled {
+        claim: String,
+        autoscaler: String,
+        max_replicas: i32,
+    },
+    RollingUpdate(String),
+    PgdataRoot,
+}
+
+/// How several pods come to share one claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sharing {
+    Replicas(i64),
+    EveryNode,
+    Parallelism(i64),
+    OverlappingRuns,
+}
+
+impl fmt::Display for Sharing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sharing::Replicas(n) => write!(f, "{n} replicas"),
+            Sharing::EveryNode => f.write_str("a pod on every node"),
+            Sharing::Parallelism(n) => write!(f, "parallelism {n}"),
+            Sharing::OverlappingRuns => f.write_str("concurrencyPolicy Allow (runs may overlap)"),
+        }
+    }
+}
+
+impl fmt::Display for What {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            What::WritableLayer => f.write_str(
+                "on the container's writable layer: the data is lost whenever the pod restarts",
+            ),
+            What::ImageVolume(v) => write!(
+                f,
+                "in the image's VOLUME {v}, which the container runtime gives a fresh directory for every container: the data is lost whenever the container is recreated"
+            ),
+            What::ImageVolumeOver { volume, mount } => write!(
+                f,
+                "in the image's VOLUME {volume}: the container runtime mounts a fresh per-container directory there, over the mount at {mount}: the data is lost whenever the container is recreated"
+            ),
+            What::PerPodSubPath(d) => write!(
+                f,
+                "on {d} with a subPathExpr naming the pod: every new pod starts with an empty directory"
+            ),
+            What::Ephemeral(d) => write!(
+                f,
+                "on {d}: the data is lost whenever the pod is deleted, evicted or rescheduled"
+            ),
+            What::ReadOnlySource(d) => write!(
+                f,
+                "on {d}, a read-only source the kubelet rewrites: writes fail or vanish"
+            ),
+            What::NodeLocal(d) => write!(
+                f,
+                "on {d}: the data stays on one node and a pod scheduled elsewhere starts empty"
+            ),
+            What::UnknownLifetime(d) => {
+                write!(f, "on {d}, whose lifetime pvc-guard does not know")
+            }
+            What::FileMount => f.write_str(
+                "as a single-file mount: SQLite's -wal and -shm journal files land beside it on the container's writable layer and are lost on restart",
+            ),
+            What::ReadOnlyMount => {
+                f.write_str("on a readOnly mount: the database cannot write its data")
+            }
+            What::SharedClaim { claim, how } => write!(
+                f,
+                "on claim {claim:?} shared by {how}: several database processes would use one data directory, or pods hang on Multi-Attach"
+            ),
+            What::MissingClaim(claim) => write!(
+                f,
+                "on claim {claim:?}, which pvc-guard's cache of the namespace does not hold: a pod stays Pending until the claim exists"
+            ),
+            What::Autoscaled {
+                claim,
+                autoscaler,
+                max_replicas,
+            } => write!(
+                f,
+                "on claim {claim:?} that HorizontalPodAutoscaler {autoscaler:?} can scale to {max_replicas} replicas through /scale (which admission never sees): the replicas would share one data directory"
+            ),
+            What::RollingUpdate(claim) => write!(
+                f,
+                "on claim {claim:?} with the RollingUpdate strategy: during a rollout the new pod hangs on Multi-Attach, or two database processes share one data directory"
+            ),
+            What::PgdataRoot => f.write_str(
+                "as PGDATA at the root of the claim's mount: a fresh volume holds lost+found there and initdb refuses a non-empty directory",
+            ),
+        }
+    }
+}
+
+/// How to fix a site, in the words of a finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fix {
+    /// Move a database file out of a directory the image populates.
+    MoveFile {
+        dir: String,
+    },
+    MountExactly {
+        target: String,
+    },
+    ReplaceVolume {
+        volume: String,
+    },
+    MountClaim {
+        target: String,
+    },
+    MountClaimAt {
+        target: String,
+    },
+    UseClaimOrLocal,
+    UseClaimOrDeclareDriver,
+    MountDirectory,
+    RemoveReadOnly,
+    ForbidOverlap,
+    TemplatePerReplica {
+        claim: String,
+    },
+    OneReplica,
+    CreateClaim {
+        claim: String,
+    },
+    LimitAutoscaler,
+    Recreate,
+    SubPath {
+        path: String,
+    },
+}
+
+impl fmt::Display for Fix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fix::MoveFile { dir } => write!(
+                f,
+                "Move the database file into a directory of its own (not {dir}, which the image populates) and mount a PersistentVolumeClaim there"
+            ),
+            Fix::MountExactly { target } => write!(
+                f,
+                "Mount a PersistentVolumeClaim at exactly {target} (pvc-guard fix shows how)"
+            ),
+            Fix::ReplaceVolume { volume } => write!(
+                f,
+                "Replace volume {volume:?} with a PersistentVolumeClaim (pvc-guard fix shows how)"
+            ),
+            Fix::MountClaim { target } => write!(
+                f,
+                "Mount a PersistentVolumeClaim at {target} (pvc-guard fix shows how)"
+            ),
+            Fix::MountClaimAt { target } => {
+                write!(f, "Mount a PersistentVolumeClaim at {target}")
+            }
+            Fix::UseClaimOrLocal => f.write_str(
+                "Use a PersistentVolumeClaim (a local PersistentVolume if node-local storage is intended)",
+            ),
+            Fix::UseClaimOrDeclareDriver => f.write_str(
+                "Use a PersistentVolumeClaim, or add the CSI driver to csiDrivers in the pvc-guard config",
+            ),
+            Fix::MountDirectory => {
+                f.write_str("Mount the directory that holds the database file instead")
+            }
+            Fix::RemoveReadOnly => f.write_str("Remove readOnly from that volumeMount"),
+            Fix::ForbidOverlap => f.write_str("Set spec.concurrencyPolicy: Forbid"),
+            Fix::TemplatePerReplica { claim } => write!(
+                f,
+                "Move claim {claim:?} into volumeClaimTemplates so each replica gets its own"
+            ),
+            Fix::OneReplica => f.write_str(
+                "Run one replica, or a StatefulSet with volumeClaimTemplates (pvc-guard convert)",
+            ),
+            Fix::CreateClaim { claim } => write!(
+                f,
+                "Create the PersistentVolumeClaim {claim:?} (pvc-guard fix prints one), or run pvc-guard with --create-claims"
+            ),
+            Fix::LimitAutoscaler => f.write_str(
+                "Set the autoscaler's maxReplicas to 1, or run the database as a StatefulSet",
+            ),
+            Fix::Recreate => f.write_str("Set spec.strategy.type: Recreate"),
+            Fix::SubPath { path } => write!(
+                f,
+                "Mount the claim with subPath: pgdata, or set PGDATA to {path}/pgdata"
+            ),
+        }
+    }
+}
+
+/// What a finding says, as data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detail {
+    /// A data path of a container: what happens to it and how to fix it.
+    Site {
+        who: String,
+        image: String,
+        what: What,
+        fix: Fix,
+        /// PGDATA comes from envFrom or valueFrom: pvc-guard cannot fix it.
+        pgdata_hidden: bool,
+        /// Named only by generateName: pvc-guard cannot give it a claim.
+        generate_name: bool,
+        /// Ephemeral storage that the opt-out annotation could accept.
+        opt_out_hint: bool,
+        /// The catalog entry of a cache-like image: only a warning.
+        cache: Option<String>,
+    },
+    /// A data path that cannot be placed, and why.
+    Unresolved {
+        who: String,
+        image: String,
+        why: super::detect::Why,
+    },
+    DatabaseInDeployment {
+        who: String,
+        image: String,
+        family: String,
+    },
+    /// An opt-out that is not accepted.
+    OptOut { who: String, why: OptOutRefusal },
+    LimitExceeded {
+        who: String,
+        what: &'static str,
+        count: usize,
+        cap: usize,
+    },
+    InvalidAnnotation {
+        who: String,
+        key: &'static str,
+        value: String,
+        expected: String,
+    },
+    /// Words written by the caller (audit's object-level findings).
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptOutRefusal {
+    NoReason,
+    NamespaceNotAllowed(String),
+}
+
+impl fmt::Display for OptOutRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OptOutRefusal::NoReason => write!(
+                f,
+                "{} needs a reason (\"<why this data may be lost>\"); the opt-out is ignored",
+                crate::record::ALLOW_EPHEMERAL_ANNOTATION
+            ),
+            OptOutRefusal::NamespaceNotAllowed(ns) => write!(
+                f,
+                "opt-outs are not allowed in namespace {ns:?} by the pvc-guard config; the opt-out is ignored"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for super::detect::Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use super::detect::Why;
+        match self {
+            Why::RelativeSqlite { path } => write!(
+                f,
+                "the SQLite path {path:?} is relative and the container sets no workingDir, so where it lands depends on the image"
+            ),
+            Why::UnexpandedSqlite { path } => write!(
+                f,
+                "the SQLite path {path:?} starts with a variable the kubelet expands, so where it lands is unknown; annotate the workload with {}",
+                crate::record::DATA_PATHS_ANNOTATION
+            ),
+            Why::ClientEnv { var, family } => write!(
+                f,
+                "{var} suggests a {family} server built on the official image, but clients set it too; if this container runs {family}, annotate the workload with {}",
+                crate::record::DATA_PATHS_ANNOTATION
+            ),
+            Why::Digest { image, layout } => write!(
+                f,
+                "the image {image} is pinned by digest only, so its postgres version cannot be read; the newest layout ({layout}) is assumed"
+            ),
+        }
+    }
+}
+
+/// One finding: a rule broken by one container at one path.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub rule: Rule,
+    pub severity: Severity,
+    pub container: String,
+    pub path: String,
+    pub detail: Detail,
+    /// UPDATE: the old object had it too, so it is allowed.
+    pub inherited: bool,
+    /// Which placed data path (index into the assessment's sites) it is about.
+    pub site: Option<usize>,
+}
+
+/// The API server truncates long warnings; keep each well under its limit.
+pub const WARNING_LIMIT: usize = 240;
+
+impl Finding {
+    /// A finding about a whole object rather than one container's path.
+    pub fn about_object(rule: Rule, path: &str, message: String) -> Finding {
+        Finding {
+            rule,
+            severity: Severity::Warn,
+            container: String::new(),
+            path: path.to_string(),
+            detail: Detail::Text(message),
+            inherited: false,
+            site: None,
+        }
+    }
+
+    /// Findings are the same violation when rule, container and path match
+    /// (so reordering containers is not a new violation).
+    pub fn key(&self) -> (Rule, &str, &str) {
+        (self.rule, &self.container, &self.path)
+    }
+
+    /// The full text: what happens to the data and how to fix it.
+    pub fn message(&self) -> String {
+        let rule = self.rule;
+        let c = &self.container;
+        let path = &self.path;
+        match &self.detail {
+            Detail::Site {
+                who,
+                image,
+                what,
+                fix,
+                pgdata_hidden,
+                generate_name,
+                opt_out_hint,
+                cache,
+            } => {
+                let mut m = format!(
+                    "[{rule}] {who} container {c:?} ({image}) keeps {path} {what}. {}.",
+                    fix_text(fix, *pgdata_hidden, *generate_name)
+                );
+                if *opt_out_hint {
+                    m.push_str(&format!(
+                        " Or annotate the workload with {}: \"<reason>\".",
+                        crate::record::ALLOW_EPHEMERAL_ANNOTATION
+                    ));
+                }
+                if let Some(entry) = cache {
+                    m.push_str(&format!(
+                        " A warning only: {entry} is a cache by default; annotate {} if it holds data you need.",
+                        crate::record::DATA_PATHS_ANNOTATION
+                    ));
+                }
+                m
+            }
+            Detail::Unresolved { who, image, why } => {
+                format!("[{rule}] {who} container {c:?} ({image}): {why}.")
+            }
+            Detail::DatabaseInDeployment { who, image, family } => format!(
+                "[{rule}] {who} container {c:?} ({image}) runs {family} in a Deployment. A StatefulSet gives each replica its own claim and a stable identity; `pvc-guard convert -f <file>` prints one."
+            ),
+            Detail::OptOut { who, why } => format!("[{rule}] {who}: {why}"),
+            Detail::LimitExceeded {
+                who,
+                what,
+                count,
+                cap,
+            } => format!(
+                "[{rule}] {who} has {count} {what}; pvc-guard judges objects of at most {cap}, so it denies this one rather than let it pass unjudged."
+            ),
+            Detail::InvalidAnnotation {
+                who,
+                key,
+                value,
+                expected,
+            } => format!(
+                "[{rule}] {who}: annotation {key}: {:?} is refused: {expected}.",
+                truncate(value, 64)
+            ),
+            Detail::Text(message) => message.clone(),
+        }
+    }
+
+    /// The one-line warning kubectl prints.
+    pub fn short(&self) -> String {
+        let rule = self.rule;
+        let c = &self.container;
+        let path = &self.path;
+        let mut s = match &self.detail {
+            Detail::Site {
+                what,
+                fix,
+                pgdata_hidden,
+                generate_name,
+                ..
+            } => {
+                let what = what.to_string();
+                let fix = fix_text(fix, *pgdata_hidden, *generate_name);
+                format!(
+                    "[{rule}] container {c:?} keeps {path} {}; {}",
+                    first_clause(&what),
+                    lower_first(&fix)
+                )
+            }
+            Detail::Unresolved { why, .. } => format!("[{rule}] container {c:?}: {why}"),
+            Detail::DatabaseInDeployment { family, .. } => format!(
+                "[{rule}] container {c:?} runs {family} in a Deployment; a StatefulSet fits better (pvc-guard convert)"
+            ),
+            Detail::OptOut { why, .. } => format!("[{rule}] {why}"),
+            Detail::LimitExceeded {
+                what, count, cap, ..
+            } => format!("[{rule}] {count} {what}, more than the {cap} pvc-guard judges"),
+            Detail::InvalidAnnotation { key, expected, .. } => {
+                format!("[{rule}] {key}: {expected}")
+            }
+            Detail::Text(message) => truncate(message, WARNING_LIMIT),
+        };
+        if self.inherited {
+            s.push_str(" (it was there before this update, so it is allowed)");
+        }
+        s
+    }
+
+    pub fn warning(&self) -> String {
+        truncate(&self.short(), WARNING_LIMIT)
+    }
+}
+
+/// The fix, with what stops pvc-guard from making it itself.
+fn fix_text(fix: &Fix, pgdata_hidden: bool, generate_name: bool) -> String {
+    let mut text = fix.to_string();
+    if generate_name && let Some(stem) = text.strip_suffix(" (pvc-guard fix shows how)") {
+        text = format!(
+            "{stem}; pvc-guard does not add one because the object is named only by generateName, so no claim name would be its alone"
+        );
+    }
+    if pgdata_hidden {
+        text.push_str("; PGDATA comes from envFrom or valueFrom, so pvc-guard cannot fix it: set PGDATA in env");
+    }
+    text
+}
+
+fn first_clause(s: &str) -> &str {
+    s.split([':', ',']).next().unwrap_or(s).trim_end()
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+pub fn truncate(s: &str, limit: usize) -> String {
+    if s.len() <= limit {
+        return s.to_string();
+    }
+    let mut end = limit - 3;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+impl Serialize for Finding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Finding", 5)?;
+        st.serialize_field("rule", self.rule.id())?;
+        st.serialize_field("severity", &self.severity)?;
+        st.serialize_field("container", &self.container)?;
+        st.serialize_field("path", &self.path)?;
+        st.serialize_field("message", &self.message())?;
+        st.end()
+    }
+}
