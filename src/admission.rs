@@ -469,10 +469,13 @@ pub fn judge(
             }
         }
     }
+    // An answer lists a bounded number of findings, the denials first.
+    let omitted = findings.len().saturating_sub(limits::FINDINGS);
+    findings.truncate(limits::FINDINGS);
     Some(Judgement {
         findings,
         mode,
-        omitted: a.omitted,
+        omitted,
     })
 }
 

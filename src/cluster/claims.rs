@@ -19,8 +19,8 @@ use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use tracing::{error, info, warn};
 
+use super::metrics::{ClusterMetrics, ResourceLabels};
 use crate::record::{CREATED_FOR_ANNOTATION, ClaimSpec, MUTATED_ANNOTATION, Record};
-use crate::server::metrics::{ClusterMetrics, ResourceLabels};
 
 /// The Lease two replicas compete for, in the webhook's namespace.
 pub const LEASE_NAME: &str = "pvc-guard-claim-controller";

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod claims;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -24,7 +25,7 @@ use tracing::{error, info, warn};
 use crate::model::Workload;
 use crate::policy::{Autoscaler, ClaimFacts, ClusterFacts};
 use crate::record::CREATED_FOR_ANNOTATION;
-use crate::server::metrics::{ClusterMetrics, ResourceLabels};
+use metrics::{ClusterMetrics, ResourceLabels};
 
 /// Reflector caches of what the policy asks about.
 #[derive(Clone)]

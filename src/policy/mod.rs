@@ -127,9 +127,9 @@ pub struct Assessment<'w, 'c> {
     pub dbs: Vec<DbContainer<'w, 'c>>,
     pub sites: Vec<Site<'w>>,
     /// Sorted (deny first, then by rule, container and path), one per key.
+    /// All of them: the mutation fixes every one it can; answers list at
+    /// most [`limits::FINDINGS`].
     pub findings: Vec<Finding>,
-    /// Findings beyond [`limits::FINDINGS`], counted but not kept.
-    pub omitted: usize,
     /// The accepted `pvc-guard.io/allow-ephemeral` reason, if any.
     pub opted_out: Option<String>,
 }
@@ -159,7 +159,6 @@ impl Policy {
             dbs: Vec::new(),
             sites: Vec::new(),
             findings: Vec::new(),
-            omitted: 0,
             opted_out: None,
         };
         let entries = detect::data_path_entry_count(workload);
@@ -248,10 +247,6 @@ impl Policy {
             ))
         });
         findings.dedup_by(|x, y| x.key() == y.key());
-        if findings.len() > limits::FINDINGS {
-            a.omitted = findings.len() - limits::FINDINGS;
-            findings.truncate(limits::FINDINGS);
-        }
         a.findings = findings;
         a
     }

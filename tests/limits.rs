@@ -1,0 +1,197 @@
+//! Hard caps and linear cost, over HTTPS against the real binary. Every
+//! count an object can grow (containers, volumes, mounts, data-path
+//! entries, findings, message bytes) has a cap; beyond it the answer is a
+//! denial that names the cap, never a hang. The three inputs that used to
+//! take seconds to minutes (tens of thousands of volumes, thousands of
+//! postgres containers, a data-paths annotation of 20,000 entries over
+//! 4,000 mounts) are answered here; benches/core.rs measures how fast.
+//! Time is never asserted: these tests check the answers.
+
+mod common;
+
+use common::{Server, allowed, patch_of, post, warnings};
+use serde_json::{Value, json};
+
+fn review(object: Value, operation: &str) -> Value {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "limits", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+        "name": "big", "namespace": "shop", "operation": operation,
+        "userInfo": {"username": "admin", "groups": ["system:masters"]},
+        "object": object}})
+}
+
+fn deployment(containers: Vec<Value>, volumes: Vec<Value>, annotations: Value) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "big", "namespace": "shop", "annotations": annotations},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": containers, "volumes": volumes}}}})
+}
+
+fn message(answer: &Value) -> &str {
+    answer
+        .pointer("/response/status/message")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// Sends `object` to both endpoints; returns (validate, mutate) answers.
+async fn judge(server: &Server, object: Value) -> (Value, Value) {
+    let client = server.client(true);
+    let body = review(object, "CREATE");
+    let (s1, validate) = post(&client, &server.url("/validate"), &body).await;
+    let (s2, mutate) = post(&client, &server.url("/mutate"), &body).await;
+    assert_eq!((s1, s2), (200, 200), "{validate} {mutate}");
+    (validate, mutate)
+}
+
+fn postgres(i: usize) -> Value {
+    json!({"name": format!("pg-{i}"), "image": "postgres:16"})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_inputs_that_used_to_take_minutes_are_answered_with_the_cap_they_exceed() {
+    let server = Server::start(&["--max-body-bytes", "8388608"]);
+    // 40,000 unused emptyDir volumes beside one postgres.
+    let volumes: Vec<Value> = (0..40_000)
+        .map(|i| json!({"name": format!("v{i}"), "emptyDir": {}}))
+        .collect();
+    let (v, m) = judge(&server, deployment(vec![postgres(0)], volumes, json!({}))).await;
+    assert_eq!(allowed(&v), Some(false));
+    assert!(message(&v).starts_with("[limit-exceeded]"), "{v}");
+    assert!(message(&v).contains("40000 volumes") && message(&v).contains("1024"));
+    assert!(
+        patch_of(&m).is_none(),
+        "nothing is fixed on an object not judged"
+    );
+    // 4,000 postgres containers.
+    let containers: Vec<Value> = (0..4_000).map(postgres).collect();
+    let (v, _) = judge(&server, deployment(containers, vec![], json!({}))).await;
+    assert!(
+        message(&v).contains("4000 containers and init containers"),
+        "{v}"
+    );
+    // A data-paths annotation of 20,000 entries over 4,000 mounts.
+    let mounts: Vec<Value> = (0..4_000)
+        .map(|i| json!({"name": "d", "mountPath": format!("/data/{i}")}))
+        .collect();
+    let entries: Vec<String> = (0..20_000)
+        .map(|i| format!("/data/{}", i % 4_000))
+        .collect();
+    let containers = vec![json!({"name": "app", "image": "example/app:1", "volumeMounts": mounts})];
+    let (v, _) = judge(
+        &server,
+        deployment(
+            containers,
+            vec![json!({"name": "d", "emptyDir": {}})],
+            json!({"pvc-guard.io/data-paths": entries.join(";")}),
+        ),
+    )
+    .await;
+    assert!(message(&v).starts_with("[limit-exceeded]"), "{v}");
+    assert!(
+        message(&v).contains("4000 volume mounts in one container"),
+        "the first cap exceeded is named: {v}"
+    );
+    // The server is still answering at once.
+    let (small, _) = judge(&server, deployment(vec![postgres(0)], vec![], json!({}))).await;
+    assert!(
+        message(&small).starts_with("[ephemeral-data-path]"),
+        "{small}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_cap_is_a_denial_that_names_it_and_just_below_it_the_object_is_judged() {
+    let server = Server::start(&["--max-body-bytes", "8388608"]);
+    let mount = |i: usize| json!({"name": "d", "mountPath": format!("/m/{i}")});
+    let app = |mounts: Vec<Value>| json!({"name": "app", "image": "example/app:1", "volumeMounts": mounts});
+    let d = || vec![json!({"name": "d", "emptyDir": {}})];
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "containers",
+            deployment((0..257).map(postgres).collect(), vec![], json!({})),
+            "257 containers and init containers",
+        ),
+        (
+            "volumes",
+            deployment(
+                vec![postgres(0)],
+                (0..1025)
+                    .map(|i| json!({"name": format!("v{i}"), "emptyDir": {}}))
+                    .collect(),
+                json!({}),
+            ),
+            "1025 volumes",
+        ),
+        (
+            "mounts in one container",
+            deployment(vec![app((0..1025).map(mount).collect())], d(), json!({})),
+            "1025 volume mounts in one container",
+        ),
+        (
+            "mounts",
+            deployment(
+                (0..5)
+                    .map(|c| {
+                        let mut a = app((0..900).map(mount).collect());
+                        a["name"] = json!(format!("app-{c}"));
+                        a
+                    })
+                    .collect(),
+                d(),
+                json!({}),
+            ),
+            "4500 volume mounts",
+        ),
+        (
+            "data-path entries",
+            deployment(
+                vec![app(vec![])],
+                d(),
+                json!({"pvc-guard.io/data-paths": (0..257).map(|i| format!("/d/{i}")).collect::<Vec<_>>().join(";")}),
+            ),
+            "257 entries in the pvc-guard.io/data-paths annotation",
+        ),
+    ];
+    for (what, object, named) in cases {
+        let (v, m) = judge(&server, object).await;
+        assert_eq!(allowed(&v), Some(false), "{what}: {v}");
+        assert!(message(&v).contains(named), "{what}: {v}");
+        assert!(patch_of(&m).is_none(), "{what}");
+    }
+    // At the caps themselves the object is judged and fixed as usual.
+    let at_cap = deployment(
+        (0..256).map(postgres).collect(),
+        (0..1024)
+            .map(|i| json!({"name": format!("v{i}"), "emptyDir": {}}))
+            .collect(),
+        json!({}),
+    );
+    let (v, m) = judge(&server, at_cap).await;
+    assert!(message(&v).starts_with("[ephemeral-data-path]"), "{v}");
+    assert!(!message(&v).contains("limit-exceeded"));
+    let patch = patch_of(&m).expect("a fix");
+    assert!(patch.0.len() > 256, "every container gets its claim: {m}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn findings_and_the_denial_message_are_capped_and_say_how_many_were_left_out() {
+    let server = Server::start(&[]);
+    // 150 SQLite files on the writable layer: 150 findings.
+    let env: Vec<Value> = (0..150)
+        .map(|i| json!({"name": format!("DB{i}"), "value": format!("/var/data/store-{i:03}/app.db")}))
+        .collect();
+    let container = json!({"name": "app", "image": "example/app:1", "env": env});
+    let (v, _) = judge(&server, deployment(vec![container], vec![], json!({}))).await;
+    let m = message(&v);
+    assert_eq!(allowed(&v), Some(false));
+    assert!(m.len() <= 32 * 1024, "{} bytes", m.len());
+    let listed = m.matches("[ephemeral-data-path]").count();
+    assert!((50..=100).contains(&listed), "{listed} listed");
+    assert!(
+        m.ends_with("...") || m.contains("and 50 more findings"),
+        "the message says it is not the whole list: {}",
+        &m[m.len() - 200..]
+    );
+    assert!(warnings(&v).len() <= 100);
+}
