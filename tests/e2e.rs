@@ -589,3 +589,298 @@ fn an_owned_pod_written_by_a_user_is_judged_in_full() {
         "{run}"
     );
 }
+
+#[test]
+fn failure_policies_fail_closed_for_validation_and_open_for_mutation() {
+    let Some(mut t) = Scenario::start("failure", &[("apps", &[])]) else {
+        return;
+    };
+    let ns = t.ns("apps");
+    t.webhook.stop();
+    let down = t.kubectl_stdin(
+        &["create", "-f", "-"],
+        &postgres_no_volume(&ns, "orders-db"),
+    );
+    assert_eq!(down.code, 1, "{down}");
+    // The mutating webhook is called first; had its failure not been
+    // ignored, the error would name it.
+    assert!(
+        down.stderr
+            .contains("failed calling webhook \"validate.pvc-guard.io\""),
+        "{down}"
+    );
+    assert!(!down.stderr.contains("mutate.pvc-guard.io"), "{down}");
+    let stored = t.kubectl(&["get", "deployment", "orders-db", "-n", &ns]);
+    assert_eq!(stored.code, 1, "nothing was stored: {stored}");
+
+    t.webhook.restart();
+    t.kubectl_stdin(
+        &["create", "-f", "-"],
+        &postgres_no_volume(&ns, "orders-db"),
+    )
+    .ok("create once pvc-guard is back");
+    assert_eq!(
+        claim_at(
+            &get(&t, "deployment", &ns, "orders-db"),
+            "/var/lib/postgresql/data"
+        )
+        .as_deref(),
+        Some("orders-db-postgres-data")
+    );
+}
+
+/// The PEM certificates in `pem`, in order.
+fn certificates(pem: &str) -> Vec<String> {
+    pem.split_inclusive("-----END CERTIFICATE-----")
+        .filter_map(|c| c.find("-----BEGIN").map(|i| c[i..].to_string()))
+        .collect()
+}
+
+#[test]
+fn certificate_rotation_fails_no_request() {
+    let Some(install) = envtest::install::install() else {
+        return;
+    };
+    let layout = envtest::install::Layout::new(install.cp);
+    let old_docs = layout.render(install.cp);
+    let mut t = Scenario::start_with(
+        install,
+        "rotation",
+        &[
+            ("apps", &[]),
+            ("canary", &[(envtest::TEST_LABEL, "rotation-canary")]),
+        ],
+        old_docs.clone(),
+    );
+    let ns = t.ns("apps");
+    let old_ca = envtest::install::ca_bundle(&old_docs);
+
+    // Creates through the API server, both webhooks checked on each: a
+    // mutating call that failed would be ignored, so the fix must be there.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let results = std::sync::Arc::new(std::sync::Mutex::new((0usize, Vec::<String>::new())));
+    let looping = {
+        let (stop, results, cp, ns) = (stop.clone(), results.clone(), t.cp, ns.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let run = cp.kubectl_stdin(
+                    &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+                    &postgres_no_volume(&ns, &format!("db-{n}")),
+                );
+                let fixed = run.code == 0
+                    && serde_json::from_str::<Value>(&run.stdout).is_ok_and(|o| {
+                        o.pointer("/metadata/annotations/pvc-guard.io~1mutated")
+                            .is_some()
+                    });
+                let mut r = results.lock().unwrap();
+                if fixed {
+                    r.0 += 1;
+                } else {
+                    r.1.push(run.to_string());
+                }
+            }
+        })
+    };
+    // A failed create ends the test at once rather than at a deadline.
+    let no_failures = || {
+        let r = results.lock().unwrap();
+        assert!(r.1.is_empty(), "creates failed: {:#?}", r.1);
+    };
+    let passed = |more: usize| {
+        let target = results.lock().unwrap().0 + more;
+        envtest::eventually(&format!("{more} more creates pass"), || {
+            no_failures();
+            let r = results.lock().unwrap();
+            if r.0 >= target {
+                Ok(())
+            } else {
+                Err(format!("{} passed, failures: {:?}", r.0, r.1))
+            }
+        });
+    };
+    passed(3);
+
+    // pvc-guard certs --force, then the overlay applied: the bundle trusts
+    // the new CA and the old one, while the server still serves the old
+    // certificate.
+    layout.certs(true);
+    let new_docs = layout.render(install.cp);
+    let bundle = certificates(&envtest::install::ca_bundle(&new_docs));
+    assert_eq!(bundle.len(), 2, "{bundle:?}");
+    assert_eq!(
+        bundle[1],
+        certificates(&old_ca)[0],
+        "the previous CA follows the new one"
+    );
+    t.register(&new_docs, "rotation");
+    // A canary registered after the new bundle, with a rule set of its own
+    // namespace: once the API server calls it, it has read the new bundle
+    // too (each kind's configurations arrive in the order they were written).
+    t.register(&new_docs, "rotation-canary");
+    let canary = t.ns("canary");
+    envtest::eventually("the API server calls the canary configurations", || {
+        no_failures();
+        let run = t.kubectl_stdin(
+            &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+            &postgres_no_volume(&canary, "canary"),
+        );
+        let daemonset = t.kubectl_stdin(
+            &["create", "--dry-run=server", "-f", "-"],
+            &postgres_daemonset(&canary, "canary"),
+        );
+        let mutated = run.code == 0 && run.stdout.contains("pvc-guard.io/mutated");
+        let denied = daemonset
+            .stderr
+            .contains("denied the request: [ephemeral-data-path]");
+        if mutated && denied {
+            Ok(())
+        } else {
+            Err(format!("{run}\n{daemonset}"))
+        }
+    });
+    passed(3);
+
+    // The kubelet swaps the Secret's files; the server reloads them.
+    let reloads =
+        |pod: &envtest::install::Pod| pod.metric("pvc_guard_certificate_reloads_total", &[]);
+    let before = reloads(&t.webhook);
+    t.webhook.update_volumes(&new_docs, "pvc-guard");
+    envtest::eventually("the server loads the new certificate", || {
+        if reloads(&t.webhook) > before {
+            Ok(())
+        } else {
+            Err(t.webhook.log())
+        }
+    });
+    // It now serves a certificate of the new CA, which the old one does not verify.
+    let new_ca_only = &bundle[0];
+    let metrics = t.webhook.url("/metrics");
+    envtest::https_get(&metrics, new_ca_only, None)
+        .expect("the new CA verifies the served certificate");
+    assert!(
+        envtest::https_get(&metrics, &old_ca, None).is_err(),
+        "the old CA no longer does"
+    );
+    passed(3);
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    looping.join().unwrap();
+    let (ok, failed) = std::mem::take(&mut *results.lock().unwrap());
+    assert!(
+        failed.is_empty(),
+        "{} of {} creates failed: {failed:#?}",
+        failed.len(),
+        ok + failed.len()
+    );
+    t.webhook.stop();
+}
+
+#[test]
+fn audit_reports_what_was_stored_unjudged() {
+    let Some(t) = Scenario::start(
+        "audit",
+        &[
+            ("audited", &[("pvc-guard.io/mode", "audit")]),
+            ("ignored", &[("pvc-guard.io/ignore", "true")]),
+        ],
+    ) else {
+        return;
+    };
+    let (audited, ignored) = (t.ns("audited"), t.ns("ignored"));
+    // Two replicas: nothing to fix, denied in enforce, stored in audit mode.
+    let replicated =
+        postgres_no_volume(&audited, "orders-db").replace("replicas: 1", "replicas: 2");
+    t.kubectl_stdin(&["create", "-f", "-"], &replicated)
+        .ok("stored in audit mode");
+    let unjudged = t
+        .kubectl_stdin(
+            &["create", "-o", "json", "-f", "-"],
+            &postgres_no_volume(&ignored, "orders-db"),
+        )
+        .ok("stored in an ignored namespace");
+    assert!(
+        unjudged
+            .json()
+            .pointer("/metadata/annotations/pvc-guard.io~1mutated")
+            .is_none(),
+        "{unjudged}"
+    );
+
+    let config = t.install.config_file();
+    let audit = |ns: &str, output: &str| {
+        envtest::install::pvc_guard_with_kubeconfig(
+            &t.cp.admin_kubeconfig,
+            &[
+                "audit",
+                "-n",
+                ns,
+                "-o",
+                output,
+                "--config",
+                config.to_str().unwrap(),
+            ],
+        )
+    };
+    let json_entries = |run: &envtest::Run| -> Vec<Value> {
+        run.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] == "orders-db")
+            .cloned()
+            .collect()
+    };
+
+    // While the namespace is labelled audit, audit reports warnings.
+    let warned = audit(&audited, "json");
+    assert_eq!(warned.code, 0, "{warned}");
+    let entries = json_entries(&warned);
+    assert_eq!(entries.len(), 1, "{warned}");
+    assert_eq!(entries[0]["decision"], "warn", "{warned}");
+    // The ignored namespace is out of scope for audit as for the webhook.
+    let skipped = audit(&ignored, "json");
+    assert_eq!(skipped.code, 0, "{skipped}");
+    assert_eq!(json_entries(&skipped), Vec::<Value>::new(), "{skipped}");
+
+    // Once both namespaces are back under enforce, audit finds the denials.
+    t.kubectl(&["label", "namespace", &audited, "pvc-guard.io/mode-"])
+        .ok("unlabel");
+    t.kubectl(&["label", "namespace", &ignored, "pvc-guard.io/ignore-"])
+        .ok("unlabel");
+    for ns in [&audited, &ignored] {
+        let text = audit(ns, "text");
+        assert_eq!(text.code, 1, "{text}");
+        assert!(text.stdout.contains("[ephemeral-data-path]"), "{text}");
+        assert!(text.stdout.contains(&format!("{ns}/orders-db")), "{text}");
+
+        let json = audit(ns, "json");
+        assert_eq!(json.code, 1, "{json}");
+        let entries = json_entries(&json);
+        assert_eq!(entries.len(), 1, "{json}");
+        assert_eq!(entries[0]["decision"], "deny", "{json}");
+        assert_eq!(entries[0]["kind"], "Deployment", "{json}");
+        assert!(
+            entries[0]["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["rule"] == "ephemeral-data-path"),
+            "{json}"
+        );
+
+        let sarif = audit(ns, "sarif");
+        assert_eq!(sarif.code, 1, "{sarif}");
+        let log = sarif.json();
+        assert_eq!(log["version"], "2.1.0");
+        assert!(
+            log.pointer("/runs/0/results")
+                .and_then(Value::as_array)
+                .is_some_and(|r| r
+                    .iter()
+                    .any(|r| r["ruleId"] == "ephemeral-data-path" && r["level"] == "error")),
+            "{sarif}"
+        );
+    }
+}

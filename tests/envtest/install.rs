@@ -35,8 +35,8 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new() -> Layout {
-        let root = tempfile::tempdir().expect("a temporary directory");
+    pub fn new(cp: &ControlPlane) -> Layout {
+        let root = cp.tempdir();
         copy_dir(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests"),
             &root.path().join("manifests"),
@@ -152,6 +152,7 @@ pub fn webhook_configurations(docs: &[Value], name: &str, port: u16, test: &str)
 /// a kubeconfig holding a token of its ServiceAccount, and
 /// `--listen 127.0.0.1:PORT --cluster`.
 pub struct Pod {
+    cp: &'static ControlPlane,
     pub name: String,
     pub port: u16,
     /// The bundle that verifies its certificate (the webhooks' caBundle).
@@ -169,13 +170,14 @@ pub struct Pod {
 impl Pod {
     /// Starts a pod of Deployment `deployment` in `docs`, named `name`, and
     /// waits until /readyz says its cluster caches have synced.
-    pub fn start(cp: &ControlPlane, docs: &[Value], deployment: &str, name: &str) -> Pod {
+    pub fn start(cp: &'static ControlPlane, docs: &[Value], deployment: &str, name: &str) -> Pod {
         let d = find(docs, "Deployment", deployment);
         let namespace = d["metadata"]["namespace"].as_str().unwrap();
         let spec = &d["spec"]["template"]["spec"];
         let container = &spec["containers"][0];
-        let volumes = tempfile::tempdir().expect("a temporary directory");
+        let volumes = cp.tempdir();
         let mut pod = Pod {
+            cp,
             name: name.to_string(),
             port: 0,
             ca_pem: ca_bundle(docs),
@@ -289,6 +291,7 @@ impl Pod {
     pub fn update_volumes(&mut self, docs: &[Value], deployment: &str) {
         let spec = find(docs, "Deployment", deployment)["spec"]["template"]["spec"].clone();
         self.project(docs, &spec);
+        self.ca_pem = ca_bundle(docs);
     }
 
     fn run(&mut self, port: u16) {
@@ -301,8 +304,7 @@ impl Pod {
             .map(|(k, v)| (k.as_str(), v.clone()))
             .collect();
         let child = super::spawn(Server::command(&args, &envs)).expect("start pvc-guard");
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let server = Server::attach(child, dir, None);
+        let server = Server::attach(child, self.cp.tempdir(), None);
         self.port = server.port;
         self.server = Some(server);
         let url = self.url("/readyz");
@@ -415,7 +417,7 @@ pub(super) fn stop_at_exit() {
 
 impl Install {
     fn new(cp: &'static ControlPlane) -> Install {
-        let layout = Layout::new();
+        let layout = Layout::new(cp);
         let docs = layout.render(cp);
         let rest: Vec<Value> = docs
             .iter()

@@ -78,7 +78,8 @@ pub fn control_plane() -> Option<&'static ControlPlane> {
         if std::env::var("PVC_GUARD_E2E_REQUIRED").as_deref() == Ok("1") {
             panic!("PVC_GUARD_E2E_REQUIRED=1, but the e2e tests cannot run: {why}");
         }
-        eprintln!("SKIPPED: {why}");
+        // Past libtest's capture, which would hide it for a passing test.
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
         return None;
     }
     let started = CONTROL_PLANE.get_or_init(|| {
@@ -344,7 +345,15 @@ impl ControlPlane {
             .tempdir()
             .map_err(|e| e.to_string())?
             .keep();
-        let (etcd_bin, apiserver_bin) = runnable_assets(&assets, &dir)?;
+        let started = Self::start_in(&assets, dir.clone());
+        if started.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        started
+    }
+
+    fn start_in(assets: &Path, dir: PathBuf) -> Result<ControlPlane, String> {
+        let (etcd_bin, apiserver_bin) = runnable_assets(assets, &dir)?;
         let ca_pem = write_pki(&dir)?;
         let token = random_hex(16);
         std::fs::write(
@@ -474,6 +483,12 @@ impl ControlPlane {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// A temporary directory inside the control plane's, so that whatever a
+    /// test leaves (if it is killed) goes with the control plane.
+    pub fn tempdir(&self) -> tempfile::TempDir {
+        tempfile::tempdir_in(&self.dir).expect("a temporary directory")
     }
 
     /// Kills and reaps etcd and the API server, and removes their files.
