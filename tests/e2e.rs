@@ -661,25 +661,26 @@ fn certificate_rotation_fails_no_request() {
     let results = std::sync::Arc::new(std::sync::Mutex::new((0usize, Vec::<String>::new())));
     let looping = {
         let (stop, results, cp, ns) = (stop.clone(), results.clone(), t.cp, ns.clone());
+        let path = format!("/apis/apps/v1/namespaces/{ns}/deployments");
         std::thread::spawn(move || {
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
-                let run = cp.kubectl_stdin(
-                    &["create", "--dry-run=server", "-o", "json", "-f", "-"],
-                    &postgres_no_volume(&ns, &format!("db-{n}")),
-                );
-                let fixed = run.code == 0
-                    && serde_json::from_str::<Value>(&run.stdout).is_ok_and(|o| {
-                        o.pointer("/metadata/annotations/pvc-guard.io~1mutated")
-                            .is_some()
-                    });
+                let (status, answer) =
+                    cp.create(&path, &postgres_no_volume(&ns, &format!("db-{n}")), true);
+                let fixed = status == 201
+                    && answer
+                        .pointer("/metadata/annotations/pvc-guard.io~1mutated")
+                        .is_some();
                 let mut r = results.lock().unwrap();
                 if fixed {
                     r.0 += 1;
                 } else {
-                    r.1.push(run.to_string());
+                    r.1.push(format!("{status} {answer}"));
                 }
+                drop(r);
+                // A steady trickle, not a flood: the machine is small.
+                std::thread::sleep(std::time::Duration::from_millis(50));
             }
         })
     };
@@ -722,22 +723,28 @@ fn certificate_rotation_fails_no_request() {
     let canary = t.ns("canary");
     envtest::eventually("the API server calls the canary configurations", || {
         no_failures();
-        let run = t.kubectl_stdin(
-            &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+        let (fixed, answer) = t.cp.create(
+            &format!("/apis/apps/v1/namespaces/{canary}/deployments"),
             &postgres_no_volume(&canary, "canary"),
+            true,
         );
-        let daemonset = t.kubectl_stdin(
-            &["create", "--dry-run=server", "-f", "-"],
+        let (denied, reason) = t.cp.create(
+            &format!("/apis/apps/v1/namespaces/{canary}/daemonsets"),
             &postgres_daemonset(&canary, "canary"),
+            true,
         );
-        let mutated = run.code == 0 && run.stdout.contains("pvc-guard.io/mutated");
-        let denied = daemonset
-            .stderr
-            .contains("denied the request: [ephemeral-data-path]");
+        let mutated = fixed == 201
+            && answer
+                .pointer("/metadata/annotations/pvc-guard.io~1mutated")
+                .is_some();
+        let denied = denied == 403
+            && reason["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("denied the request: [ephemeral-data-path]"));
         if mutated && denied {
             Ok(())
         } else {
-            Err(format!("{run}\n{daemonset}"))
+            Err(format!("{answer}\n{reason}"))
         }
     });
     passed(3);

@@ -198,7 +198,15 @@ impl Pod {
         }
         pod.project(docs, spec);
 
-        // The container's command is the image's binary: ours.
+        // The command is the image's pvc-guard binary, which is ours here.
+        assert_eq!(
+            container["command"]
+                .as_array()
+                .map(|c| c.len() == 1 && c[0].as_str().is_some_and(|b| b.ends_with("/pvc-guard"))),
+            Some(true),
+            "the Deployment's command changed: {}",
+            container["command"]
+        );
         for arg in container["args"].as_array().expect("args") {
             let arg = arg.as_str().unwrap();
             let local = mount_paths.iter().find_map(|(path, dir)| {
@@ -548,17 +556,18 @@ impl Scenario {
         let deployment = format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: probe, namespace: {namespace}}}\nspec:\n  selector: {{matchLabels: {{app: probe}}}}\n  template:\n    metadata: {{labels: {{app: probe}}}}\n    spec:\n      containers: [{{name: web, image: nginx:1.27}}]\n"
         );
+        let path = format!("/apis/apps/v1/namespaces/{namespace}/deployments");
         eventually(
             &format!("{namespace}: the API server calls both webhooks"),
             || {
-                let run = self
-                    .cp
-                    .kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &deployment);
+                let (status, answer) = self.cp.create(&path, &deployment, true);
                 let (v, m) = self.webhook.admission_requests();
                 if v > v0 && m > m0 {
                     Ok(())
                 } else {
-                    Err(format!("validate {v0}->{v}, mutate {m0}->{m}; {run}"))
+                    Err(format!(
+                        "validate {v0}->{v}, mutate {m0}->{m}; {status} {answer}"
+                    ))
                 }
             },
         );

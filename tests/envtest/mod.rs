@@ -44,6 +44,7 @@ pub struct ControlPlane {
     pub ca_pem: String,
     /// A kubeconfig for the static admin token (`system:masters`).
     pub admin_kubeconfig: PathBuf,
+    admin_token: String,
     /// etcd and kube-apiserver, stopped in [`ControlPlane::stop`].
     processes: Mutex<Vec<(&'static str, Child)>>,
 }
@@ -282,6 +283,18 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 /// GET over HTTPS trusting only `ca_pem`, with an optional bearer token:
 /// the status and body, or why it failed.
 pub fn https_get(url: &str, ca_pem: &str, token: Option<&str>) -> Result<(u16, String), String> {
+    https(reqwest::Method::GET, url, ca_pem, token, None)
+}
+
+/// An HTTPS request trusting only `ca_pem`, with an optional bearer token
+/// and JSON body: the status and body, or why it failed.
+pub fn https(
+    method: reqwest::Method,
+    url: &str,
+    ca_pem: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Result<(u16, String), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -293,12 +306,15 @@ pub fn https_get(url: &str, ca_pem: &str, token: Option<&str>) -> Result<(u16, S
             .add_root_certificate(
                 reqwest::Certificate::from_pem(ca_pem.as_bytes()).map_err(|e| e.to_string())?,
             )
-            .timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| e.to_string())?;
-        let mut request = client.get(url);
+        let mut request = client.request(method, url);
         if let Some(token) = token {
             request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
         }
         let response = request.send().await.map_err(|e| format!("{e:?}"))?;
         let status = response.status().as_u16();
@@ -366,6 +382,7 @@ impl ControlPlane {
             url: String::new(),
             ca_pem,
             admin_kubeconfig: dir.join("admin.kubeconfig"),
+            admin_token: token.clone(),
             dir,
             processes: Mutex::new(Vec::new()),
         };
@@ -495,6 +512,32 @@ impl ControlPlane {
     pub fn stop(&self) {
         self.stop_processes();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// `POST` of `object` (YAML or JSON) to the collection at `path`, as the
+    /// admin, with `dryRun=All` when `dry_run`; for the harness's own
+    /// probes, where starting kubectl each time would cost more than the
+    /// request. The status and the answer.
+    pub fn create(&self, path: &str, object: &str, dry_run: bool) -> (u16, serde_json::Value) {
+        let object: serde_json::Value =
+            serde_yaml_ng::from_str(object).expect("the object is YAML");
+        let url = format!(
+            "{}{path}{}",
+            self.url,
+            if dry_run { "?dryRun=All" } else { "" }
+        );
+        let (status, body) = https(
+            reqwest::Method::POST,
+            &url,
+            &self.ca_pem,
+            Some(&self.admin_token),
+            Some(&object),
+        )
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        )
     }
 
     /// Runs kubectl as the admin.
