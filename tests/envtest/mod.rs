@@ -51,8 +51,13 @@ pub struct ControlPlane {
 
 static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
 
-/// Why the e2e tests cannot run here, if they cannot.
+/// Why the e2e tests cannot run here, if they cannot (looked up once).
 fn skip_reason() -> Option<String> {
+    static REASON: OnceLock<Option<String>> = OnceLock::new();
+    REASON.get_or_init(find_skip_reason).clone()
+}
+
+fn find_skip_reason() -> Option<String> {
     match std::env::var_os("KUBEBUILDER_ASSETS") {
         Some(dir) if !dir.is_empty() => {}
         _ => {
@@ -392,11 +397,11 @@ impl ControlPlane {
             match cp.start_processes(&etcd_bin, &apiserver_bin, &token) {
                 Ok(url) => {
                     let cp = ControlPlane { url, ..cp };
-                    std::fs::write(
-                        &cp.admin_kubeconfig,
-                        kubeconfig(&cp.url, &cp.ca_pem, "admin", &token),
-                    )
-                    .map_err(|e| e.to_string())?;
+                    let config = kubeconfig(&cp.url, &cp.ca_pem, "admin", &token);
+                    if let Err(e) = std::fs::write(&cp.admin_kubeconfig, config) {
+                        cp.stop();
+                        return Err(e.to_string());
+                    }
                     return Ok(cp);
                 }
                 Err(e) => {
@@ -553,6 +558,8 @@ impl ControlPlane {
     /// Runs kubectl with `kubeconfig`.
     pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Run {
         let mut child = Command::new("kubectl")
+            // A wedged API server fails the test instead of hanging it.
+            .arg("--request-timeout=60s")
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             // Discovery cache beside the control plane, not in $HOME.
@@ -609,7 +616,7 @@ impl ControlPlane {
     }
 }
 
-/// Polls `check` every 100 ms until it returns `Some`, or panics with
+/// Polls `check` every 100 ms until it returns `Ok`, or panics with
 /// `what` and the last state `check` described after [`DEADLINE`].
 pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
     let start = Instant::now();
