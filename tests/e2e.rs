@@ -650,7 +650,15 @@ fn certificate_rotation_fails_no_request() {
 
     // Creates through the API server, both webhooks checked on each: a
     // mutating call that failed would be ignored, so the fix must be there.
+    /// Ends the create loop when the test ends, also by a failed assertion.
+    struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_guard = Stop(stop.clone());
     let results = std::sync::Arc::new(std::sync::Mutex::new((0usize, Vec::<String>::new())));
     let looping = {
         let (stop, results, cp, ns) = (stop.clone(), results.clone(), t.cp, ns.clone());
@@ -765,7 +773,7 @@ fn certificate_rotation_fails_no_request() {
     );
     passed(3);
 
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(stop_guard);
     looping.join().unwrap();
     let (ok, failed) = std::mem::take(&mut *results.lock().unwrap());
     assert!(
