@@ -84,8 +84,10 @@ pub fn control_plane() -> Option<&'static ControlPlane> {
         if std::env::var("PVC_GUARD_E2E_REQUIRED").as_deref() == Ok("1") {
             panic!("PVC_GUARD_E2E_REQUIRED=1, but the e2e tests cannot run: {why}");
         }
-        // Past libtest's capture, which would hide it for a passing test.
-        let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+        // Past libtest's capture, which would hide it for a passing test;
+        // libtest names each test's thread after the test.
+        let test = std::thread::current().name().unwrap_or("").to_string();
+        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
         return None;
     }
     let started = CONTROL_PLANE.get_or_init(|| {
