@@ -86,9 +86,19 @@ pub struct CertsArgs {
     /// Validity in days.
     #[arg(long, default_value_t = 365)]
     pub days: u32,
-    /// Overwrite an existing key.
+    /// Overwrite an existing key. The new ca.crt (and caBundle) then holds
+    /// the new CA followed by the one it replaces, so the API server trusts
+    /// both while the Secret's files are swapped.
     #[arg(long)]
     pub force: bool,
+    /// Another DNS name for the serving certificate (repeatable), beside the
+    /// Service's own names.
+    #[arg(long = "dns", value_name = "NAME")]
+    pub dns: Vec<String>,
+    /// An IP address for the serving certificate (repeatable), for a webhook
+    /// registered by `url` (for example https://127.0.0.1:8443 in a test).
+    #[arg(long = "ip", value_name = "ADDRESS")]
+    pub ips: Vec<std::net::IpAddr>,
 }
 
 /// The DNS names a Service answers to inside the cluster.
@@ -108,9 +118,11 @@ fn b64(data: &[u8]) -> String {
 
 /// The kustomize component the self-signed overlay includes: the Secret
 /// from tls.crt and tls.key, and the caBundle of both webhook configurations.
-fn kustomize_pieces(namespace: &str, ca_pem: &str) -> (String, String) {
-    let ca = b64(ca_pem.as_bytes());
-    let mut patch = String::from("# Written by pvc-guard certs: the CA that signed tls.crt.\n");
+fn kustomize_pieces(namespace: &str, bundle_pem: &str) -> (String, String) {
+    let ca = b64(bundle_pem.as_bytes());
+    let mut patch = String::from(
+        "# Written by pvc-guard certs: ca.crt, the CA that signed tls.crt (after --force, followed by the CA it replaced).\n",
+    );
     for kind in [
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
@@ -131,20 +143,71 @@ fn kustomize_pieces(namespace: &str, ca_pem: &str) -> (String, String) {
     (kustomization, patch)
 }
 
+/// Writes `text` to `path` by way of a new file in the same directory,
+/// renamed over `path`. The new file is created exclusively (`O_EXCL` never
+/// follows a symlink) with its final mode, so a key is never readable by
+/// others, not even for a moment, and a symlink planted at `path` is
+/// replaced, never written through.
 fn write(path: &Path, text: &str, private: bool) -> anyhow::Result<()> {
-    std::fs::write(path, text)?;
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow::anyhow!("not a file name"))?;
+    let mut attempt = 0u32;
+    let (tmp, mut file) = loop {
+        let tmp = dir.join(format!(".{name}.{}.{attempt}.tmp", std::process::id()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(if private { 0o600 } else { 0o644 });
+        }
+        match options.open(&tmp) {
+            Ok(file) => break (tmp, file),
+            // Left behind by a run that was killed: pick another name.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                attempt += 1;
+            }
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", tmp.display())),
+        }
+    };
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
     let _ = private;
-    Ok(())
+    Ok(written?)
+}
+
+/// The first certificate of an existing `ca.crt`, the CA that signed the
+/// `tls.crt` being replaced. Only a regular file is read, and only its first
+/// certificate is kept, so rotations never accumulate old CAs.
+fn previous_ca(path: &Path) -> Option<String> {
+    if !std::fs::symlink_metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let start = text.find(BEGIN)?;
+    let end = start + text[start..].find(END)? + END.len();
+    let pem = &text[start..end];
+    // Kept only if it parses: a damaged file must not break the new bundle.
+    let der = rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()?;
+    x509_parser::parse_x509_certificate(&der).ok()?;
+    Some(format!("{pem}\n"))
 }
 
 pub fn run(args: CertsArgs) -> Result<ExitCode, String> {
     let key_path = args.out.join("tls.key");
-    if key_path.exists() && !args.force {
+    // symlink_metadata: a dangling symlink named tls.key counts as present.
+    if std::fs::symlink_metadata(&key_path).is_ok() && !args.force {
         return Err(format!(
             "{} exists; pass --force to replace it",
             key_path.display()
@@ -153,18 +216,31 @@ pub fn run(args: CertsArgs) -> Result<ExitCode, String> {
     if args.days == 0 {
         return Err("--days must be at least 1".into());
     }
-    let names = service_dns_names(&args.service, &args.namespace);
+    let mut names = service_dns_names(&args.service, &args.namespace);
+    names.extend(args.dns.iter().cloned());
     let g = generate(
         &format!("{}.{}.svc", args.service, args.namespace),
         &names,
-        &[],
+        &args.ips,
         args.days,
     )
     .map_err(|e| format!("generating certificates: {e}"))?;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
-    let (kustomization, patch) = kustomize_pieces(&args.namespace, &g.ca_pem);
+    // The API server must trust the certificate being served until the
+    // kubelet has swapped the Secret's files, and the new one after:
+    // the bundle carries both CAs for that while.
+    let previous = if args.force {
+        previous_ca(&args.out.join("ca.crt"))
+    } else {
+        None
+    };
+    let bundle = match &previous {
+        Some(old) => format!("{}{old}", g.ca_pem),
+        None => g.ca_pem.clone(),
+    };
+    let (kustomization, patch) = kustomize_pieces(&args.namespace, &bundle);
     let files: [(&str, &str, bool); 5] = [
-        ("ca.crt", &g.ca_pem, false),
+        ("ca.crt", &bundle, false),
         ("tls.crt", &g.cert_pem, false),
         ("tls.key", &g.key_pem, true),
         ("kustomization.yaml", &kustomization, false),
@@ -174,10 +250,21 @@ pub fn run(args: CertsArgs) -> Result<ExitCode, String> {
         let path = args.out.join(name);
         write(&path, text, private).map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    let ips: Vec<String> = args.ips.iter().map(ToString::to_string).collect();
     eprintln!(
-        "wrote ca.crt, tls.crt, tls.key and the kustomize component to {} for {}",
+        "wrote ca.crt{}, tls.crt, tls.key and the kustomize component to {} for {}",
+        if previous.is_some() {
+            " (the new CA, then the previous one)"
+        } else {
+            ""
+        },
         args.out.display(),
-        names.join(", ")
+        names
+            .iter()
+            .chain(&ips)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(ExitCode::SUCCESS)
 }

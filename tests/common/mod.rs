@@ -68,16 +68,27 @@ impl Server {
         dir: tempfile::TempDir,
         ca: Option<PathBuf>,
     ) -> Server {
-        let mut child = Command::new(BIN)
+        let child = Self::command(args, envs).spawn().expect("start pvc-guard");
+        Self::attach(child, dir, ca)
+    }
+
+    /// The command [`Server::spawn_env`] runs, for a caller that spawns it
+    /// another way and hands the child to [`Server::attach`].
+    pub fn command(args: &[&str], envs: &[(&str, String)]) -> Command {
+        let mut command = Command::new(BIN);
+        command
             .args(args)
             .envs(envs.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             // Standalone even when the tests themselves run in a pod.
             .env_remove("KUBERNETES_SERVICE_HOST")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pvc-guard");
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Follows a started `pvc-guard serve` (stderr piped) until it listens.
+    pub fn attach(mut child: Child, dir: tempfile::TempDir, ca: Option<PathBuf>) -> Server {
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -99,9 +110,11 @@ impl Server {
                 log2.lock().unwrap().push(line);
             }
         });
-        let port = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("pvc-guard did not start: {:?}", log.lock().unwrap()));
+        let Ok(port) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pvc-guard did not start: {:?}", log.lock().unwrap());
+        };
         let ca_pem = ca
             .map(|p| std::fs::read_to_string(p).unwrap())
             .unwrap_or_default();
