@@ -567,7 +567,6 @@ fn match_conditions_skip_owned_objects_only_for_the_control_plane() {
 }
 
 #[test]
-#[ignore = "needs the server-side ownership check of issue 15"]
 fn an_owned_pod_written_by_a_user_is_judged_in_full() {
     let Some(t) = Scenario::start("owners-user", &[("apps", &[])]) else {
         return;
