@@ -98,18 +98,34 @@ pub struct ServeArgs {
     pub failure_mode: FailureMode,
     #[arg(long, env = "PVC_GUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, env = "PVC_GUARD_MAX_BODY_BYTES", default_value_t = 6 * 1024 * 1024)]
+    /// Largest request body accepted, in bytes (the API server's own
+    /// request limit is 3 MiB).
+    #[arg(long, env = "PVC_GUARD_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Time allowed for the TLS handshake and request headers.
+    /// Time allowed for the TLS handshake, then for the first request's
+    /// headers; an idle HTTP/1.1 keep-alive connection is closed after it too.
     #[arg(long, env = "PVC_GUARD_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     pub header_timeout: Duration,
     /// Time allowed for a whole request, body included.
     #[arg(long, env = "PVC_GUARD_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub request_timeout: Duration,
-    /// Connections served at once; more wait in the accept queue.
-    #[arg(long, env = "PVC_GUARD_MAX_CONNECTIONS", default_value_t = 1024)]
+    /// An HTTP/2 connection with no request in flight for this long is
+    /// closed (GOAWAY); the API server reconnects when it next needs one.
+    #[arg(long, env = "PVC_GUARD_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "90s")]
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    #[arg(long, env = "PVC_GUARD_MAX_CONNECTIONS", default_value_t = 1024, value_parser = positive)]
     pub max_connections: usize,
+    /// Evaluations (parse and policy) running at once, each on a thread of
+    /// its own. Default: the number of CPUs the process may use.
+    #[arg(long, env = "PVC_GUARD_MAX_CONCURRENT_REVIEWS", value_parser = positive)]
+    pub max_concurrent_reviews: Option<usize>,
+    /// Requests that may wait for an evaluation; one more is answered 503
+    /// at once, and the API server applies the webhook's failurePolicy.
+    /// Room for a burst of writes (a typical review takes well under a
+    /// millisecond); a wait never outlasts --request-timeout.
+    #[arg(long, env = "PVC_GUARD_MAX_QUEUED_REVIEWS", default_value_t = 64)]
+    pub max_queued_reviews: usize,
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, env = "PVC_GUARD_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "20s")]
     pub drain_timeout: Duration,
@@ -131,6 +147,13 @@ pub struct ServeArgs {
     pub reload_interval: Duration,
 }
 
+fn positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number above 0")),
+    }
+}
+
 /// `500ms`, `5s`, `2m`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -147,7 +170,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => n * 60.0,
         _ => return Err(format!("{s:?} is not a duration such as 5s or 500ms")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{s:?} is not a duration such as 5s or 500ms"))
 }
 
 #[derive(clap::Args, Debug)]
