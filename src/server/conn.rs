@@ -131,15 +131,16 @@ pub async fn serve(
         _ = async { let _ = stop.wait_for(|s| *s).await; } => timeouts.drain,
         served = activity.idle(timeouts.header, timeouts.idle) => {
             if !served {
+                // Nothing to finish; hyper would not act on a graceful
+                // shutdown before the HTTP/2 preface anyway.
                 app.note(Refusal::HeaderTimeout, Some(peer), "no request within the header timeout");
+                return;
             }
             // A request that raced the decision may still finish.
             timeouts.request
         }
     };
-    // Graceful: HTTP/2 gets GOAWAY and in-flight streams finish. A
-    // connection still waiting for the HTTP/2 preface ignores it, hence the
-    // bound.
+    // Graceful: HTTP/2 gets GOAWAY and in-flight streams finish.
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(grace, conn).await;
 }
