@@ -120,6 +120,13 @@ pub struct ServeArgs {
     /// its own. Default: the number of CPUs the process may use.
     #[arg(long, env = "PVC_GUARD_MAX_CONCURRENT_REVIEWS", value_parser = positive)]
     pub max_concurrent_reviews: Option<usize>,
+    /// Bytes of request bodies held in memory at once, over all requests
+    /// (being read, waiting, or judged); a body that would go over is
+    /// answered 503 at once. Counts bytes received, so a client that
+    /// declares a length and sends nothing holds none. Default: 4 times
+    /// --max-body-bytes.
+    #[arg(long, env = "PVC_GUARD_MAX_BUFFERED_BYTES", value_parser = positive)]
+    pub max_buffered_bytes: Option<usize>,
     /// Requests that may wait for an evaluation; one more is answered 503
     /// at once, and the API server applies the webhook's failurePolicy.
     /// Room for a burst of writes (a typical review takes well under a

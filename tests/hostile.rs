@@ -977,7 +977,15 @@ fn heavy_review() -> Vec<u8> {
 /// /healthz and /metrics answer as usual.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_saturated_queue_answers_at_once_and_probes_still_answer() {
-    let server = Server::start(&["--max-concurrent-reviews", "1", "--max-queued-reviews", "1"]);
+    // Room in memory for all twelve bodies: this is about the queue.
+    let server = Server::start(&[
+        "--max-concurrent-reviews",
+        "1",
+        "--max-queued-reviews",
+        "1",
+        "--max-buffered-bytes",
+        "67108864",
+    ]);
     let prober = server.client(true);
     assert_eq!(get_text(&prober, &server.url("/healthz")).await, "ok\n");
     let heavy = Arc::new(heavy_review());
@@ -1206,4 +1214,104 @@ async fn logs_name_the_user_and_the_peer_and_a_flood_is_a_few_lines() {
     eprintln!(
         "{sent} bad requests in {flood_took:?}: {logged} refusal lines, {suppressed} counted in summaries"
     );
+}
+
+/// Sends `head` and then `sent` bytes of its body, and stops there; returns
+/// what the server answers within the limit.
+async fn stall_after(port: u16, ca_pem: String, head: String, sent: usize) -> String {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(tls_client_config(&ca_pem, None))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut read, mut write) = tokio::io::split(tls);
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(head.as_bytes()).await;
+        for chunk in vec![b' '; sent].chunks(64 * 1024) {
+            if write.write_all(chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = write.flush().await;
+        // Keep the connection open, silent, until the reader is done.
+        write
+    });
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, read.read_to_end(&mut out)).await;
+    writer.abort();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Bodies were read into memory before any bound applied, so clients
+/// sending large bodies together could hold memory without limit. Bytes
+/// received now come out of --max-buffered-bytes: a body that would go
+/// over is answered 503 at once, small reviews are still answered, and the
+/// bytes come back when the stalled requests time out.
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_in_memory_are_bounded_by_max_buffered_bytes() {
+    const MIB: usize = 1024 * 1024;
+    let server = Server::start(&[
+        "--max-body-bytes",
+        "1048576",
+        "--max-buffered-bytes",
+        "2097152",
+        "--request-timeout",
+        "4s",
+    ]);
+    let head = post_head("/validate", "application/json", MIB);
+    let mut stalled = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        stalled.spawn(stall_after(
+            server.port,
+            server.ca_pem.clone(),
+            head.clone(),
+            800 * 1024,
+        ));
+    }
+    let prober = server.client(true);
+    let mut held = 0;
+    for _ in 0..100 {
+        let metrics = get_text(&prober, &server.url("/metrics")).await;
+        held = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("pvc_guard_request_body_bytes "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0usize);
+        if held >= 2 * 800 * 1024 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(held, 2 * 800 * 1024, "the stalled bodies are in memory");
+    let third = stall_after(server.port, server.ca_pem.clone(), head, 800 * 1024).await;
+    assert_eq!(status_of(&third), Some(503), "{third}");
+    assert!(third.contains("saturated"), "{third}");
+    // A review of ordinary size still fits.
+    let (status, body) = post(
+        &server.client(true),
+        &server.url("/validate"),
+        &fixture("pg-no-volume.create"),
+    )
+    .await;
+    assert_eq!((status, allowed(&body)), (200, Some(false)), "{body}");
+    while let Some(out) = stalled.join_next().await {
+        let out = out.unwrap();
+        assert_eq!(status_of(&out), Some(408), "{out}");
+    }
+    // With the stalled bytes given back, a body near the limit is read again.
+    let mut large = review_bytes(&fixture("pg-no-volume.create"));
+    large.resize(MIB - 1024, b' ');
+    let r = server
+        .client(true)
+        .post(server.url("/validate"))
+        .header("content-type", "application/json")
+        .body(large)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let metrics = get_text(&server.client(false), &server.url("/metrics")).await;
+    assert!(metrics.contains("reason=\"buffers_full\"} 1"), "{metrics}");
 }

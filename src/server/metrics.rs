@@ -121,6 +121,7 @@ pub struct Metrics {
     pub connections: Gauge,
     pub reviews_running: Gauge,
     pub reviews_waiting: Gauge,
+    pub buffered_bytes: Gauge,
 }
 
 impl Metrics {
@@ -220,6 +221,12 @@ impl Metrics {
             "Requests read and waiting for an evaluation slot (at most --max-queued-reviews)",
             reviews_waiting.clone(),
         );
+        let buffered_bytes = Gauge::default();
+        registry.register(
+            "request_body_bytes",
+            "Bytes of request bodies held in memory (at most --max-buffered-bytes)",
+            buffered_bytes.clone(),
+        );
         config_last_reload_ok.set(1);
         let cluster = ClusterMetrics::default();
         cluster.register(&mut registry);
@@ -241,6 +248,7 @@ impl Metrics {
             connections,
             reviews_running,
             reviews_waiting,
+            buffered_bytes,
         }
     }
 

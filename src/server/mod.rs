@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{error, info, warn};
@@ -47,6 +47,9 @@ pub struct App {
     pub metrics: Metrics,
     pub failure_mode: FailureMode,
     pub max_body: usize,
+    /// One permit per byte of request body held in memory.
+    pub buffers: Arc<Semaphore>,
+    pub max_buffered: usize,
     pub shutting_down: AtomicBool,
     pub cert: Arc<CertStore>,
     /// `--client-ca` is set: /validate and /mutate need a verified client certificate.
@@ -137,9 +140,9 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response 
             "the body must be an AdmissionReview sent as application/json",
         );
     }
-    let bytes = match read_body(&app, &parts.headers, body).await {
+    let (bytes, buffered) = match read_body(&app, &parts.headers, body).await {
         Ok(b) => b,
-        Err((why, message)) => return app.refuse(why, peer, message),
+        Err((why, message)) => return saturated_or(app.refuse(why, peer, message)),
     };
     // Only a request whose body is in takes a place: a slow sender holds none.
     let Some(place) = app.reviews.enter() else {
@@ -147,7 +150,11 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response 
     };
     let job = {
         let app = app.clone();
-        move || evaluate(&app, endpoint, &bytes, started)
+        move || {
+            let answer = evaluate(&app, endpoint, &bytes, started);
+            drop((bytes, buffered));
+            answer
+        }
     };
     match place.run(job).await {
         Ok(Ok(answer)) => (
@@ -275,11 +282,14 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// The body, at most `--max-body-bytes`: a larger declared length is
 /// refused from the header alone, a longer stream when it crosses the limit.
+/// Each chunk takes its bytes from `--max-buffered-bytes` as it arrives;
+/// they come back when the permit returned with the body is dropped.
 async fn read_body(
     app: &App,
     headers: &HeaderMap,
     body: axum::body::Body,
-) -> Result<Bytes, (Refusal, String)> {
+) -> Result<(Bytes, OwnedSemaphorePermit), (Refusal, String)> {
+    use http_body_util::BodyExt;
     let too_large = || {
         (
             Refusal::PayloadTooLarge,
@@ -293,31 +303,64 @@ async fn read_body(
     if declared.is_some_and(|n| n > app.max_body) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, app.max_body).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
-            too_large()
-        } else {
-            (Refusal::BadRequest, format!("reading the body failed: {e}"))
-        }
-    })
+    let mut held = app
+        .buffers
+        .clone()
+        .try_acquire_many_owned(0)
+        .expect("the semaphore is never closed");
+    let mut read = bytes::BytesMut::new();
+    let mut body = http_body_util::Limited::new(body, app.max_body);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                (Refusal::BadRequest, format!("reading the body failed: {e}"))
+            }
+        })?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        // A chunk is at most the body limit, which serve keeps under 4 GiB.
+        let more = u32::try_from(chunk.len())
+            .ok()
+            .and_then(|n| app.buffers.clone().try_acquire_many_owned(n).ok())
+            .ok_or_else(|| {
+                (
+                    Refusal::BuffersFull,
+                    format!(
+                        "pvc-guard is saturated: request bodies in memory reached {} bytes; try again shortly",
+                        app.max_buffered
+                    ),
+                )
+            })?;
+        held.merge(more);
+        read.extend_from_slice(&chunk);
+    }
+    Ok((read.freeze(), held))
+}
+
+/// A 503 says when to come back.
+fn saturated_or(mut response: Response) -> Response {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// Every evaluation slot and queue place is taken: 503 at once, so the API
 /// server applies the webhook's failurePolicy now instead of at its timeout.
 fn saturated(app: &App, peer: Option<SocketAddr>) -> Response {
-    let mut response = app.refuse(
+    saturated_or(app.refuse(
         Refusal::QueueFull,
         peer,
         format!(
             "pvc-guard is saturated: {} reviews are running and {} waiting; try again shortly",
             app.reviews.concurrency, app.reviews.queue
         ),
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+    ))
 }
 
 async fn validate(State(app): State<Arc<App>>, request: Request) -> Response {
@@ -341,6 +384,8 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     app.metrics.cert_expiry.set(app.cert.not_after());
+    let buffered = app.max_buffered - app.buffers.available_permits();
+    app.metrics.buffered_bytes.set(buffered as i64);
     (
         StatusCode::OK,
         [(
@@ -665,6 +710,19 @@ pub async fn serve_on(
         }
         caches
     });
+    let max_buffered = args
+        .max_buffered_bytes
+        .unwrap_or(args.max_body_bytes.saturating_mul(4));
+    anyhow::ensure!(
+        max_buffered >= args.max_body_bytes,
+        "--max-buffered-bytes ({max_buffered}) must be at least --max-body-bytes ({}), or no body at the limit could be read",
+        args.max_body_bytes
+    );
+    anyhow::ensure!(
+        args.max_body_bytes <= u32::MAX as usize,
+        "--max-body-bytes must be under 4 GiB"
+    );
+    let max_buffered = max_buffered.min(Semaphore::MAX_PERMITS);
     let reviews = Reviews::new(
         args.max_concurrent_reviews
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
@@ -677,6 +735,8 @@ pub async fn serve_on(
         metrics,
         failure_mode: args.failure_mode,
         max_body: args.max_body_bytes,
+        buffers: Arc::new(Semaphore::new(max_buffered)),
+        max_buffered,
         shutting_down: AtomicBool::new(false),
         cert: store,
         require_client_cert: args.client_ca.is_some(),

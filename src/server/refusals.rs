@@ -21,6 +21,8 @@ pub enum Refusal {
     ClientCertificateRequired,
     /// Every evaluation slot and queue place is taken.
     QueueFull,
+    /// Request bodies in memory reached --max-buffered-bytes.
+    BuffersFull,
     NotFound,
     MethodNotAllowed,
     /// No ClientHello, a failed handshake, or one that took too long.
@@ -31,13 +33,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 11] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::BadRequest,
         Refusal::PayloadTooLarge,
         Refusal::Timeout,
         Refusal::UnsupportedMediaType,
         Refusal::ClientCertificateRequired,
         Refusal::QueueFull,
+        Refusal::BuffersFull,
         Refusal::NotFound,
         Refusal::MethodNotAllowed,
         Refusal::TlsHandshake,
@@ -53,6 +56,7 @@ impl Refusal {
             Refusal::UnsupportedMediaType => "unsupported_media_type",
             Refusal::ClientCertificateRequired => "client_certificate_required",
             Refusal::QueueFull => "queue_full",
+            Refusal::BuffersFull => "buffers_full",
             Refusal::NotFound => "not_found",
             Refusal::MethodNotAllowed => "method_not_allowed",
             Refusal::TlsHandshake => "tls_handshake",
@@ -69,7 +73,7 @@ impl Refusal {
             Refusal::Timeout | Refusal::HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Refusal::ClientCertificateRequired => StatusCode::UNAUTHORIZED,
-            Refusal::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::QueueFull | Refusal::BuffersFull => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::NotFound => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::TlsHandshake => StatusCode::BAD_REQUEST,
