@@ -690,7 +690,7 @@ async fn hold_silently(connector: tokio_rustls::TlsConnector, port: u16) -> Sile
 #[tokio::test(flavor = "multi_thread")]
 async fn silent_connections_cannot_hold_every_slot() {
     // One descriptor per silent connection on this side, plus room to spare.
-    let silent = (raise_fd_limit().saturating_sub(256) as usize).min(1024);
+    let silent = raise_fd_limit().saturating_sub(256).min(1024) as usize;
     assert!(silent >= 64, "too few open files allowed for this test");
     let max_connections = silent.to_string();
     let server = Server::start(&[

@@ -95,7 +95,14 @@ impl App {
     ) -> Response {
         let message = message.into();
         self.note(why, peer, &message);
-        plain(why.status(), message)
+        let mut response = plain(why.status(), message);
+        // Saturation passes: a hint for clients that honour it.
+        if why.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -142,7 +149,7 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response 
     }
     let (bytes, buffered) = match read_body(&app, &parts.headers, body).await {
         Ok(b) => b,
-        Err((why, message)) => return saturated_or(app.refuse(why, peer, message)),
+        Err((why, message)) => return app.refuse(why, peer, message),
     };
     // Only a request whose body is in takes a place: a slow sender holds none.
     let Some(place) = app.reviews.enter() else {
@@ -340,27 +347,17 @@ async fn read_body(
     Ok((read.freeze(), held))
 }
 
-/// A 503 says when to come back.
-fn saturated_or(mut response: Response) -> Response {
-    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
-}
-
 /// Every evaluation slot and queue place is taken: 503 at once, so the API
 /// server applies the webhook's failurePolicy now instead of at its timeout.
 fn saturated(app: &App, peer: Option<SocketAddr>) -> Response {
-    saturated_or(app.refuse(
+    app.refuse(
         Refusal::QueueFull,
         peer,
         format!(
             "pvc-guard is saturated: {} reviews are running and {} waiting; try again shortly",
             app.reviews.concurrency, app.reviews.queue
         ),
-    ))
+    )
 }
 
 async fn validate(State(app): State<Arc<App>>, request: Request) -> Response {
@@ -504,10 +501,10 @@ fn raise_fd_limit(max_connections: usize) {
             }
         }
         // Room for the listener, the log, the cluster watches and files.
-        let needed = max_connections as u64 + 64;
-        if (limit.rlim_cur as u64) < needed {
+        let needed = max_connections.saturating_add(64) as libc::rlim_t;
+        if limit.rlim_cur < needed {
             warn!(
-                open_files = limit.rlim_cur as u64,
+                open_files = limit.rlim_cur,
                 max_connections,
                 "the open-file limit is below --max-connections plus 64; connections beyond it are refused at accept"
             );

@@ -314,7 +314,7 @@ pub async fn tls_connect_alpn(server: &Server, alpn: &[&[u8]]) -> std::io::Resul
 
 /// Raises this process's open-file soft limit to its hard limit and
 /// returns the soft limit now in force.
-pub fn raise_fd_limit() -> u64 {
+pub fn raise_fd_limit() -> libc::rlim_t {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -332,7 +332,7 @@ pub fn raise_fd_limit() -> u64 {
             limit = raised;
         }
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 /// Resident memory of a process, in kB.
