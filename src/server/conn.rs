@@ -17,7 +17,7 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -210,6 +210,8 @@ struct Activity {
     requests: AtomicU64,
     /// Milliseconds from `opened` to the end of the last request.
     quiet_since_ms: AtomicU64,
+    /// Wakes the watchdog when a request ends.
+    ended: Notify,
 }
 
 /// One request in flight until dropped.
@@ -221,6 +223,7 @@ impl Drop for InFlight {
         a.quiet_since_ms
             .store(a.opened.elapsed().as_millis() as u64, Ordering::SeqCst);
         a.in_flight.fetch_sub(1, Ordering::SeqCst);
+        a.ended.notify_one();
     }
 }
 
@@ -231,6 +234,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             quiet_since_ms: AtomicU64::new(0),
+            ended: Notify::new(),
         }
     }
 
@@ -252,9 +256,9 @@ impl Activity {
         loop {
             let limit = if self.requests() == 0 { first } else { between };
             if self.in_flight.load(Ordering::SeqCst) > 0 {
-                // A request holds the connection; it is bounded by the
-                // request timeout, so look again after one idle period.
-                tokio::time::sleep(limit).await;
+                // A request that ends between the load and the wait leaves
+                // its notification stored, so none is missed.
+                self.ended.notified().await;
                 continue;
             }
             let quiet_since =
@@ -295,9 +299,10 @@ mod tests {
                 .is_err(),
             "idle while a request is in flight"
         );
+        tokio::time::sleep(Duration::from_secs(30)).await;
         drop(request);
         let ended = Instant::now();
         assert!(idle.await);
-        assert!(ended.elapsed() >= Duration::from_secs(90));
+        assert_eq!(ended.elapsed(), Duration::from_secs(90));
     }
 }
