@@ -796,8 +796,10 @@ async fn silent_connections_cannot_hold_every_slot() {
         "probes took {slowest_probe:?}"
     );
     let (answered, slowest_canary) = canary.finish().await;
+    // Looser than the probes': its reviews share 2 cores with 2,048
+    // debug-build TLS handshakes (this process's and the server's).
     assert!(
-        slowest_canary < Duration::from_secs(2),
+        slowest_canary < Duration::from_secs(5),
         "the canary waited {slowest_canary:?}"
     );
     let metrics = get_text(&prober, &server.url("/metrics")).await;
