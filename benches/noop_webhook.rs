@@ -1,7 +1,7 @@
 //! The baseline for benches/load.sh: a webhook that does nothing, on the
 //! same stack as `pvc-guard serve` (tokio multi-thread runtime, rustls with
-//! the library's own ServerConfig and certificate store, hyper-util's auto
-//! builder with the same HTTP/1.1 and HTTP/2 settings, an axum router). It
+//! the library's own ServerConfig and certificate store, the same HTTP/1.1
+//! and HTTP/2 settings chosen by ALPN, an axum router). It
 //! reads the body, because the bytes have to cross the wire either way, but
 //! never parses it, and answers one fixed allowed AdmissionReview.
 //!
@@ -70,7 +70,8 @@ async fn main() -> anyhow::Result<()> {
                 return;
             };
             // The same HTTP settings as pvc-guard serve.
-            let builder = pvc_guard::server::http_builder(header_timeout);
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let builder = pvc_guard::server::http_builder(header_timeout, h2);
             let hyper_service = hyper_util::service::TowerToHyperService::new(service);
             let _ = builder
                 .serve_connection(TokioIo::new(tls), hyper_service)

@@ -1,15 +1,13 @@
 //! The command line: `serve`, `check`, `fix`, `convert`, `certs`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
-use crate::admission::{self, FailureMode};
+use crate::admission;
 use crate::config::{Config, Mode};
 use crate::manifest;
 use crate::model::Object;
@@ -31,7 +29,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the admission webhook over HTTPS (POST /validate, /mutate).
-    Serve(Box<ServeArgs>),
+    Serve(Box<crate::server::ServeArgs>),
     /// Evaluate manifests offline, as on CREATE in enforce mode.
     Check(CheckArgs),
     /// Print manifests as the mutating webhook would leave them, plus the claims they need.
@@ -61,103 +59,6 @@ pub enum Output {
     Json,
     /// SARIF 2.1.0, for code-scanning tools.
     Sarif,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "PVC_GUARD_LISTEN", default_value = "0.0.0.0:8443")]
-    pub listen: SocketAddr,
-    /// PEM certificate chain; reloaded when the file changes.
-    #[arg(long, env = "PVC_GUARD_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key; reloaded when the file changes.
-    #[arg(long, env = "PVC_GUARD_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Write the CA of the generated self-signed certificate here.
-    #[arg(long, env = "PVC_GUARD_WRITE_CA")]
-    pub write_ca: Option<PathBuf>,
-    /// Require client certificates signed by this CA (PEM).
-    #[arg(long, env = "PVC_GUARD_CLIENT_CA")]
-    pub client_ca: Option<PathBuf>,
-    /// Policy config (YAML); reloaded when the file changes.
-    #[arg(long, env = "PVC_GUARD_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Answer for objects the policy cannot read.
-    #[arg(
-        long,
-        env = "PVC_GUARD_FAILURE_MODE",
-        value_parser = parse_failure_mode,
-        default_value = "allow"
-    )]
-    pub failure_mode: FailureMode,
-    #[arg(long, env = "PVC_GUARD_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, env = "PVC_GUARD_MAX_BODY_BYTES", default_value_t = 6 * 1024 * 1024)]
-    pub max_body_bytes: usize,
-    /// Time allowed for the TLS handshake and request headers.
-    #[arg(long, env = "PVC_GUARD_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
-    pub header_timeout: Duration,
-    /// Time allowed for a whole request, body included.
-    #[arg(long, env = "PVC_GUARD_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
-    pub request_timeout: Duration,
-    /// Connections served at once; more wait in the accept queue.
-    #[arg(long, env = "PVC_GUARD_MAX_CONNECTIONS", default_value_t = 1024)]
-    pub max_connections: usize,
-    /// How long in-flight requests may take to finish on shutdown.
-    #[arg(long, env = "PVC_GUARD_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "20s")]
-    pub drain_timeout: Duration,
-    /// Keep watch caches of namespaces, claims, storage classes and
-    /// autoscalers for the policy's cluster facts. Default: on in a pod.
-    #[arg(long, env = "PVC_GUARD_CLUSTER", overrides_with = "no_cluster")]
-    pub cluster: bool,
-    /// Never talk to the API server, even in a pod.
-    #[arg(long, env = "PVC_GUARD_NO_CLUSTER", overrides_with = "cluster")]
-    pub no_cluster: bool,
-    /// Run the claim controller (also `createClaims: true` in the config).
-    #[arg(long, env = "PVC_GUARD_CREATE_CLAIMS")]
-    pub create_claims: bool,
-    /// Namespace of the claim controller's Lease (default: the pod's namespace).
-    #[arg(long, env = "PVC_GUARD_LEASE_NAMESPACE")]
-    pub lease_namespace: Option<String>,
-    /// How often certificate and config files are checked for changes.
-    #[arg(long, env = "PVC_GUARD_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "2s")]
-    pub reload_interval: Duration,
-}
-
-/// `allow` (admit, with a warning) or `deny`.
-pub fn parse_failure_mode(s: &str) -> Result<FailureMode, String> {
-    match s {
-        "allow" => Ok(FailureMode::Allow),
-        "deny" => Ok(FailureMode::Deny),
-        _ => Err(format!("{s:?} is not a failure mode: allow or deny")),
-    }
-}
-
-/// `500ms`, `5s`, `2m`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 5s or 500ms"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?} is not a duration such as 5s or 500ms")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }
 
 #[derive(clap::Args, Debug)]

@@ -12,6 +12,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("k8s", 0),
     ("certs", 0),
     ("manifest", 0),
+    ("flags", 0),
+    ("logging", 0),
     ("config", 1),
     ("record", 1),
     ("model", 2),

@@ -1,9 +1,15 @@
 //! `pvc-guard serve`: the HTTPS admission server. The request path is
-//! [`admit`]: limits, parse, decide (pure, panic-safe), log, count, answer.
+//! [`admit`]: limits, a place in the evaluation queue, then on a blocking
+//! thread parse, decide (panic-safe), log, count; answer.
 
+pub mod args;
+pub mod conn;
 pub mod metrics;
+pub mod refusals;
+pub mod reviews;
 pub mod tls;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,23 +20,26 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{error, info, warn};
 
 use crate::admission::{self, Endpoint, FailureMode};
-use crate::cli::{LogFormat, ServeArgs};
 use crate::config::Config;
 use crate::policy::{ClusterFacts, Policy};
-use metrics::{EndpointLabels, FindingLabels, Metrics, RequestLabels};
+pub use args::ServeArgs;
+pub use conn::http_builder;
+use conn::{Caller, Timeouts};
+use metrics::{EndpointLabels, FindingLabels, Metrics, RequestLabels, kind_label};
+use refusals::{Refusal, RefusalLog, bounded};
+use reviews::Reviews;
 use tls::CertStore;
 
 /// Shared by every request.
@@ -39,18 +48,18 @@ pub struct App {
     pub metrics: Metrics,
     pub failure_mode: FailureMode,
     pub max_body: usize,
+    /// One permit per byte of request body held in memory.
+    pub buffers: Arc<Semaphore>,
+    pub max_buffered: usize,
     pub shutting_down: AtomicBool,
     pub cert: Arc<CertStore>,
     /// `--client-ca` is set: /validate and /mutate need a verified client certificate.
     pub require_client_cert: bool,
     /// Watch caches of the cluster, when it runs with one.
     pub cluster: Option<crate::cluster::Caches>,
+    pub reviews: Reviews,
+    pub refusals: RefusalLog,
 }
-
-/// Whether the connection presented a client certificate that verified
-/// against `--client-ca`; set on each request by the connection task.
-#[derive(Clone, Copy)]
-struct ClientCertificate(bool);
 
 impl App {
     /// Why the server is not ready, if it is not.
@@ -71,6 +80,31 @@ impl App {
             .map(|c| c.facts(request.namespace(), request.workload()))
             .unwrap_or_default()
     }
+
+    /// Counts and logs (at a bounded rate) a refusal.
+    fn note(&self, why: Refusal, peer: Option<SocketAddr>, detail: &str) {
+        self.metrics.reject(why);
+        self.refusals.log(why, peer, detail);
+    }
+
+    /// Counts and logs a refusal, and answers it with its status and `message`.
+    fn refuse(
+        &self,
+        why: Refusal,
+        peer: Option<SocketAddr>,
+        message: impl Into<String>,
+    ) -> Response {
+        let message = message.into();
+        self.note(why, peer, &message);
+        let mut response = plain(why.status(), message);
+        // Saturation passes: a hint for clients that honour it.
+        if why.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
 }
 
 fn plain(status: StatusCode, reason: impl Into<String>) -> Response {
@@ -88,71 +122,67 @@ fn plain(status: StatusCode, reason: impl Into<String>) -> Response {
 async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let headers = parts.headers;
-    let verified = parts
-        .extensions
-        .get::<ClientCertificate>()
-        .is_some_and(|c| c.0);
-    if app.require_client_cert && !verified {
-        app.metrics.reject("client_certificate_required");
-        return plain(
-            StatusCode::UNAUTHORIZED,
+    let caller = parts.extensions.get::<Caller>().copied();
+    let peer = caller.map(|c| c.peer);
+    if app.require_client_cert && !caller.is_some_and(|c| c.verified) {
+        return app.refuse(
+            Refusal::ClientCertificateRequired,
+            peer,
             "a client certificate signed by the --client-ca is required",
         );
     }
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if !json {
-        app.metrics.reject("unsupported_media_type");
-        return plain(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    if !is_json(&parts.headers) {
+        return app.refuse(
+            Refusal::UnsupportedMediaType,
+            peer,
             "the body must be an AdmissionReview sent as application/json",
         );
     }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > app.max_body) {
-        app.metrics.reject("payload_too_large");
-        return plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than {} bytes", app.max_body),
-        );
-    }
-    let bytes = match axum::body::to_bytes(body, app.max_body).await {
+    let (bytes, buffered) = match read_body(&app, &parts.headers, body).await {
         Ok(b) => b,
-        Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return if too_large {
-                app.metrics.reject("payload_too_large");
-                plain(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body is larger than {} bytes", app.max_body),
-                )
-            } else {
-                app.metrics.reject("bad_request");
-                plain(
-                    StatusCode::BAD_REQUEST,
-                    format!("reading the body failed: {e}"),
-                )
-            };
+        Err((why, message)) => return app.refuse(why, peer, message),
+    };
+    // Only a request whose body is in takes a place: a slow sender holds none.
+    let Some(place) = app.reviews.enter() else {
+        return saturated(&app, peer);
+    };
+    let job = {
+        let app = app.clone();
+        move || {
+            let answer = evaluate(&app, endpoint, &bytes, started);
+            drop((bytes, buffered));
+            answer
         }
     };
-    let request = match admission::parse(&bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            app.metrics.reject("bad_request");
-            return plain(StatusCode::BAD_REQUEST, e.to_string());
+    match place.run(job).await {
+        Ok(Ok(answer)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            answer,
+        )
+            .into_response(),
+        Ok(Err(bad)) => app.refuse(Refusal::BadRequest, peer, bad.to_string()),
+        // The policy's own panics are answered inside; this is parse or to_json.
+        Err(_) => {
+            app.metrics.panics.inc();
+            error!("reading or answering an AdmissionReview panicked");
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "pvc-guard hit an internal error reading this request",
+            )
         }
-    };
+    }
+}
+
+/// Parse, judge, log and count: all of it grows with the body, so it runs
+/// on a blocking thread.
+fn evaluate(
+    app: &App,
+    endpoint: Endpoint,
+    bytes: &[u8],
+    started: Instant,
+) -> Result<Vec<u8>, admission::BadRequest> {
+    let request = admission::parse(bytes)?;
     let policy = app.policy.load_full();
     let facts = app.facts(&request);
     let verdict = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -169,32 +199,52 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response 
             )
         }
     };
+    let answer = verdict.to_json();
+    record(app, endpoint, &request, &verdict, started.elapsed());
+    Ok(answer)
+}
+
+/// Longest caller-sent string a decision line carries (names are at most
+/// 253 bytes; anything longer did not come through the API server).
+const MAX_LOGGED: usize = 256;
+
+/// The decision's log line and metrics.
+fn record(
+    app: &App,
+    endpoint: Endpoint,
+    request: &admission::Request,
+    verdict: &admission::Verdict,
+    elapsed: Duration,
+) {
     if verdict.error.is_some() {
         app.metrics.policy_errors.inc();
     }
-    let r = &request;
-    let elapsed = started.elapsed();
+    let r = request;
     let operation = r.operation.as_str();
     let rules: Vec<&'static str> = verdict.rules.iter().map(|r| r.id()).collect();
+    let decision = verdict.decision.as_str();
+    // Plain &str fields: the text format quotes and escapes them, so a name
+    // with a newline cannot forge a line.
     info!(
-        uid = %r.uid,
+        uid = bounded(&r.uid, MAX_LOGGED),
         endpoint = endpoint.as_str(),
-        kind = %r.kind,
-        namespace = r.namespace.as_deref().unwrap_or(""),
-        name = %r.name,
+        kind = bounded(&r.kind, MAX_LOGGED),
+        namespace = bounded(r.namespace.as_deref().unwrap_or(""), MAX_LOGGED),
+        name = bounded(&r.name, MAX_LOGGED),
+        user = bounded(&r.username, MAX_LOGGED),
         operation,
         dry_run = r.dry_run,
-        decision = verdict.decision.as_str(),
+        decision,
         mode = verdict.mode.as_str(),
         rules = %rules.join(","),
         error = verdict.error.as_deref().unwrap_or(""),
         latency_us = elapsed.as_micros() as u64,
         "admission decision"
     );
-    let decision = verdict.decision.as_str();
+    let kind = kind_label(&r.group, &r.kind);
     let labels = RequestLabels {
         endpoint: endpoint.as_str(),
-        kind: r.kind.clone(),
+        kind,
         operation,
         decision,
     };
@@ -202,7 +252,7 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response 
     for rule in rules {
         let l = FindingLabels {
             endpoint: endpoint.as_str(),
-            kind: r.kind.clone(),
+            kind,
             operation,
             decision,
             rule,
@@ -215,12 +265,90 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response 
             endpoint: endpoint.as_str(),
         })
         .observe(elapsed.as_secs_f64());
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        verdict.to_json(),
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        })
+}
+
+/// The body, at most `--max-body-bytes`: a larger declared length is
+/// refused from the header alone, a longer stream when it crosses the limit.
+/// Each chunk takes its bytes from `--max-buffered-bytes` as it arrives;
+/// they come back when the permit returned with the body is dropped.
+async fn read_body(
+    app: &App,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<(Bytes, OwnedSemaphorePermit), (Refusal, String)> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        (
+            Refusal::PayloadTooLarge,
+            format!("the body is larger than {} bytes", app.max_body),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > app.max_body) {
+        return Err(too_large());
+    }
+    let mut held = app
+        .buffers
+        .clone()
+        .try_acquire_many_owned(0)
+        .expect("the semaphore is never closed");
+    let mut read = bytes::BytesMut::new();
+    let mut body = http_body_util::Limited::new(body, app.max_body);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                (Refusal::BadRequest, format!("reading the body failed: {e}"))
+            }
+        })?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        // A chunk is at most the body limit, which serve keeps under 4 GiB.
+        let more = u32::try_from(chunk.len())
+            .ok()
+            .and_then(|n| app.buffers.clone().try_acquire_many_owned(n).ok())
+            .ok_or_else(|| {
+                (
+                    Refusal::BuffersFull,
+                    format!(
+                        "pvc-guard is saturated: request bodies in memory reached {} bytes; try again shortly",
+                        app.max_buffered
+                    ),
+                )
+            })?;
+        held.merge(more);
+        read.extend_from_slice(&chunk);
+    }
+    Ok((read.freeze(), held))
+}
+
+/// Every evaluation slot and queue place is taken: 503 at once, so the API
+/// server applies the webhook's failurePolicy now instead of at its timeout.
+fn saturated(app: &App, peer: Option<SocketAddr>) -> Response {
+    app.refuse(
+        Refusal::QueueFull,
+        peer,
+        format!(
+            "pvc-guard is saturated: {} reviews are running and {} waiting; try again shortly",
+            app.reviews.concurrency, app.reviews.queue
+        ),
     )
-        .into_response()
 }
 
 async fn validate(State(app): State<Arc<App>>, request: Request) -> Response {
@@ -244,6 +372,8 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     app.metrics.cert_expiry.set(app.cert.not_after());
+    let buffered = app.max_buffered - app.buffers.available_permits();
+    app.metrics.buffered_bytes.set(buffered as i64);
     (
         StatusCode::OK,
         [(
@@ -255,15 +385,19 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
-/// Counts refusals made outside the handler (timeouts, unknown paths).
+/// Counts and logs refusals made outside the handler (timeouts, unknown paths).
 async fn count_refusals(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<Caller>().map(|c| c.peer);
     let response = next.run(req).await;
-    match response.status() {
-        StatusCode::REQUEST_TIMEOUT => app.metrics.reject("timeout"),
-        StatusCode::NOT_FOUND => app.metrics.reject("not_found"),
-        StatusCode::METHOD_NOT_ALLOWED => app.metrics.reject("method_not_allowed"),
-        _ => {}
-    }
+    let (why, detail) = match response.status() {
+        StatusCode::REQUEST_TIMEOUT => {
+            (Refusal::Timeout, "the request outlasted --request-timeout")
+        }
+        StatusCode::NOT_FOUND => (Refusal::NotFound, "unknown path"),
+        StatusCode::METHOD_NOT_ALLOWED => (Refusal::MethodNotAllowed, "wrong method"),
+        _ => return response,
+    };
+    app.note(why, peer, detail);
     response
 }
 
@@ -288,39 +422,9 @@ pub fn router(app: Arc<App>, request_timeout: Duration) -> Router {
         .with_state(app)
 }
 
-/// The decision log is written by a thread of its own through a buffer
-/// that is flushed whenever its queue runs dry: a request never waits on a
-/// write to stderr, and under load many lines share one write (one line per
-/// decision was a fifth of a request's CPU when each was its own write).
-/// Lines are never dropped: a full queue makes the logger wait instead.
-/// The queue is short because its slots are allocated up front (the
-/// default 128,000 lines were 4 MiB of idle memory).
-/// The guard flushes what is left when `run` returns.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(1024)
-        .thread_name("pvc-guard-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    // Colour only for a person at a terminal, never into a log collector.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(writer);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-    guard
-}
-
 pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
-    let _log = init_logging(args.log_format);
+    let _log = crate::logging::init(args.log_format);
+    raise_fd_limit(args.max_connections);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -329,6 +433,43 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         .block_on(serve(args))
         .map_err(|e| format!("{e:#}"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each connection is a descriptor: a soft limit below --max-connections
+/// would turn connections away at accept (EMFILE) long before the limit.
+/// The soft limit is raised to the hard one, as Go's runtime does at start.
+fn raise_fd_limit(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit read and write the one struct passed.
+        let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+        if !got {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            // SAFETY: as above.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                limit = raised;
+            }
+        }
+        // Room for the listener, the log, the cluster watches and files.
+        let needed = max_connections.saturating_add(64) as libc::rlim_t;
+        if limit.rlim_cur < needed {
+            warn!(
+                open_files = limit.rlim_cur,
+                max_connections,
+                "the open-file limit is below --max-connections plus 64; connections beyond it are refused at accept"
+            );
+        }
+    }
 }
 
 fn load_config(path: &PathBuf) -> anyhow::Result<(Config, Vec<u8>)> {
@@ -420,27 +561,6 @@ async fn reload_loop(
     }
 }
 
-/// Peeks at the first byte: a TLS handshake starts with 0x16. Plain HTTP
-/// gets a readable 400 instead of a TLS alert.
-async fn refuse_plain_http(stream: &mut TcpStream, app: &App) -> bool {
-    let mut first = [0u8; 1];
-    match stream.peek(&mut first).await {
-        Ok(1) if first[0] == 0x16 => false,
-        Ok(1) if first[0].is_ascii_alphabetic() => {
-            app.metrics.reject("plain_http");
-            let _ = stream
-                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 52\r\n\r\nThis port speaks HTTPS; send the request over TLS.\r\n")
-                .await;
-            let _ = stream.shutdown().await;
-            true
-        }
-        _ => {
-            app.metrics.reject("tls_handshake");
-            true
-        }
-    }
-}
-
 /// The Lease holder's name: unique per replica, and the pod's name when the
 /// downward API provides it (so `kubectl get lease` names the pod).
 fn lease_identity() -> String {
@@ -453,26 +573,6 @@ fn lease_identity() -> String {
                 .map_or(0, |d| d.subsec_nanos());
             format!("pvc-guard-{}-{nanos:x}", std::process::id())
         })
-}
-
-/// HTTP/1.1 and HTTP/2 on one connection, as ALPN chose. The header
-/// timeout also ends idle HTTP/1.1 keep-alive; HTTP/2 is kept by pings.
-/// Public so the benchmarks' no-op webhook serves with exactly this.
-pub fn http_builder(
-    header_timeout: Duration,
-) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Duration::from_secs(30));
-    builder
 }
 
 /// In a pod unless told otherwise.
@@ -567,28 +667,74 @@ pub async fn serve_on(
         }
         caches
     });
+    let max_buffered = args
+        .max_buffered_bytes
+        .unwrap_or(args.max_body_bytes.saturating_mul(4));
+    anyhow::ensure!(
+        max_buffered >= args.max_body_bytes,
+        "--max-buffered-bytes ({max_buffered}) must be at least --max-body-bytes ({}), or no body at the limit could be read",
+        args.max_body_bytes
+    );
+    anyhow::ensure!(
+        args.max_body_bytes <= u32::MAX as usize,
+        "--max-body-bytes must be under 4 GiB"
+    );
+    let max_buffered = max_buffered.min(Semaphore::MAX_PERMITS);
+    let reviews = Reviews::new(
+        args.max_concurrent_reviews
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        args.max_queued_reviews,
+        metrics.reviews_running.clone(),
+        metrics.reviews_waiting.clone(),
+    );
     let app = Arc::new(App {
         policy: ArcSwap::from_pointee(Policy::new(config)),
         metrics,
         failure_mode: args.failure_mode,
         max_body: args.max_body_bytes,
+        buffers: Arc::new(Semaphore::new(max_buffered)),
+        max_buffered,
         shutting_down: AtomicBool::new(false),
         cert: store,
         require_client_cert: args.client_ca.is_some(),
         cluster,
+        reviews,
+        refusals: RefusalLog::default(),
     });
     app.metrics.cert_expiry.set(not_after);
     let service = router(app.clone(), args.request_timeout);
-    info!(address = %listener.local_addr()?, "listening on https://{}", listener.local_addr()?);
+    info!(
+        address = %listener.local_addr()?,
+        max_connections = args.max_connections,
+        max_concurrent_reviews = app.reviews.concurrency,
+        max_queued_reviews = app.reviews.queue,
+        "listening on https://{}", listener.local_addr()?
+    );
     let reloader = tokio::spawn(reload_loop(
         app.clone(),
         args.clone(),
         cert_seen,
         config_seen,
     ));
+    let summarizer = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                app.refusals.summarize();
+            }
+        }
+    });
+    let timeouts = Timeouts {
+        header: args.header_timeout,
+        request: args.request_timeout,
+        idle: args.idle_timeout,
+        drain: args.drain_timeout,
+    };
 
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    let limit = Arc::new(Semaphore::new(args.max_connections.max(1)));
+    let limit = Arc::new(Semaphore::new(args.max_connections));
     let signal = shutdown;
     tokio::pin!(signal);
     loop {
@@ -596,7 +742,7 @@ pub async fn serve_on(
             p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             _ = &mut signal => break,
         };
-        let (mut stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -609,53 +755,11 @@ pub async fn serve_on(
         };
         let _ = stream.set_nodelay(true);
         let (app, acceptor, service) = (app.clone(), acceptor.clone(), service.clone());
-        let (mut stop, alive) = (stop_rx.clone(), alive_tx.clone());
-        let header_timeout = args.header_timeout;
+        let (stop, alive) = (stop_rx.clone(), alive_tx.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let _alive = alive;
-            let handshake = async {
-                if refuse_plain_http(&mut stream, &app).await {
-                    return None;
-                }
-                match acceptor.accept(stream).await {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        app.metrics.reject("tls_handshake");
-                        tracing::debug!(error = %e, "TLS handshake failed");
-                        None
-                    }
-                }
-            };
-            let Ok(Some(tls)) = tokio::time::timeout(header_timeout, handshake).await else {
-                return;
-            };
-            app.metrics.connections.inc();
-            let verified = ClientCertificate(
-                tls.get_ref()
-                    .1
-                    .peer_certificates()
-                    .is_some_and(|c| !c.is_empty()),
-            );
-            let builder = http_builder(header_timeout);
-            let service = tower::ServiceExt::map_request(
-                service,
-                move |mut r: axum::http::Request<hyper::body::Incoming>| {
-                    r.extensions_mut().insert(verified);
-                    r
-                },
-            );
-            let hyper_service = hyper_util::service::TowerToHyperService::new(service);
-            let conn = builder.serve_connection(TokioIo::new(tls), hyper_service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {},
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-            app.metrics.connections.dec();
+            conn::serve(app, acceptor, service, stream, peer, timeouts, stop).await;
         });
     }
     // Readiness goes false first, then the listener closes, then in-flight
@@ -672,6 +776,8 @@ pub async fn serve_on(
         warn!("drain timeout reached; closing the remaining connections");
     }
     reloader.abort();
+    summarizer.abort();
+    app.refusals.summarize();
     if let Some(controller) = controller {
         let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
     }

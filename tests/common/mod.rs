@@ -273,10 +273,19 @@ fn run_cli_with(
 }
 
 /// A rustls client config that trusts `ca_pem`, optionally presenting a
-/// client certificate (PEM chain, PEM key).
+/// client certificate (PEM chain, PEM key), offering ALPN http/1.1.
 pub fn tls_client_config(
     ca_pem: &str,
     identity: Option<(&str, &str)>,
+) -> Arc<rustls::ClientConfig> {
+    tls_client_config_alpn(ca_pem, identity, &[b"http/1.1"])
+}
+
+/// Like [`tls_client_config`], offering `alpn` (none when empty).
+pub fn tls_client_config_alpn(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+    alpn: &[&[u8]],
 ) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
@@ -301,7 +310,7 @@ pub fn tls_client_config(
             )
             .unwrap(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
 
@@ -317,6 +326,50 @@ pub async fn tls_connect(server: &Server) -> TlsStream {
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .unwrap()
+}
+
+/// A TLS connection offering `alpn` (none when empty), or the error.
+pub async fn tls_connect_alpn(server: &Server, alpn: &[&[u8]]) -> std::io::Result<TlsStream> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await?;
+    tokio_rustls::TlsConnector::from(tls_client_config_alpn(&server.ca_pem, None, alpn))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+}
+
+/// Raises this process's open-file soft limit to its hard limit and
+/// returns the soft limit now in force.
+pub fn raise_fd_limit() -> libc::rlim_t {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the one struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            limit = raised;
+        }
+    }
+    limit.rlim_cur
+}
+
+/// Resident memory of a process, in kB.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Sends `head` and `body` as they are and reads until the server closes,
