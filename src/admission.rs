@@ -580,7 +580,7 @@ pub fn mutate(
     let m = match req.operation {
         Operation::Create => mutate::mutate_create(policy, workload, facts),
         Operation::Update => match req.old_workload() {
-            Some(old) => mutate::mutate_update(old, workload),
+            Some(old) => mutate::mutate_update(policy, facts, old, workload),
             None => Mutation::default(),
         },
         _ => Mutation::default(),

@@ -92,9 +92,20 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// A DNS-1123 subdomain: what most object names (claims among them) must be.
+/// A DNS-1123 subdomain as Kubernetes checks it (what most object names,
+/// claims among them, must be): at most 253 characters in all, parts
+/// between dots of any length.
 pub fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
 }
 
 /// A short hex digest of `text`: ten characters, enough to tell names apart.
@@ -182,6 +193,8 @@ mod tests {
         assert!(!is_dns_label("Db"));
         assert!(is_dns_subdomain("a.b-c"));
         assert!(!is_dns_subdomain("a..b"));
+        assert!(is_dns_subdomain(&"a".repeat(100)), "no per-part limit");
+        assert!(!is_dns_subdomain(&"a".repeat(254)));
         assert_eq!(
             pointer_token("pvc-guard.io/mutated"),
             "pvc-guard.io~1mutated"

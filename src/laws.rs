@@ -312,7 +312,7 @@ pub fn check_with(policy: &Policy, object: &Value, facts: &ClusterFacts) -> Resu
     }
     // An UPDATE that drops the fix (a GitOps re-apply) gets it back.
     if !m.patch.is_empty() {
-        let restored = mutate_update(&again, &w);
+        let restored = mutate_update(policy, facts, &again, &w);
         let back = patched(object, &restored).map_err(|e| format!("update: {e}"))?;
         let denies = |o: &Value| -> usize {
             workload_of(o).map_or(0, |w| {

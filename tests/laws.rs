@@ -309,7 +309,7 @@ fn an_update_that_drops_the_recorded_claim_gets_it_back() {
     let m = mutate_create(&policy, &view(original), &facts);
     let created = m.apply_to(original).unwrap();
     // A GitOps tool re-applies the original manifest: the emptyDir is back.
-    let m = mutate_update(&view(&created), &view(original));
+    let m = mutate_update(&policy, &facts, &view(&created), &view(original));
     assert!(!m.patch.is_empty());
     let updated = m.apply_to(original).unwrap();
     assert_eq!(
@@ -318,6 +318,6 @@ fn an_update_that_drops_the_recorded_claim_gets_it_back() {
     );
     assert!(m.warnings[0].starts_with("[ephemeral-data-path]"));
     // An UPDATE that keeps the claim is left alone.
-    let m = mutate_update(&view(&created), &view(&created));
+    let m = mutate_update(&policy, &facts, &view(&created), &view(&created));
     assert!(m.patch.is_empty());
 }

@@ -11,10 +11,11 @@ pub mod plan;
 pub use patch::Op;
 pub use plan::{Unfixable, Unfixed};
 
+use crate::k8s;
 use crate::model::read::Shape;
-use crate::model::{ContainerList, Workload};
+use crate::model::{ContainerList, Mount, Workload};
 use crate::policy::{ClusterFacts, Policy, Rule};
-use crate::record::{Change, HINT_ANNOTATION, MUTATED_ANNOTATION, Record};
+use crate::record::{Change, ClaimSpec, HINT_ANNOTATION, MUTATED_ANNOTATION, Record};
 
 #[derive(Debug, Clone, Default)]
 pub struct Mutation {
@@ -57,10 +58,19 @@ pub fn mutate_create(policy: &Policy, workload: &Workload, facts: &ClusterFacts)
     // Copied only once there is something to change.
     let mut fixed: Option<Workload> = None;
     let mut ops = Vec::new();
-    let mut record = workload
-        .mutated()
-        .and_then(Record::parse)
-        .unwrap_or_default();
+    // A record already on the object (copied along with a fixed manifest)
+    // keeps only what pvc-guard would have written.
+    let mut record = match workload.mutated().and_then(Record::parse) {
+        Some(r) => {
+            let (changes, dropped) = trusted(&r, policy);
+            m.warnings.extend(dropped);
+            Record {
+                rules: r.rules,
+                changes,
+            }
+        }
+        None => Record::default(),
+    };
     let mut names = claims::ClaimNames::new(workload);
     let mut database_in_deployment = false;
     // The second pass judges the fixed view as the validator will judge
@@ -123,8 +133,8 @@ pub fn mutate_create(policy: &Policy, workload: &Workload, facts: &ClusterFacts)
     m
 }
 
-/// Is every change of `changes` still in the workload? Only what it owns
-/// counts: its claim volume, claim template and mount, by name.
+/// Does the workload carry this change? Only what it owns counts: its claim
+/// volume, claim template and mount, by name.
 fn intact(w: &Workload, change: &Change) -> bool {
     match change {
         Change::ClaimVolume { volume, claim, .. } => w.pod.volumes.iter().any(|v| {
@@ -142,44 +152,215 @@ fn intact(w: &Workload, change: &Change) -> bool {
             volume,
             mount_path,
             sub_path,
-        } => [ContainerList::Containers, ContainerList::InitContainers]
-            .into_iter()
-            .flat_map(|l| w.pod.list(l).iter())
-            .filter(|c| c.shape.is_present() && c.name.as_deref() == Some(container))
-            .flat_map(|c| c.mounts())
-            .any(|m| {
-                m.shape.is_present()
-                    && m.name.as_deref() == Some(volume)
-                    && m.mount_path.as_deref() == Some(mount_path)
-                    && (sub_path.is_none() || m.sub_path == *sub_path)
-            }),
+        } => mounts_of(w, container).any(|m| {
+            m.name.as_deref() == Some(volume)
+                && m.mount_path.as_deref() == Some(mount_path)
+                && (sub_path.is_none() || m.sub_path == *sub_path)
+        }),
         _ => true,
     }
 }
 
-/// The mutation on UPDATE: nothing new; a recorded fix the new object lost
-/// is put back exactly, so the pods keep the claim that holds the data.
-pub fn mutate_update(old: &Workload, new: &Workload) -> Mutation {
+/// The mounts of the container (of either list) named `container`.
+fn mounts_of<'w>(w: &'w Workload, container: &'w str) -> impl Iterator<Item = &'w Mount> {
+    [ContainerList::Containers, ContainerList::InitContainers]
+        .into_iter()
+        .flat_map(|l| w.pod.list(l).iter())
+        .filter(move |c| c.shape.is_present() && c.name.as_deref() == Some(container))
+        .flat_map(|c| c.mounts())
+        .filter(|m| m.shape.is_present())
+}
+
+/// The entries of a record pvc-guard would have written under this config,
+/// and a warning for each other one. A record is anyone's to write, so
+/// nothing is taken from an entry the config would not produce.
+pub fn trusted(record: &Record, policy: &Policy) -> (Vec<Change>, Vec<String>) {
+    let claims = &policy.config.claims;
+    let max = k8s::parse_quantity(&claims.max_size);
+    let spec_ok = |spec: &ClaimSpec| {
+        k8s::parse_quantity(&spec.size).is_some_and(|q| q > 0.0 && max.is_none_or(|m| q <= m))
+            && claims.allowed_access_modes.contains(&spec.access_mode)
+            && spec.storage_class.as_deref().is_none_or(|c| {
+                k8s::is_dns_subdomain(c)
+                    && (claims.allowed_storage_classes.is_empty()
+                        || claims.allowed_storage_classes.iter().any(|a| a == c))
+            })
+    };
+    let volumes: Vec<&str> = record
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::ClaimVolume {
+                volume,
+                claim,
+                spec,
+            } if k8s::is_dns_subdomain(claim) && spec_ok(spec) => Some(volume.as_str()),
+            Change::ClaimTemplate { name, spec } if spec_ok(spec) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let owner_ok =
+        |o: &str| crate::config::parse_owner(o).is_some_and(|(u, g)| o == format!("{u}:{g}"));
+    let mut keep = Vec::new();
+    let mut warnings = Vec::new();
+    for change in &record.changes {
+        let ok = match change {
+            Change::ClaimVolume { volume, .. } | Change::ClaimTemplate { name: volume, .. } => {
+                volumes.contains(&volume.as_str())
+            }
+            Change::Mount {
+                volume, mount_path, ..
+            } => {
+                volumes.contains(&volume.as_str()) && k8s::normalize_path(mount_path) == *mount_path
+            }
+            Change::Permissions { image, dirs } => {
+                *image == policy.config.permissions_image
+                    && dirs.iter().all(|d| {
+                        owner_ok(&d.owner) && d.mode.as_deref().is_none_or(|m| m == "0700")
+                    })
+            }
+            Change::FsGroup { gid } => *gid >= 0,
+            Change::Recreate => true,
+        };
+        if ok {
+            keep.push(change.clone());
+        } else {
+            warnings.push(format!(
+                "[{}] {MUTATED_ANNOTATION} holds an entry pvc-guard would not write under its config, so pvc-guard ignores it: {}",
+                Rule::EphemeralDataPath,
+                crate::policy::finding::truncate(
+                    &serde_json::to_string(change).unwrap_or_default(),
+                    120
+                )
+            ));
+        }
+    }
+    (keep, warnings)
+}
+
+/// The mutation on UPDATE. Nothing new is added; one thing is kept: a
+/// recorded claim the update lost (its volume gone or back to the emptyDir
+/// it replaced, and nothing else mounted where it was, as when a GitOps
+/// tool re-applies the original manifest) is put back, so the pods keep the
+/// claim that holds the data. A storage change made on purpose (another
+/// claim or volume at that path) wins: nothing is put back and a warning
+/// says the record no longer matches. What the put-back claim calls for (its owner's init
+/// container, fsGroup, Recreate) is recomputed from the config, never
+/// copied from the record.
+pub fn mutate_update(
+    policy: &Policy,
+    facts: &ClusterFacts,
+    old: &Workload,
+    new: &Workload,
+) -> Mutation {
     let mut m = Mutation::default();
     let Some(record) = old.mutated().and_then(Record::parse) else {
         return m;
     };
-    // Only what the old object really carries is put back: a record copied
-    // along with a manifest can name changes its object never had, and
-    // putting those back would, say, mount a volume that does not exist.
-    let held: Vec<&Change> = record.changes.iter().filter(|c| intact(old, c)).collect();
-    if held.iter().all(|c| intact(new, c)) {
-        return m;
+    let (entries, dropped) = trusted(&record, policy);
+    m.warnings = dropped;
+    let mut restore: Vec<Change> = Vec::new();
+    let mut restored: Vec<plan::Restored> = Vec::new();
+    for entry in &entries {
+        let (volume, what) = match entry {
+            Change::ClaimVolume { volume, claim, .. } => (volume, format!("claim {claim:?}")),
+            Change::ClaimTemplate { name, .. } => (name, format!("claim template {name:?}")),
+            _ => continue,
+        };
+        // Where the claim served the data: every mount of it in the old
+        // object (the record names only the mounts the fix added).
+        let served: Vec<Change> = [ContainerList::Containers, ContainerList::InitContainers]
+            .into_iter()
+            .flat_map(|l| old.pod.list(l).iter())
+            .filter(|c| c.shape.is_present())
+            .filter_map(|c| Some((c.name.as_deref()?, c)))
+            .flat_map(|(name, c)| {
+                c.mounts()
+                    .filter(|m| m.shape.is_present() && m.name.as_deref() == Some(volume))
+                    .filter_map(move |m| {
+                        Some(Change::Mount {
+                            container: name.to_string(),
+                            volume: volume.clone(),
+                            mount_path: m.mount_path.clone()?,
+                            sub_path: m.sub_path.clone(),
+                        })
+                    })
+            })
+            .collect();
+        // Only what the old object really carries is put back: a record
+        // copied along with a manifest can name changes its object never had.
+        if !intact(old, entry) || served.is_empty() {
+            continue;
+        }
+        if intact(new, entry) && served.iter().all(|c| intact(new, c)) {
+            continue;
+        }
+        // The original coming back: the recorded volume is gone, or is the
+        // emptyDir (or ephemeral volume) the fix replaced; and nothing but
+        // it is mounted where the claim served. A claim or any other volume
+        // there is a change made on purpose.
+        let original_back = new
+            .pod
+            .volumes
+            .iter()
+            .filter(|v| v.name.as_deref() == Some(volume))
+            .all(|v| matches!(v.source(), "emptyDir" | "ephemeral"));
+        let path_free = served.iter().all(|c| match c {
+            Change::Mount {
+                container,
+                mount_path,
+                ..
+            } => mounts_of(new, container)
+                .filter(|mm| mm.mount_path.as_deref() == Some(mount_path))
+                .all(|mm| mm.name.as_deref() == Some(volume)),
+            _ => true,
+        });
+        if !(original_back && path_free) {
+            m.warnings.push(format!(
+                "[{}] this update changed the storage pvc-guard recorded for {what} (volume {volume:?}); a change made on purpose wins, so nothing was put back and {MUTATED_ANNOTATION} no longer matches the workload",
+                Rule::EphemeralDataPath
+            ));
+            continue;
+        }
+        restore.push(entry.clone());
+        for c in served {
+            if let Change::Mount {
+                container,
+                volume,
+                mount_path,
+                sub_path,
+            } = &c
+            {
+                restored.push(plan::Restored {
+                    container: container.clone(),
+                    volume: volume.clone(),
+                    sub_path: sub_path.clone(),
+                    mount_path: mount_path.clone(),
+                });
+            }
+            restore.push(c);
+        }
     }
-    if new.metadata_shape != Shape::Present {
+    if restore.is_empty() || new.metadata_shape != Shape::Present {
         return m;
     }
     let mut fixed = new.clone();
     let mut ops = Vec::new();
-    for change in held {
+    for change in &restore {
         patch::apply(&mut fixed, change, &mut ops);
-        m.changes.push(change.clone());
     }
+    let follow = {
+        let a = policy.evaluate(&fixed, facts);
+        plan::follow_ups(policy, facts, &a, &restored)
+    };
+    for change in &follow.changes {
+        patch::apply(&mut fixed, change, &mut ops);
+    }
+    restore.extend(follow.changes);
+    let record = Record {
+        rules: record.rules.clone(),
+        changes: entries,
+    };
     patch::set_annotations(
         &mut fixed,
         &[(MUTATED_ANNOTATION, record.to_annotation())],
@@ -189,11 +370,13 @@ pub fn mutate_update(old: &Workload, new: &Workload) -> Mutation {
         "[{}] put back the claim mounts pvc-guard added when the workload was created",
         Rule::EphemeralDataPath
     ));
+    m.applied.extend(follow.applied);
     m.warnings.push(format!(
         "[{}] this update dropped the claim mounts recorded in {MUTATED_ANNOTATION}; pvc-guard put them back so the pods keep their data",
         Rule::EphemeralDataPath
     ));
     m.record = record;
+    m.changes = restore;
     m.patch = ops;
     m
 }

@@ -249,37 +249,91 @@ pub fn plan(
             }
         }
     }
-    // Recreate: single-replica Deployments with a claim at a data path.
-    let rolling = a
-        .findings
+    planner.finish()
+}
+
+/// A claim mount an UPDATE put back: what its permissions are recomputed for.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub container: String,
+    pub volume: String,
+    pub sub_path: Option<String>,
+    pub mount_path: String,
+}
+
+/// What a put-back claim calls for, recomputed from the config and the
+/// object as CREATE would (never copied from the record): its owner's init
+/// container or fsGroup, and `Recreate`.
+pub fn follow_ups(
+    policy: &Policy,
+    facts: &ClusterFacts,
+    a: &Assessment<'_, '_>,
+    restored: &[Restored],
+) -> Plan {
+    let mut names = ClaimNames::new(a.workload);
+    let mut planner = Planner {
+        policy,
+        facts,
+        a,
+        index: Index::new(a),
+        names: &mut names,
+        plan: Plan::default(),
+        init_dirs: Vec::new(),
+    };
+    for r in restored {
+        if let Some(db) = a.dbs.iter().find(|db| db.name() == r.container) {
+            planner.permissions(db, &r.volume, r.sub_path.as_deref(), &r.mount_path);
+        }
+    }
+    // An init container the object already has is the user's or ours:
+    // either way it is left as it is.
+    if a.workload
+        .pod
+        .init_containers
         .iter()
-        .any(|f| f.rule == Rule::RollingUpdateClaim);
-    if rolling && a.workload.kind == Kind::Deployment && a.workload.replicas() <= 1 {
-        planner.plan.changes.push(Change::Recreate);
-        planner.plan.rules.push(Rule::RollingUpdateClaim);
-        planner.did(
-            Rule::RollingUpdateClaim,
-            "set strategy Recreate so two database processes never share the data directory during a rollout".into(),
-        );
+        .any(|c| c.name.as_deref() == Some(PERMISSIONS_CONTAINER))
+    {
+        planner.init_dirs.clear();
     }
-    if !planner.init_dirs.is_empty() {
-        let dirs = std::mem::take(&mut planner.init_dirs);
-        planner.did(
-            Rule::EphemeralDataPath,
-            format!(
-                "added init container {PERMISSIONS_CONTAINER} to set the owner of {}",
-                dirs.iter()
-                    .map(|d| d.path.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
-        planner.plan.changes.push(Change::Permissions {
-            image: policy.config.permissions_image.clone(),
-            dirs,
-        });
+    planner.finish()
+}
+
+impl Planner<'_, '_, '_, '_> {
+    /// What every plan ends with: `Recreate` for a single-replica
+    /// Deployment on a claim, and the permissions init container.
+    fn finish(mut self) -> Plan {
+        let a = self.a;
+        let rolling = a
+            .findings
+            .iter()
+            .any(|f| f.rule == Rule::RollingUpdateClaim);
+        if rolling && a.workload.kind == Kind::Deployment && a.workload.replicas() <= 1 {
+            self.plan.changes.push(Change::Recreate);
+            self.plan.rules.push(Rule::RollingUpdateClaim);
+            self.did(
+                Rule::RollingUpdateClaim,
+                "set strategy Recreate so two database processes never share the data directory during a rollout".into(),
+            );
+        }
+        if !self.init_dirs.is_empty() {
+            let dirs = std::mem::take(&mut self.init_dirs);
+            self.did(
+                Rule::EphemeralDataPath,
+                format!(
+                    "added init container {PERMISSIONS_CONTAINER} to set the owner of {}",
+                    dirs.iter()
+                        .map(|d| d.path.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            self.plan.changes.push(Change::Permissions {
+                image: self.policy.config.permissions_image.clone(),
+                dirs,
+            });
+        }
+        self.plan
     }
-    planner.plan
 }
 
 /// Can the mutation give this workload's pods a claim of their own?
