@@ -15,7 +15,9 @@ use crate::k8s;
 use crate::model::read::Shape;
 use crate::model::{ContainerList, Mount, Workload};
 use crate::policy::{ClusterFacts, Policy, Rule};
-use crate::record::{Change, ClaimSpec, HINT_ANNOTATION, MUTATED_ANNOTATION, Record};
+use crate::record::{
+    Change, ClaimSpec, HINT_ANNOTATION, MUTATED_ANNOTATION, PERMISSIONS_CONTAINER, Record,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct Mutation {
@@ -269,11 +271,16 @@ pub fn mutate_update(
         };
         // Where the claim served the data: every mount of it in the old
         // object (the record names only the mounts the fix added).
+        // pvc-guard's own init container is recomputed, not restored.
         let served: Vec<Change> = [ContainerList::Containers, ContainerList::InitContainers]
             .into_iter()
-            .flat_map(|l| old.pod.list(l).iter())
-            .filter(|c| c.shape.is_present())
-            .filter_map(|c| Some((c.name.as_deref()?, c)))
+            .flat_map(|l| old.pod.list(l).iter().map(move |c| (l, c)))
+            .filter(|(l, c)| {
+                c.shape.is_present()
+                    && !(*l == ContainerList::InitContainers
+                        && c.name.as_deref() == Some(PERMISSIONS_CONTAINER))
+            })
+            .filter_map(|(_, c)| Some((c.name.as_deref()?, c)))
             .flat_map(|(name, c)| {
                 c.mounts()
                     .filter(|m| m.shape.is_present() && m.name.as_deref() == Some(volume))
