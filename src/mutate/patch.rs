@@ -17,7 +17,7 @@ use crate::model::{
     ClaimTemplate, Container, ContainerList, Mount, NameOnly, PodSecurityContext, Strategy, Volume,
     Workload,
 };
-use crate::record::{Change, PERMISSIONS_CONTAINER, permissions_container};
+use crate::record::{Change, ClaimSpec, InitDir, PERMISSIONS_CONTAINER, permissions_container};
 
 /// One JSON Patch (RFC 6902) operation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -69,208 +69,247 @@ fn push<T, const CAP: usize>(
 pub fn apply(w: &mut Workload, change: &Change, ops: &mut Vec<Op>) {
     let pod = w.kind.pod_spec_pointer();
     match change {
-        Change::ClaimVolume { volume, claim, .. } => {
-            let value = json!({"name": volume, "persistentVolumeClaim": {"claimName": claim}});
-            let item = Volume::claim_volume(volume, claim);
-            let volumes = &mut w.pod.volumes;
-            let existing = volumes.shape.is_present().then(|| {
-                volumes
-                    .items
-                    .iter()
-                    .position(|v| v.shape.is_present() && v.name.as_deref() == Some(volume))
-            });
-            match existing.flatten() {
-                Some(i) => {
-                    ops.push(Op::Replace {
-                        path: format!("{pod}/volumes/{i}"),
-                        value,
-                    });
-                    volumes.items[i] = item;
-                }
-                None => push(volumes, item, &format!("{pod}/volumes"), value, ops),
-            }
-        }
-        Change::ClaimTemplate { name, spec } => {
-            let templates = &mut w.spec.volume_claim_templates;
-            if !templates
-                .iter()
-                .any(|t| t.metadata.name.as_deref() == Some(name))
-            {
-                let value = json!({"metadata": {"name": name}, "spec": spec.claim_spec()});
-                let item = ClaimTemplate {
-                    shape: Shape::Present,
-                    metadata: NameOnly {
-                        shape: Shape::Present,
-                        name: Some(name.clone()),
-                    },
-                };
-                push(templates, item, "/spec/volumeClaimTemplates", value, ops);
-            }
-            // The template takes the pod volume's place.
-            let volumes = &mut w.pod.volumes;
-            if volumes.shape.is_present() {
-                for i in (0..volumes.items.len()).rev() {
-                    let v = &volumes.items[i];
-                    if v.shape.is_present() && v.name.as_deref() == Some(name) {
-                        ops.push(Op::Remove {
-                            path: format!("{pod}/volumes/{i}"),
-                        });
-                        volumes.items.remove(i);
-                        volumes.len -= 1;
-                    }
-                }
-                if volumes.items.is_empty() {
-                    ops.push(Op::Remove {
-                        path: format!("{pod}/volumes"),
-                    });
-                    *volumes = List::default();
-                }
-            }
-        }
+        Change::ClaimVolume { volume, claim, .. } => claim_volume(w, pod, volume, claim, ops),
+        Change::ClaimTemplate { name, spec } => claim_template(w, pod, name, spec, ops),
         Change::Mount {
             container,
             volume,
             mount_path,
             sub_path,
-        } => {
-            for list in [ContainerList::Containers, ContainerList::InitContainers] {
-                let items = w.pod.list_mut(list);
-                if !items.shape.is_present() {
-                    continue;
-                }
-                let Some(ci) = items
-                    .items
-                    .iter()
-                    .position(|c| c.shape.is_present() && c.name.as_deref() == Some(container))
-                else {
-                    continue;
-                };
-                let base = format!("{pod}/{}/{ci}/volumeMounts", list.key());
-                let mounts = &mut items.items[ci].volume_mounts;
-                let existing = mounts.shape.is_present().then(|| {
-                    mounts.items.iter().position(|m| {
-                        m.shape.is_present() && m.mount_path.as_deref() == Some(mount_path)
-                    })
-                });
-                match existing.flatten() {
-                    Some(k) => {
-                        ops.push(Op::Add {
-                            path: format!("{base}/{k}/name"),
-                            value: json!(volume),
-                        });
-                        let m = &mut mounts.items[k];
-                        m.name = Some(volume.clone());
-                        if let Some(sp) = sub_path {
-                            ops.push(Op::Add {
-                                path: format!("{base}/{k}/subPath"),
-                                value: json!(sp),
-                            });
-                            m.sub_path = Some(sp.clone());
-                        }
-                    }
-                    None => {
-                        let mut value = json!({"name": volume, "mountPath": mount_path});
-                        if let Some(sp) = sub_path {
-                            value["subPath"] = json!(sp);
-                        }
-                        let item = Mount {
-                            shape: Shape::Present,
-                            name: Some(volume.clone()),
-                            mount_path: Some(mount_path.clone()),
-                            sub_path: sub_path.clone(),
-                            ..Mount::default()
-                        };
-                        push(mounts, item, &base, value, ops);
-                    }
-                }
-                break;
-            }
-        }
-        Change::Permissions { image, dirs } => {
-            let value = permissions_container(image, dirs);
-            let item = Container::from_value(&value);
-            let inits = &mut w.pod.init_containers;
-            let existing = inits.shape.is_present().then(|| {
-                inits.items.iter().position(|c| {
-                    c.shape.is_present() && c.name.as_deref() == Some(PERMISSIONS_CONTAINER)
-                })
+        } => mount(
+            w,
+            pod,
+            container,
+            volume,
+            mount_path,
+            sub_path.as_deref(),
+            ops,
+        ),
+        Change::Permissions { image, dirs } => permissions(w, pod, image, dirs, ops),
+        Change::FsGroup { gid } => fs_group(w, pod, *gid, ops),
+        Change::Recreate => recreate(w, ops),
+    }
+}
+
+/// The pod volume `volume` becomes a claim volume, or is added as one.
+fn claim_volume(w: &mut Workload, pod: &str, volume: &str, claim: &str, ops: &mut Vec<Op>) {
+    let value = json!({"name": volume, "persistentVolumeClaim": {"claimName": claim}});
+    let item = Volume::claim_volume(volume, claim);
+    let volumes = &mut w.pod.volumes;
+    let existing = volumes.shape.is_present().then(|| {
+        volumes
+            .items
+            .iter()
+            .position(|v| v.shape.is_present() && v.name.as_deref() == Some(volume))
+    });
+    match existing.flatten() {
+        Some(i) => {
+            ops.push(Op::Replace {
+                path: format!("{pod}/volumes/{i}"),
+                value,
             });
-            match existing.flatten() {
-                Some(i) => {
-                    ops.push(Op::Replace {
-                        path: format!("{pod}/initContainers/{i}"),
-                        value,
-                    });
-                    inits.items[i] = item;
-                }
-                // First, so it has run before any sidecar starts.
-                None if inits.shape.is_present() => {
-                    ops.push(Op::Add {
-                        path: format!("{pod}/initContainers/0"),
-                        value,
-                    });
-                    inits.items.insert(0, item);
-                    inits.len += 1;
-                }
-                None => push(inits, item, &format!("{pod}/initContainers"), value, ops),
-            }
+            volumes.items[i] = item;
         }
-        Change::FsGroup { gid } => {
-            let sc = &mut w.pod.security_context;
-            let path = format!("{pod}/securityContext");
-            if sc.shape.is_present() {
-                if sc.fs_group.0 == Shape::Absent {
-                    ops.push(Op::Add {
-                        path: format!("{path}/fsGroup"),
-                        value: json!(gid),
-                    });
-                    sc.fs_group = Seen(Shape::Other);
-                }
-                if sc.fs_group_change_policy.0 == Shape::Absent {
-                    ops.push(Op::Add {
-                        path: format!("{path}/fsGroupChangePolicy"),
-                        value: json!("OnRootMismatch"),
-                    });
-                    sc.fs_group_change_policy = Seen(Shape::Other);
-                }
-            } else {
-                ops.push(Op::Add {
-                    path,
-                    value: json!({"fsGroup": gid, "fsGroupChangePolicy": "OnRootMismatch"}),
-                });
-                *sc = PodSecurityContext {
-                    shape: Shape::Present,
-                    fs_group: Seen(Shape::Other),
-                    fs_group_change_policy: Seen(Shape::Other),
-                    ..PodSecurityContext::default()
-                };
-            }
-        }
-        Change::Recreate => {
-            let s = &mut w.spec.strategy;
-            if s.shape.is_present() {
-                ops.push(Op::Add {
-                    path: "/spec/strategy/type".into(),
-                    value: json!("Recreate"),
-                });
-                if s.rolling_update.0 != Shape::Absent {
-                    ops.push(Op::Remove {
-                        path: "/spec/strategy/rollingUpdate".into(),
-                    });
-                }
-            } else {
-                ops.push(Op::Add {
-                    path: "/spec/strategy".into(),
-                    value: json!({"type": "Recreate"}),
-                });
-            }
-            *s = Strategy {
+        None => push(volumes, item, &format!("{pod}/volumes"), value, ops),
+    }
+}
+
+/// A StatefulSet claim template takes the place of the pod volume.
+fn claim_template(w: &mut Workload, pod: &str, name: &str, spec: &ClaimSpec, ops: &mut Vec<Op>) {
+    let templates = &mut w.spec.volume_claim_templates;
+    if !templates
+        .iter()
+        .any(|t| t.metadata.name.as_deref() == Some(name))
+    {
+        let value = json!({"metadata": {"name": name}, "spec": spec.claim_spec()});
+        let item = ClaimTemplate {
+            shape: Shape::Present,
+            metadata: NameOnly {
                 shape: Shape::Present,
-                type_: Some("Recreate".into()),
-                rolling_update: Seen::default(),
-            };
+                name: Some(name.to_string()),
+            },
+        };
+        push(templates, item, "/spec/volumeClaimTemplates", value, ops);
+    }
+    // The template takes the pod volume's place.
+    let volumes = &mut w.pod.volumes;
+    if volumes.shape.is_present() {
+        for i in (0..volumes.items.len()).rev() {
+            let v = &volumes.items[i];
+            if v.shape.is_present() && v.name.as_deref() == Some(name) {
+                ops.push(Op::Remove {
+                    path: format!("{pod}/volumes/{i}"),
+                });
+                volumes.items.remove(i);
+                volumes.len -= 1;
+            }
+        }
+        if volumes.items.is_empty() {
+            ops.push(Op::Remove {
+                path: format!("{pod}/volumes"),
+            });
+            *volumes = List::default();
         }
     }
+}
+
+/// A mount at `mount_path` in the first container (of either list) named
+/// `container`: an existing mount at that path takes the volume, else a
+/// new one is added.
+fn mount(
+    w: &mut Workload,
+    pod: &str,
+    container: &str,
+    volume: &str,
+    mount_path: &str,
+    sub_path: Option<&str>,
+    ops: &mut Vec<Op>,
+) {
+    for list in [ContainerList::Containers, ContainerList::InitContainers] {
+        let items = w.pod.list_mut(list);
+        if !items.shape.is_present() {
+            continue;
+        }
+        let Some(ci) = items
+            .items
+            .iter()
+            .position(|c| c.shape.is_present() && c.name.as_deref() == Some(container))
+        else {
+            continue;
+        };
+        let base = format!("{pod}/{}/{ci}/volumeMounts", list.key());
+        let mounts = &mut items.items[ci].volume_mounts;
+        let existing = mounts.shape.is_present().then(|| {
+            mounts
+                .items
+                .iter()
+                .position(|m| m.shape.is_present() && m.mount_path.as_deref() == Some(mount_path))
+        });
+        match existing.flatten() {
+            Some(k) => {
+                ops.push(Op::Add {
+                    path: format!("{base}/{k}/name"),
+                    value: json!(volume),
+                });
+                let m = &mut mounts.items[k];
+                m.name = Some(volume.to_string());
+                if let Some(sp) = sub_path {
+                    ops.push(Op::Add {
+                        path: format!("{base}/{k}/subPath"),
+                        value: json!(sp),
+                    });
+                    m.sub_path = Some(sp.to_string());
+                }
+            }
+            None => {
+                let mut value = json!({"name": volume, "mountPath": mount_path});
+                if let Some(sp) = sub_path {
+                    value["subPath"] = json!(sp);
+                }
+                let item = Mount {
+                    shape: Shape::Present,
+                    name: Some(volume.to_string()),
+                    mount_path: Some(mount_path.to_string()),
+                    sub_path: sub_path.map(str::to_string),
+                    ..Mount::default()
+                };
+                push(mounts, item, &base, value, ops);
+            }
+        }
+        break;
+    }
+}
+
+/// The permissions init container, first of the init containers so it has
+/// run before any sidecar starts.
+fn permissions(w: &mut Workload, pod: &str, image: &str, dirs: &[InitDir], ops: &mut Vec<Op>) {
+    let value = permissions_container(image, dirs);
+    let item = Container::from_value(&value);
+    let inits = &mut w.pod.init_containers;
+    let existing = inits.shape.is_present().then(|| {
+        inits
+            .items
+            .iter()
+            .position(|c| c.shape.is_present() && c.name.as_deref() == Some(PERMISSIONS_CONTAINER))
+    });
+    match existing.flatten() {
+        Some(i) => {
+            ops.push(Op::Replace {
+                path: format!("{pod}/initContainers/{i}"),
+                value,
+            });
+            inits.items[i] = item;
+        }
+        // First, so it has run before any sidecar starts.
+        None if inits.shape.is_present() => {
+            ops.push(Op::Add {
+                path: format!("{pod}/initContainers/0"),
+                value,
+            });
+            inits.items.insert(0, item);
+            inits.len += 1;
+        }
+        None => push(inits, item, &format!("{pod}/initContainers"), value, ops),
+    }
+}
+
+/// The pod's fsGroup, with OnRootMismatch, unless the pod sets them.
+fn fs_group(w: &mut Workload, pod: &str, gid: i64, ops: &mut Vec<Op>) {
+    let sc = &mut w.pod.security_context;
+    let path = format!("{pod}/securityContext");
+    if sc.shape.is_present() {
+        if sc.fs_group.0 == Shape::Absent {
+            ops.push(Op::Add {
+                path: format!("{path}/fsGroup"),
+                value: json!(gid),
+            });
+            sc.fs_group = Seen(Shape::Other);
+        }
+        if sc.fs_group_change_policy.0 == Shape::Absent {
+            ops.push(Op::Add {
+                path: format!("{path}/fsGroupChangePolicy"),
+                value: json!("OnRootMismatch"),
+            });
+            sc.fs_group_change_policy = Seen(Shape::Other);
+        }
+    } else {
+        ops.push(Op::Add {
+            path,
+            value: json!({"fsGroup": gid, "fsGroupChangePolicy": "OnRootMismatch"}),
+        });
+        *sc = PodSecurityContext {
+            shape: Shape::Present,
+            fs_group: Seen(Shape::Other),
+            fs_group_change_policy: Seen(Shape::Other),
+            ..PodSecurityContext::default()
+        };
+    }
+}
+
+/// `strategy: {type: Recreate}`, with any rollingUpdate settings removed.
+fn recreate(w: &mut Workload, ops: &mut Vec<Op>) {
+    let s = &mut w.spec.strategy;
+    if s.shape.is_present() {
+        ops.push(Op::Add {
+            path: "/spec/strategy/type".into(),
+            value: json!("Recreate"),
+        });
+        if s.rolling_update.0 != Shape::Absent {
+            ops.push(Op::Remove {
+                path: "/spec/strategy/rollingUpdate".into(),
+            });
+        }
+    } else {
+        ops.push(Op::Add {
+            path: "/spec/strategy".into(),
+            value: json!({"type": "Recreate"}),
+        });
+    }
+    *s = Strategy {
+        shape: Shape::Present,
+        type_: Some("Recreate".into()),
+        rolling_update: Seen::default(),
+    };
 }
 
 /// Sets annotations on the workload's own metadata (never its pod

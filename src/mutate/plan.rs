@@ -12,7 +12,7 @@ use crate::model::{Annotation, ContainerRef, Kind, Volume};
 use crate::policy::detect::{DbContainer, start_user};
 use crate::policy::rules::image_populated_dir;
 use crate::policy::storage::{Backing, StorageClass};
-use crate::policy::{Assessment, ClusterFacts, Policy, Rule, Severity};
+use crate::policy::{Assessment, ClusterFacts, Policy, Rule, Severity, Site};
 use crate::record::{Change, ClaimSpec, InitDir, PERMISSIONS_CONTAINER};
 
 /// Why a finding is not fixed.
@@ -541,143 +541,165 @@ impl Planner<'_, '_, '_, '_> {
             (Backing::EmptyDir | Backing::GenericEphemeral, Some(m))
                 if p.class == StorageClass::Ephemeral =>
             {
-                let volume = m.volume_name;
-                let writers: Vec<String> = self
-                    .index
-                    .writers
-                    .get(volume)
-                    .into_iter()
-                    .flatten()
-                    .filter(|w| !w.same(&db.container))
-                    .map(|w| w.name().to_string())
-                    .collect();
-                if !writers.is_empty() {
-                    return Err(Unfixable::OtherWriters {
-                        volume: volume.to_string(),
-                        writers,
-                    });
-                }
-                let vol = self.index.volumes.get(volume).copied();
-                let spec = match p.backing {
-                    Backing::GenericEphemeral => {
-                        let t = vol.map(|v| &v.ephemeral.volume_claim_template.spec);
-                        self.claim_spec(
-                            t.and_then(|t| t.resources.requests.storage.as_deref()),
-                            t.and_then(|t| t.storage_class_name.as_deref()),
-                            t.and_then(|t| t.access_modes.items.first())
-                                .and_then(|m| m.as_deref()),
-                        )?
-                    }
-                    _ => self.claim_spec(
-                        vol.and_then(|v| v.empty_dir.size_limit.as_deref()),
-                        None,
-                        None,
-                    )?,
-                };
-                self.back_with_claim(volume, c, spec, true);
-                // Postgres never initialises a file-system root (lost+found).
-                let mut sub_path = m.sub_path.map(str::to_string);
-                let only_mount = self.index.mounts.get(volume).copied() == Some(1);
-                if db.is_postgres()
-                    && sub_path.is_none()
-                    && db.pgdata.as_deref() == Some(m.mount_path)
-                    && only_mount
-                {
-                    sub_path = Some("pgdata".into());
-                    self.plan.changes.push(Change::Mount {
-                        container: c.to_string(),
-                        volume: volume.to_string(),
-                        mount_path: m.mount_path.to_string(),
-                        sub_path: sub_path.clone(),
-                    });
-                }
-                self.permissions(db, volume, sub_path.as_deref(), m.mount_path);
-                Ok(())
+                self.replace_ephemeral_volume(db, &p.backing, m)
             }
-            (Backing::None, None) => {
-                let target = if site.path.file {
-                    let dir = p
-                        .image_volume
-                        .clone()
-                        .unwrap_or_else(|| parent_dir(&site.path.path));
-                    if image_populated_dir(&dir, db.container.container.working_dir()) {
-                        return Err(Unfixable::ImagePopulatedDir(dir));
-                    }
-                    dir
-                } else if let Some(v) = &p.image_volume {
-                    v.clone()
-                } else {
-                    db.facts
-                        .as_ref()
-                        .and_then(|f| f.mount_path.clone())
-                        .filter(|mp| path_contains(mp, &site.path.path))
-                        .unwrap_or_else(|| site.path.path.clone())
-                };
-                // A claim already mounted where this database kept data in
-                // another layout (postgres 18 against /var/lib/postgresql/data)
-                // may hold that data: the user moves it, not pvc-guard.
-                let family = db.family().unwrap_or("");
-                if let Some(other) = db
-                    .container
-                    .container
-                    .mounts()
-                    .filter_map(|m| m.mount_path.as_deref())
-                    .find(|mp| {
-                        path_contains(&target, mp)
-                            || self
-                                .policy
-                                .catalog
-                                .by_distinctive_path(mp)
-                                .is_some_and(|e| e.family == family)
-                    })
-                {
-                    return Err(Unfixable::OtherLayout {
-                        mount: other.to_string(),
-                        target,
-                    });
-                }
-                let volume = shorten(&format!("pvc-guard-{c}"), 63);
-                let already = self.plan.changes.iter().any(|ch| {
-                    matches!(ch, Change::Mount { container, mount_path, .. }
-                        if container == c && path_contains(mount_path, &target))
-                });
-                if already {
-                    return Ok(());
-                }
-                let same_volume_mounts = self
-                    .plan
-                    .changes
-                    .iter()
-                    .filter(|ch| matches!(ch, Change::Mount { volume: v, .. } if *v == volume))
-                    .count();
-                let sub_path = if db.is_postgres() {
-                    Some("pgdata".to_string())
-                } else if same_volume_mounts > 0 {
-                    Some(shorten(target.trim_start_matches('/'), 63))
-                } else {
-                    None
-                };
-                if same_volume_mounts == 0 {
-                    let spec = self.claim_spec(None, None, None)?;
-                    self.back_with_claim(&volume, c, spec, false);
-                }
-                self.did(
-                    Rule::EphemeralDataPath,
-                    format!("mounted it in container {c:?} at {target}"),
-                );
-                self.plan.changes.push(Change::Mount {
-                    container: c.to_string(),
-                    volume: volume.clone(),
-                    mount_path: target.clone(),
-                    sub_path: sub_path.clone(),
-                });
-                self.permissions(db, &volume, sub_path.as_deref(), &target);
-                Ok(())
-            }
+            (Backing::None, None) => self.add_claim_mount(site, db),
             (_, Some(m)) => Err(Unfixable::LandsElsewhere {
                 mount: m.mount_path.to_string(),
             }),
             _ => Err(Unfixable::CannotTell),
         }
+    }
+
+    /// An emptyDir or generic ephemeral volume only this database writes
+    /// becomes a claim (a claim template in a StatefulSet) of the same name.
+    fn replace_ephemeral_volume(
+        &mut self,
+        db: &DbContainer<'_, '_>,
+        backing: &Backing<'_>,
+        m: &crate::policy::storage::Mount<'_>,
+    ) -> Result<(), Unfixable> {
+        let c = db.name();
+        let volume = m.volume_name;
+        let writers: Vec<String> = self
+            .index
+            .writers
+            .get(volume)
+            .into_iter()
+            .flatten()
+            .filter(|w| !w.same(&db.container))
+            .map(|w| w.name().to_string())
+            .collect();
+        if !writers.is_empty() {
+            return Err(Unfixable::OtherWriters {
+                volume: volume.to_string(),
+                writers,
+            });
+        }
+        let vol = self.index.volumes.get(volume).copied();
+        let spec = match backing {
+            Backing::GenericEphemeral => {
+                let t = vol.map(|v| &v.ephemeral.volume_claim_template.spec);
+                self.claim_spec(
+                    t.and_then(|t| t.resources.requests.storage.as_deref()),
+                    t.and_then(|t| t.storage_class_name.as_deref()),
+                    t.and_then(|t| t.access_modes.items.first())
+                        .and_then(|m| m.as_deref()),
+                )?
+            }
+            _ => self.claim_spec(
+                vol.and_then(|v| v.empty_dir.size_limit.as_deref()),
+                None,
+                None,
+            )?,
+        };
+        self.back_with_claim(volume, c, spec, true);
+        // Postgres never initialises a file-system root (lost+found).
+        let mut sub_path = m.sub_path.map(str::to_string);
+        let only_mount = self.index.mounts.get(volume).copied() == Some(1);
+        if db.is_postgres()
+            && sub_path.is_none()
+            && db.pgdata.as_deref() == Some(m.mount_path)
+            && only_mount
+        {
+            sub_path = Some("pgdata".into());
+            self.plan.changes.push(Change::Mount {
+                container: c.to_string(),
+                volume: volume.to_string(),
+                mount_path: m.mount_path.to_string(),
+                sub_path: sub_path.clone(),
+            });
+        }
+        self.permissions(db, volume, sub_path.as_deref(), m.mount_path);
+        Ok(())
+    }
+
+    /// A path with no mount gets a claim of its own, mounted exactly where
+    /// no image VOLUME shadows it.
+    fn add_claim_mount(
+        &mut self,
+        site: &Site<'_>,
+        db: &DbContainer<'_, '_>,
+    ) -> Result<(), Unfixable> {
+        let c = db.name();
+        let p = &site.placement;
+        let target = if site.path.file {
+            let dir = p
+                .image_volume
+                .clone()
+                .unwrap_or_else(|| parent_dir(&site.path.path));
+            if image_populated_dir(&dir, db.container.container.working_dir()) {
+                return Err(Unfixable::ImagePopulatedDir(dir));
+            }
+            dir
+        } else if let Some(v) = &p.image_volume {
+            v.clone()
+        } else {
+            db.facts
+                .as_ref()
+                .and_then(|f| f.mount_path.clone())
+                .filter(|mp| path_contains(mp, &site.path.path))
+                .unwrap_or_else(|| site.path.path.clone())
+        };
+        // A claim already mounted where this database kept data in
+        // another layout (postgres 18 against /var/lib/postgresql/data)
+        // may hold that data: the user moves it, not pvc-guard.
+        let family = db.family().unwrap_or("");
+        if let Some(other) = db
+            .container
+            .container
+            .mounts()
+            .filter_map(|m| m.mount_path.as_deref())
+            .find(|mp| {
+                path_contains(&target, mp)
+                    || self
+                        .policy
+                        .catalog
+                        .by_distinctive_path(mp)
+                        .is_some_and(|e| e.family == family)
+            })
+        {
+            return Err(Unfixable::OtherLayout {
+                mount: other.to_string(),
+                target,
+            });
+        }
+        let volume = shorten(&format!("pvc-guard-{c}"), 63);
+        let already = self.plan.changes.iter().any(|ch| {
+            matches!(ch, Change::Mount { container, mount_path, .. }
+                if container == c && path_contains(mount_path, &target))
+        });
+        if already {
+            return Ok(());
+        }
+        let same_volume_mounts = self
+            .plan
+            .changes
+            .iter()
+            .filter(|ch| matches!(ch, Change::Mount { volume: v, .. } if *v == volume))
+            .count();
+        let sub_path = if db.is_postgres() {
+            Some("pgdata".to_string())
+        } else if same_volume_mounts > 0 {
+            Some(shorten(target.trim_start_matches('/'), 63))
+        } else {
+            None
+        };
+        if same_volume_mounts == 0 {
+            let spec = self.claim_spec(None, None, None)?;
+            self.back_with_claim(&volume, c, spec, false);
+        }
+        self.did(
+            Rule::EphemeralDataPath,
+            format!("mounted it in container {c:?} at {target}"),
+        );
+        self.plan.changes.push(Change::Mount {
+            container: c.to_string(),
+            volume: volume.clone(),
+            mount_path: target.clone(),
+            sub_path: sub_path.clone(),
+        });
+        self.permissions(db, &volume, sub_path.as_deref(), &target);
+        Ok(())
     }
 }
