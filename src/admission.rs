@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::config::Mode;
+use crate::config::{Mode, RuleSetting};
 use crate::model::read::{Checked, Lenient, Shape, view_struct};
 use crate::model::{Object, RawObject, Unreadable, Workload, limits};
 use crate::mutate::{self, Mutation};
@@ -441,13 +441,23 @@ pub fn judge(
     mut mode: Mode,
     caller: Caller<'_>,
 ) -> Option<Judgement> {
-    match ownership(workload, caller, &policy.config) {
+    let owned = ownership(workload, caller, &policy.config);
+    match owned {
         crate::policy::Ownership::Controller => return None,
         crate::policy::Ownership::Operator if mode == Mode::Enforce => mode = Mode::Warn,
         _ => {}
     }
     let a = policy.evaluate(workload, facts);
-    let mut findings = a.findings;
+    let blocked = blocked_fixes(policy, facts, &a, owned.mutable());
+    let mut findings = settled(policy, a.findings);
+    for f in &mut findings {
+        if let (crate::policy::Detail::Site { blocked: b, .. }, Some(why)) = (
+            &mut f.detail,
+            blocked.get(&(f.container.clone(), f.path.clone())),
+        ) {
+            *b = Some(why.clone());
+        }
+    }
     if mode == Mode::Warn {
         for f in &mut findings {
             f.severity = Severity::Warn;
@@ -455,9 +465,8 @@ pub fn judge(
     }
     // UPDATE: a violation the old object already had is allowed with a warning.
     if let Some(old) = old {
-        let before = policy.evaluate(old, facts);
+        let before = settled(policy, policy.evaluate(old, facts).findings);
         let inherited: BTreeSet<_> = before
-            .findings
             .iter()
             .filter(|f| f.severity == Severity::Deny)
             .map(|f| f.key())
@@ -477,6 +486,49 @@ pub fn judge(
         mode,
         omitted,
     })
+}
+
+/// Why the fix cannot mend a site, by (container, path): asked of the
+/// planner only when a denial the fix might mend is there, so a message
+/// says "pvc-guard fix shows how" only when it does.
+fn blocked_fixes(
+    policy: &Policy,
+    facts: &ClusterFacts,
+    a: &crate::policy::Assessment<'_, '_>,
+    mutable: bool,
+) -> std::collections::HashMap<(String, String), String> {
+    let fixable = |f: &&Finding| f.rule == Rule::EphemeralDataPath && f.severity == Severity::Deny;
+    let sites = a.findings.iter().filter(fixable);
+    if !mutable {
+        return sites
+            .map(|f| {
+                let why = "the object is owned by a controller, which would undo a change".into();
+                ((f.container.clone(), f.path.clone()), why)
+            })
+            .collect();
+    }
+    if !a.findings.iter().any(|f| fixable(&f)) {
+        return Default::default();
+    }
+    let mut names = mutate::claims::ClaimNames::new(a.workload);
+    mutate::plan::plan(policy, facts, a, &mut names)
+        .unfixed
+        .into_iter()
+        .filter_map(|u| Some((u.at?, u.why.to_string())))
+        .collect()
+}
+
+/// Findings with the config's per-rule severities, denials first.
+fn settled(policy: &Policy, mut findings: Vec<Finding>) -> Vec<Finding> {
+    for f in &mut findings {
+        match policy.config.rule_setting(f.rule) {
+            Some(RuleSetting::Warn) => f.severity = Severity::Warn,
+            Some(RuleSetting::Deny) => f.severity = Severity::Deny,
+            _ => {}
+        }
+    }
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    findings
 }
 
 /// What [`judge`] concluded.

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::k8s;
+use crate::rule::Rule;
 
 /// Why a config (or a catalog entry in it) is refused.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,18 @@ impl Mode {
             Mode::Audit => "audit",
         }
     }
+}
+
+/// What a rule's findings do, set per rule in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleSetting {
+    /// The rule finds nothing, and the mutation fixes nothing for it.
+    Off,
+    /// Its findings are warnings.
+    Warn,
+    /// Its findings deny (in enforce mode).
+    Deny,
 }
 
 /// How the mutation makes a new claim writable for the database's user.
@@ -136,6 +149,8 @@ pub struct Config {
     /// they write with a controller ownerReference to a kind of their own
     /// are validated in warn mode and never mutated.
     pub operator_service_accounts: Vec<String>,
+    /// Per rule id: `off`, `warn` or `deny`, over the rule's own severity.
+    pub rules: BTreeMap<String, RuleSetting>,
 }
 
 impl Default for Config {
@@ -153,6 +168,7 @@ impl Default for Config {
             catalog: Vec::new(),
             create_claims: false,
             operator_service_accounts: Vec::new(),
+            rules: BTreeMap::new(),
         }
     }
 }
@@ -214,10 +230,28 @@ impl Config {
                 }
             }
         }
+        let unknown: Vec<&str> = self
+            .rules
+            .keys()
+            .filter(|id| Rule::from_id(id).is_none())
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return invalid(format!(
+                "rules: unknown rule ids {}; the rules are {}",
+                unknown.join(", "),
+                Rule::ALL.map(Rule::id).join(", ")
+            ));
+        }
         for entry in &self.catalog {
             entry.check()?;
         }
         Ok(())
+    }
+
+    /// The setting of `rule`, if the config sets one.
+    pub fn rule_setting(&self, rule: Rule) -> Option<RuleSetting> {
+        self.rules.get(rule.id()).copied()
     }
 
     /// Is `username` (from `request.userInfo`) one of the operators' accounts?

@@ -20,4 +20,5 @@ pub mod mutate;
 pub mod policy;
 pub mod record;
 pub mod report;
+pub mod rule;
 pub mod server;

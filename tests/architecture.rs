@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("logging", 0),
     ("config", 1),
     ("record", 1),
+    ("rule", 0),
     ("model", 2),
     ("policy", 3),
     ("mutate", 4),

@@ -294,8 +294,16 @@ fn an_object_named_only_by_generate_name_is_not_fixed_and_the_denial_says_why() 
         "{:?}",
         m.unfixed
     );
-    let a = policy.evaluate(&w, &ClusterFacts::default());
-    let message = a.findings[0].message();
+    let judged = pvc_guard::admission::judge(
+        &policy,
+        &w,
+        None,
+        &ClusterFacts::default(),
+        pvc_guard::config::Mode::Enforce,
+        pvc_guard::policy::Caller::User("admin"),
+    )
+    .unwrap();
+    let message = judged.findings[0].message();
     assert!(message.contains("named only by generateName"), "{message}");
     assert!(!message.contains("pvc-guard fix shows how"), "{message}");
 }

@@ -197,9 +197,16 @@ async fn the_pg18_denial_names_the_mount_to_use_and_http2_is_negotiated() {
         .unwrap();
     assert!(message.starts_with("[ephemeral-data-path] Deployment data/analytics-db container \"postgres\" (postgres:18)"), "{message}");
     assert!(
-        message.contains("exactly /var/lib/postgresql "),
+        message.contains("exactly /var/lib/postgresql;"),
         "{message}"
     );
+    // The fix would not make this change itself, so the message says why
+    // rather than pointing at `pvc-guard fix`.
+    assert!(
+        message.contains("pvc-guard does not fix it: the mount at /var/lib/postgresql/data"),
+        "{message}"
+    );
+    assert!(!message.contains("pvc-guard fix shows how"), "{message}");
     assert_eq!(body.pointer("/response/status/code"), Some(&json!(403)));
 }
 

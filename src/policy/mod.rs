@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 pub use finding::{Detail, Finding, Rule, Severity};
 pub use ownership::{Caller, Ownership, ownership};
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, RuleSetting};
 use crate::model::{Annotation, Workload, limits};
 use catalog::Catalog;
 use detect::{DataPath, DbContainer};
@@ -169,7 +169,9 @@ impl Policy {
                 limits::DATA_PATH_ENTRIES,
             ))
         });
-        if let Some((what, count, cap)) = exceeded {
+        if let Some((what, count, cap)) = exceeded
+            && self.config.rule_setting(Rule::LimitExceeded) != Some(RuleSetting::Off)
+        {
             a.findings.push(Finding {
                 rule: Rule::LimitExceeded,
                 severity: Severity::Deny,
@@ -238,6 +240,9 @@ impl Policy {
             rule(self, workload, &who, &mut findings);
         }
         a.opted_out = self.apply_opt_out(workload, &who, &mut findings);
+        // A rule the config turns off finds nothing, for the validator and
+        // the mutation alike.
+        findings.retain(|f| self.config.rule_setting(f.rule) != Some(RuleSetting::Off));
         findings.sort_by(|x, y| {
             (y.severity, x.rule, &x.container, &x.path).cmp(&(
                 x.severity,

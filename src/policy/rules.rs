@@ -87,7 +87,7 @@ impl SiteCtx<'_, '_, '_> {
                 what,
                 fix,
                 pgdata_hidden: false,
-                generate_name: false,
+                blocked: None,
                 opt_out_hint: false,
                 cache: None,
             },
@@ -157,14 +157,12 @@ fn ephemeral_data_path(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
     );
     if let Detail::Site {
         pgdata_hidden,
-        generate_name,
         opt_out_hint,
         cache,
         ..
     } = &mut f.detail
     {
         *pgdata_hidden = ctx.db.pgdata_hidden;
-        *generate_name = ctx.workload.generate_name_only;
         *opt_out_hint = true;
         *cache = cache_like.then(|| {
             ctx.db
