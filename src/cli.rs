@@ -1,24 +1,35 @@
-//! The command line: `serve`, `check`, `fix`, `convert`, `certs`.
+//! The command line. Each offline command reads every input it can,
+//! reports what it could not (file, document, reason) and goes on; its exit
+//! code is the worst it saw: 0 nothing denied, 1 something denied, 2 bad
+//! input or usage.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::Value;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
 
 use crate::admission;
 use crate::config::{Config, Mode};
-use crate::manifest;
-use crate::model::Object;
+use crate::manifest::{self, Document, Problem};
+use crate::model::{Object, Workload};
 use crate::mutate::{self, Mutation};
-use crate::policy::{Caller, ClusterFacts, Policy};
+use crate::policy::{Caller, ClusterFacts, Policy, Severity};
 use crate::report;
+
+/// The version, with the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PVC_GUARD_COMMIT"),
+    ")"
+);
 
 #[derive(Parser, Debug)]
 #[command(
     name = "pvc-guard",
-    version,
+    version = VERSION,
     about = "Keeps Kubernetes databases off storage that dies with the pod"
 )]
 pub struct Cli {
@@ -30,27 +41,20 @@ pub struct Cli {
 pub enum Command {
     /// Serve the admission webhook over HTTPS (POST /validate, /mutate).
     Serve(Box<crate::server::ServeArgs>),
-    /// Evaluate manifests offline, as on CREATE in enforce mode.
+    /// Judge manifests offline, as the validating webhook judges a CREATE.
     Check(CheckArgs),
-    /// Print manifests as the mutating webhook would leave them, plus the claims they need.
+    /// Print manifests as the mutating webhook leaves them, plus the claims they need.
     Fix(FixArgs),
-    /// Print a StatefulSet equivalent to a Deployment, and how to move its data.
+    /// Print a StatefulSet equivalent to each Deployment, and how to move its data.
     Convert(ConvertArgs),
     /// Generate a CA and a serving certificate for the webhook Service.
     Certs(crate::certs::CertsArgs),
     /// Judge what the cluster already stores (kubeconfig context or in-cluster).
     Audit(AuditArgs),
-}
-
-#[derive(clap::Args, Debug)]
-pub struct AuditArgs {
-    /// Only this namespace (default: all namespaces).
-    #[arg(long, short = 'n')]
-    pub namespace: Option<String>,
-    #[arg(long, short = 'o', value_enum, default_value = "text")]
-    pub output: Output,
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completion(CompletionArgs),
+    /// Print the version and the commit it was built from.
+    Version,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -61,31 +65,142 @@ pub enum Output {
     Sarif,
 }
 
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ObjectsOutput {
+    /// Multi-document YAML that kubectl reads back unchanged.
+    Yaml,
+    /// One JSON List.
+    Json,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FixOutput {
+    /// The objects as fixed (unchanged documents as they were), then the claims.
+    Yaml,
+    /// The same, as one JSON List.
+    Json,
+    /// A Kustomization whose `patches` carry each fix as a JSON Patch with
+    /// its target, then the claims: commit those instead of the objects.
+    Patch,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Enforce,
+    Warn,
+    Audit,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Enforce => Mode::Enforce,
+            ModeArg::Warn => Mode::Warn,
+            ModeArg::Audit => Mode::Audit,
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
-    /// Files, directories (recursively) or - for stdin.
+    /// Files, directories (recursively: *.yaml, *.yml, *.json) or - for stdin.
     #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
+    /// Report format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: Output,
+    /// Policy config (YAML); its mode, rules and limits apply.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Judge in this mode instead of the config's.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct FixArgs {
+    /// Files, directories (recursively: *.yaml, *.yml, *.json) or - for stdin.
     #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
+    /// What to print.
+    #[arg(long, short = 'o', value_enum, default_value = "yaml")]
+    pub output: FixOutput,
+    /// Policy config (YAML); `mutate: false` in it means nothing is fixed.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Judge the fixed objects in this mode instead of the config's.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConvertArgs {
+    /// Files, directories (recursively) or - for stdin; each Deployment is converted.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// What to print: YAML with the data-moving steps as comments, or a
+    /// JSON List (the steps go to stderr).
+    #[arg(long, short = 'o', value_enum, default_value = "yaml")]
+    pub output: ObjectsOutput,
+    /// Policy config (YAML): the claim size and class of the templates.
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
-pub struct ConvertArgs {
-    #[arg(short = 'f', long = "filename", required = true)]
-    pub file: PathBuf,
+pub struct AuditArgs {
+    /// The kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
     #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The namespace to judge (default: the context's namespace).
+    #[arg(long, short = 'n', conflicts_with = "all_namespaces")]
+    pub namespace: Option<String>,
+    /// Judge every namespace.
+    #[arg(long, short = 'A')]
+    pub all_namespaces: bool,
+    /// Report format.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    pub output: Output,
+    /// Policy config (YAML) to judge with (not the kubeconfig).
+    #[arg(long = "config", value_name = "POLICY_FILE")]
     pub config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CompletionArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// The command-line parser. Installed as `kubectl-pvc_guard`, pvc-guard
+/// is a kubectl plugin, and its help names it `kubectl pvc-guard`.
+pub fn command() -> clap::Command {
+    let plugin = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .is_some_and(|n| n.starts_with("kubectl-pvc_guard"));
+    let command = Cli::command();
+    if plugin {
+        command
+            .name("kubectl pvc-guard")
+            .bin_name("kubectl pvc-guard")
+    } else {
+        command
+    }
+}
+
+/// Parses the process's arguments (exits with usage on a bad one).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Reads `--config FILE`, or the built-in policy.
@@ -108,6 +223,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Convert(args) => convert(args),
         Command::Certs(args) => crate::certs::run(args),
         Command::Audit(args) => audit(args),
+        Command::Completion(args) => {
+            let mut cmd = command();
+            let name = cmd.get_name().to_string();
+            clap_complete::generate(args.shell, &mut cmd, name, &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Version => {
+            println!("pvc-guard {VERSION}");
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -128,21 +253,86 @@ fn object_name(o: &Value) -> (String, String, String) {
     (s("/kind"), s("/metadata/namespace"), s("/metadata/name"))
 }
 
+/// Notes about skipped files and unreadable documents, on stderr.
+fn note_problems(skipped: &[Problem], unreadable: &[Problem]) {
+    for p in skipped {
+        eprintln!("note: {}: skipped, {}", p.source, p.reason);
+    }
+    for p in unreadable {
+        eprintln!("error: {}: {}", p.source, p.reason);
+    }
+}
+
+/// 2 for bad input, else 1 when something is denied, else 0.
+fn worst(unreadable: usize, denied: usize) -> ExitCode {
+    if unreadable > 0 {
+        ExitCode::from(2)
+    } else if denied > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The view of a document, or why it cannot be judged.
+fn view(doc: &Document) -> Result<Option<Workload>, String> {
+    match Object::from_value(&doc.object) {
+        Ok(Object::Workload(w)) => Ok(Some(*w)),
+        Ok(Object::Other) => Ok(None),
+        Err(e) => Err(e.0),
+    }
+}
+
+/// Findings for one workload as the validating webhook would give them on
+/// CREATE, in `mode` (audit mode reports them as warnings: nothing blocks).
+fn judge(policy: &Policy, w: &Workload, mode: Mode) -> Vec<crate::policy::Finding> {
+    let mode = if mode == Mode::Audit {
+        Mode::Warn
+    } else {
+        mode
+    };
+    admission::judge(
+        policy,
+        w,
+        None,
+        &ClusterFacts::default(),
+        mode,
+        Caller::Offline,
+    )
+    .map(|j| j.findings)
+    .unwrap_or_default()
+}
+
 fn check(args: CheckArgs) -> Result<ExitCode, String> {
     let policy = load_policy(args.config.as_ref())?;
-    let docs = manifest::load(&args.files)?;
-    let facts = ClusterFacts::default();
+    let mode = args.mode.map_or(policy.config.mode, Mode::from);
+    let loaded = manifest::load(&args.files);
+    let mut unreadable = loaded.unreadable;
     let mut entries = Vec::new();
-    for doc in &docs {
+    let mut fixable = 0;
+    for doc in &loaded.documents {
         let (kind, namespace, name) = object_name(&doc.object);
-        let findings = match Object::from_value(&doc.object) {
-            Ok(Object::Workload(w)) => {
-                admission::judge(&policy, &w, None, &facts, Mode::Enforce, Caller::Offline)
-                    .map(|j| j.findings)
-                    .unwrap_or_default()
+        let findings = match view(doc) {
+            Ok(Some(w)) => {
+                let findings = judge(&policy, &w, mode);
+                if w.controller_owner().is_none()
+                    && policy.config.mutate
+                    && !mutate::mutate_create(&policy, &w, &ClusterFacts::default())
+                        .patch
+                        .is_empty()
+                {
+                    fixable += 1;
+                }
+                findings
             }
-            Ok(Object::Other) => Vec::new(),
-            Err(e) => return Err(format!("{}: {e}", doc.source)),
+            Ok(None) => Vec::new(),
+            Err(reason) => {
+                unreadable.push(Problem {
+                    source: doc.source.clone(),
+                    reason,
+                });
+                continue;
+            }
         };
         entries.push(report::Entry {
             source: doc.source.clone(),
@@ -152,31 +342,53 @@ fn check(args: CheckArgs) -> Result<ExitCode, String> {
             findings,
         });
     }
-    print_report(&entries, args.output, true, false);
-    Ok(exit_for(&entries))
+    note_problems(&loaded.skipped, &unreadable);
+    print_report(&entries, &unreadable, args.output, true, false);
+    let denied = entries.iter().filter(|e| e.decision() == "deny").count();
+    if args.output == Output::Text {
+        let warned = entries.iter().filter(|e| e.decision() == "warn").count();
+        summary(
+            entries.len() + unreadable.len(),
+            denied,
+            warned,
+            format!("{fixable} fixable by pvc-guard fix"),
+            unreadable.len(),
+        );
+    }
+    Ok(worst(unreadable.len(), denied))
 }
 
-fn print_report(entries: &[report::Entry], output: Output, files: bool, as_table: bool) {
-    match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report::json(entries)).expect("JSON serializes")
-        ),
-        Output::Sarif => println!(
-            "{}",
-            serde_json::to_string_pretty(&report::sarif(entries, files)).expect("JSON serializes")
-        ),
-        Output::Text if as_table => print!("{}", report::table(entries)),
-        Output::Text => print!("{}", report::text(entries)),
+/// The closing line of text output, on stderr.
+fn summary(objects: usize, denied: usize, warned: usize, fixed: String, unreadable: usize) {
+    if objects == 0 {
+        eprintln!("no objects in the input");
+    } else {
+        eprintln!(
+            "{objects} objects: {denied} denied, {warned} warned, {fixed}, {unreadable} unreadable"
+        );
     }
 }
 
-/// 1 when something would be denied.
-fn exit_for(entries: &[report::Entry]) -> ExitCode {
-    if report::any_deny(entries) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
+fn print_report(
+    entries: &[report::Entry],
+    unreadable: &[Problem],
+    output: Output,
+    files: bool,
+    as_table: bool,
+) {
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report::json(entries, unreadable))
+                .expect("JSON serializes")
+        ),
+        Output::Sarif => println!(
+            "{}",
+            serde_json::to_string_pretty(&report::sarif(entries, unreadable, files))
+                .expect("JSON serializes")
+        ),
+        Output::Text if as_table => print!("{}", report::table(entries)),
+        Output::Text => print!("{}", report::text(entries)),
     }
 }
 
@@ -187,96 +399,273 @@ fn audit(args: AuditArgs) -> Result<ExitCode, String> {
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     let entries = runtime.block_on(async {
-        let config = kube::Config::infer()
-            .await
-            .map_err(|e| format!("no kubeconfig context or in-cluster config: {e}"))?;
-        let source = config.cluster_url.to_string();
+        let options = kube::config::KubeConfigOptions {
+            context: args.context.clone(),
+            ..Default::default()
+        };
+        let unusable = |e: &dyn std::fmt::Display| {
+            format!("no usable kubeconfig context or in-cluster config: {e}")
+        };
+        let config = match &args.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .map_err(|e| unusable(&e))?
+            }
+            None if args.context.is_some() => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| unusable(&e))?,
+            None => kube::Config::infer().await.map_err(|e| unusable(&e))?,
+        };
+        let url = config.cluster_url.to_string();
+        let namespace = if args.all_namespaces {
+            None
+        } else {
+            Some(
+                args.namespace
+                    .clone()
+                    .unwrap_or_else(|| config.default_namespace.clone()),
+            )
+        };
         let client = kube::Client::try_from(config).map_err(|e| format!("kube client: {e}"))?;
         let mut progress = |line: &str| eprintln!("audit: {line}");
-        crate::cluster::audit::audit(
-            &client,
-            &policy,
-            args.namespace.as_deref(),
-            &source,
-            &mut progress,
-        )
-        .await
-        .map_err(|e| format!("listing from the API server: {e}"))
+        crate::cluster::audit::audit(&client, &policy, namespace.as_deref(), &url, &mut progress)
+            .await
+            .map_err(|e| crate::cluster::audit::describe_error(&e, &url))
     })?;
-    print_report(&entries, args.output, false, true);
-    Ok(exit_for(&entries))
+    print_report(&entries, &[], args.output, false, true);
+    let denied = entries.iter().filter(|e| e.decision() == "deny").count();
+    Ok(worst(0, denied))
+}
+
+/// What one document became under `fix`.
+struct Fixed {
+    doc: usize,
+    mutation: Mutation,
+    after: Value,
 }
 
 fn fix(args: FixArgs) -> Result<ExitCode, String> {
     let policy = load_policy(args.config.as_ref())?;
-    let docs = manifest::load(&args.files)?;
+    let mode = args.mode.map_or(policy.config.mode, Mode::from);
+    let loaded = manifest::load(&args.files);
+    let docs = &loaded.documents;
     let facts = ClusterFacts::default();
-    let mut objects = Vec::new();
-    let mut claims: BTreeMap<(String, String), Value> = BTreeMap::new();
-    // Claims the input already holds are not printed twice.
-    let given: Vec<(String, String, String)> =
-        docs.iter().map(|d| object_name(&d.object)).collect();
-    for doc in &docs {
-        let m = match Object::from_value(&doc.object) {
-            // Owned objects are never mutated: their controller would fight it.
-            Ok(Object::Workload(w)) if w.controller_owner().is_none() => {
-                mutate::mutate_create(&policy, &w, &facts)
+    let mut unreadable = loaded.unreadable.clone();
+    let mut fixed: Vec<Fixed> = Vec::new();
+    let (mut denied, mut warned) = (0, 0);
+    for (i, doc) in docs.iter().enumerate() {
+        let w = match view(doc) {
+            Ok(w) => w,
+            Err(reason) => {
+                unreadable.push(Problem {
+                    source: doc.source.clone(),
+                    reason,
+                });
+                continue;
             }
-            Ok(_) => Mutation::default(),
-            Err(e) => return Err(format!("{}: {e}", doc.source)),
         };
-        let (_, namespace, name) = object_name(&doc.object);
-        for line in &m.unfixed {
+        // Owned objects are never mutated: their controller would fight it.
+        let mutation = match &w {
+            Some(w) if w.controller_owner().is_none() && policy.config.mutate => {
+                mutate::mutate_create(&policy, w, &facts)
+            }
+            _ => Mutation::default(),
+        };
+        let after = mutation.apply_to(&doc.object).map_err(|e| {
+            format!(
+                "{}: pvc-guard made a patch it cannot apply: {e}",
+                doc.source
+            )
+        })?;
+        let (_, _, name) = object_name(&doc.object);
+        for line in &mutation.unfixed {
             eprintln!("{} {name}: not fixed: {line}", doc.source);
         }
-        for line in &m.warnings {
+        for line in &mutation.warnings {
             eprintln!("{} {name}: {line}", doc.source);
         }
-        for (claim, spec) in m.record.claims() {
-            let ns = (!namespace.is_empty()).then_some(namespace.as_str());
+        if let Some(w) = &w {
+            let view_after = if mutation.patch.is_empty() {
+                None
+            } else {
+                match Object::from_value(&after) {
+                    Ok(Object::Workload(f)) => Some(*f),
+                    _ => None,
+                }
+            };
+            let findings = judge(&policy, view_after.as_ref().unwrap_or(w), mode);
+            if findings.iter().any(|f| f.severity == Severity::Deny) {
+                denied += 1;
+                for f in findings.iter().filter(|f| f.severity == Severity::Deny) {
+                    eprintln!("{}: still denied: {}", doc.source, f.short());
+                }
+            } else if !findings.is_empty() {
+                warned += 1;
+            }
+        }
+        fixed.push(Fixed {
+            doc: i,
+            mutation,
+            after,
+        });
+    }
+    note_problems(&loaded.skipped, &unreadable);
+    let claims = claims_needed(docs, &fixed);
+    let changed = fixed
+        .iter()
+        .filter(|f| !f.mutation.patch.is_empty())
+        .count();
+    match args.output {
+        FixOutput::Yaml => print!("{}", fix_yaml(docs, &fixed, &claims)),
+        FixOutput::Json => {
+            let mut objects: Vec<Value> = fixed.iter().map(|f| f.after.clone()).collect();
+            objects.extend(claims.into_values());
+            print!("{}", manifest::to_json(&objects));
+        }
+        FixOutput::Patch => print!("{}", fix_patches(docs, &fixed, claims)),
+    }
+    if args.output != FixOutput::Json {
+        summary(
+            fixed.len() + unreadable.len(),
+            denied,
+            warned,
+            format!("{changed} fixed"),
+            unreadable.len(),
+        );
+    }
+    Ok(worst(unreadable.len(), denied))
+}
+
+/// The claims the fixes name that the input does not already hold.
+fn claims_needed(docs: &[Document], fixed: &[Fixed]) -> BTreeMap<(String, String), Value> {
+    let given: Vec<(String, String, String)> =
+        docs.iter().map(|d| object_name(&d.object)).collect();
+    let mut claims = BTreeMap::new();
+    for f in fixed {
+        let (_, namespace, _) = object_name(&docs[f.doc].object);
+        for (claim, spec) in f.mutation.record.claims() {
             if given
                 .iter()
                 .any(|(k, n, c)| k == "PersistentVolumeClaim" && *n == namespace && c == claim)
             {
                 continue;
             }
+            let ns = (!namespace.is_empty()).then_some(namespace.as_str());
             claims
                 .entry((namespace.clone(), claim.to_string()))
                 .or_insert_with(|| spec.manifest(claim, ns));
         }
-        let fixed = m.apply_to(&doc.object).map_err(|e| {
-            format!(
-                "{}: pvc-guard made a patch it cannot apply: {e}",
-                doc.source
-            )
-        })?;
-        objects.push(fixed);
     }
+    claims
+}
+
+/// The input as YAML: a document nothing changed keeps its own text
+/// (comments included), a fixed one is written anew, then the claims.
+fn fix_yaml(
+    docs: &[Document],
+    fixed: &[Fixed],
+    claims: &BTreeMap<(String, String), Value>,
+) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for f in fixed {
+        let doc = &docs[f.doc];
+        match (&doc.text, f.mutation.patch.is_empty()) {
+            (Some(text), true) => parts.push(text.clone()),
+            _ => parts.push(manifest::to_yaml(std::slice::from_ref(&f.after))),
+        }
+    }
+    parts.extend(
+        claims
+            .values()
+            .map(|c| manifest::to_yaml(std::slice::from_ref(c))),
+    );
+    let mut out = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(part);
+        if !part.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A Kustomization carrying each fix as a JSON Patch with its target, then
+/// the claims as documents of their own.
+fn fix_patches(
+    docs: &[Document],
+    fixed: &[Fixed],
+    claims: BTreeMap<(String, String), Value>,
+) -> String {
+    let patches: Vec<Value> = fixed
+        .iter()
+        .filter(|f| !f.mutation.patch.is_empty())
+        .map(|f| {
+            let o = &docs[f.doc].object;
+            let (kind, namespace, name) = object_name(o);
+            let api_version = o.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let mut target =
+                json!({"group": group, "version": version, "kind": kind, "name": name});
+            if !namespace.is_empty() {
+                target["namespace"] = json!(namespace);
+            }
+            let ops: Vec<Value> =
+                serde_json::from_slice(&f.mutation.patch_json()).expect("a JSON patch reads back");
+            json!({"target": target, "patch": manifest::to_yaml(&[Value::Array(ops)])})
+        })
+        .collect();
+    let kustomization = json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "patches": patches,
+    });
+    let mut objects = vec![kustomization];
     objects.extend(claims.into_values());
-    print!("{}", manifest::to_yaml(&objects));
-    Ok(ExitCode::SUCCESS)
+    manifest::to_yaml(&objects)
 }
 
 fn convert(args: ConvertArgs) -> Result<ExitCode, String> {
     let policy = load_policy(args.config.as_ref())?;
-    let docs = manifest::load(std::slice::from_ref(&args.file))?;
-    let mut out = String::new();
-    let mut converted = 0;
-    for doc in &docs {
+    let loaded = manifest::load(&args.files);
+    note_problems(&loaded.skipped, &loaded.unreadable);
+    let mut objects = Vec::new();
+    let mut yaml = String::new();
+    for doc in &loaded.documents {
         if doc.object.get("kind").and_then(Value::as_str) != Some("Deployment") {
             continue;
         }
         let c = crate::convert::convert(&policy, &doc.object)
             .map_err(|e| format!("{}: {e}", doc.source))?;
-        if converted > 0 {
-            out.push_str("---\n");
+        match args.output {
+            ObjectsOutput::Yaml => {
+                if !yaml.is_empty() {
+                    yaml.push_str("---\n");
+                }
+                yaml.push_str(&c.steps);
+                yaml.push_str(&manifest::to_yaml(&c.objects));
+            }
+            ObjectsOutput::Json => {
+                eprint!("{}", c.steps);
+                objects.extend(c.objects);
+            }
         }
-        out.push_str(&c);
-        converted += 1;
     }
-    if converted == 0 {
-        return Err(format!("{}: no Deployment to convert", args.file.display()));
+    if objects.is_empty() && yaml.is_empty() {
+        return Err(if loaded.unreadable.is_empty() {
+            "the input holds no Deployment to convert".into()
+        } else {
+            "no readable Deployment to convert".into()
+        });
     }
-    print!("{out}");
-    Ok(ExitCode::SUCCESS)
+    match args.output {
+        ObjectsOutput::Yaml => print!("{yaml}"),
+        ObjectsOutput::Json => print!("{}", manifest::to_json(&objects)),
+    }
+    Ok(worst(loaded.unreadable.len(), 0))
 }

@@ -5,7 +5,6 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::manifest::to_yaml;
 use crate::model::{Object, Workload};
 use crate::mutate::{self, patch};
 use crate::policy::storage::Backing;
@@ -30,8 +29,15 @@ fn str_at<'v>(v: &'v Value, p: &str) -> Option<&'v str> {
     v.pointer(p).and_then(Value::as_str)
 }
 
-/// The StatefulSet, its headless Service and the migration steps, as YAML.
-pub fn convert(policy: &Policy, deployment: &Value) -> Result<String, String> {
+/// A Deployment converted: the objects to apply, and the steps that move
+/// its data, as YAML comments.
+pub struct Converted {
+    pub objects: Vec<Value>,
+    pub steps: String,
+}
+
+/// The StatefulSet, its headless Service and the migration steps.
+pub fn convert(policy: &Policy, deployment: &Value) -> Result<Converted, String> {
     let name = str_at(deployment, "/metadata/name")
         .ok_or("the Deployment has no name")?
         .to_string();
@@ -194,6 +200,8 @@ pub fn convert(policy: &Policy, deployment: &Value) -> Result<String, String> {
              #      kubectl{ns_flag} delete deployment {name}\n"
         ));
     }
-    out.push_str(&to_yaml(&[sts, svc]));
-    Ok(out)
+    Ok(Converted {
+        objects: vec![sts, svc],
+        steps: out,
+    })
 }

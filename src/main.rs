@@ -1,5 +1,3 @@
-use clap::Parser;
-
 // A request allocates about a thousand times (serde_json trees, the fixed
 // copy of the object, the patch): glibc malloc took a third of the
 // handler's instructions (callgrind over benches/core.rs), mimalloc far
@@ -9,7 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     no_huge_pages();
-    pvc_guard::cli::run(pvc_guard::cli::Cli::parse())
+    pvc_guard::cli::run(pvc_guard::cli::parse())
 }
 
 /// With transparent huge pages set to `always` (common on nodes), each

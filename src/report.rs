@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use crate::manifest::Problem;
 use crate::model::Kind;
 use crate::policy::{Finding, Rule, Severity};
 
@@ -121,8 +122,12 @@ pub fn table(entries: &[Entry]) -> String {
     out
 }
 
-/// The shape `check --output json` prints: one object per input object.
-pub fn json(entries: &[Entry]) -> Value {
+/// The shape `check --output json` prints: one object per input object,
+/// then one per document that could not be read.
+pub fn json(entries: &[Entry], unreadable: &[Problem]) -> Value {
+    let unread = unreadable.iter().map(|p| {
+        json!({"source": p.source, "decision": "unreadable", "error": p.reason, "findings": []})
+    });
     Value::Array(
         entries
             .iter()
@@ -142,13 +147,15 @@ pub fn json(entries: &[Entry]) -> Value {
                     })).collect::<Vec<_>>(),
                 })
             })
+            .chain(unread)
             .collect(),
     )
 }
 
 /// A SARIF 2.1.0 log with one run; `files` says whether sources are files
-/// (physical locations) or a cluster (logical locations only).
-pub fn sarif(entries: &[Entry], files: bool) -> Value {
+/// (physical locations) or a cluster (logical locations only). Documents
+/// that could not be read are the run's error notifications.
+pub fn sarif(entries: &[Entry], unreadable: &[Problem], files: bool) -> Value {
     let rules: Vec<Value> = Rule::ALL
         .iter()
         .map(|r| {
@@ -191,6 +198,14 @@ pub fn sarif(entries: &[Entry], files: bool) -> Value {
                 "rules": rules,
             }},
             "results": results,
+            "invocations": [{
+                "executionSuccessful": unreadable.is_empty(),
+                "toolExecutionNotifications": unreadable.iter().map(|p| json!({
+                    "level": "error",
+                    "message": {"text": p.reason},
+                    "locations": [{"physicalLocation": {"artifactLocation": {"uri": artifact_uri(&p.source)}}}],
+                })).collect::<Vec<_>>(),
+            }],
         }],
     })
 }

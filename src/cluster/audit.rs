@@ -288,3 +288,27 @@ fn reclaim_deletes(
         })
         .collect()
 }
+
+/// One readable line for a failed API call: the server, and what it said
+/// or why it could not be reached.
+pub fn describe_error(e: &kube::Error, url: &str) -> String {
+    match e {
+        kube::Error::Api(s) => format!(
+            "the API server at {url} answered {} {}: {}",
+            s.code, s.reason, s.message
+        ),
+        other => {
+            let mut why = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                let text = s.to_string();
+                if !why.contains(&text) {
+                    why.push_str(": ");
+                    why.push_str(&text);
+                }
+                source = s.source();
+            }
+            format!("cannot talk to the API server at {url}: {why}")
+        }
+    }
+}

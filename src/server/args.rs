@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::admission::FailureMode;
-use crate::flags::{parse_duration, positive};
+use crate::flags::{parse_duration, parse_listen, parse_size, positive};
 use crate::logging::LogFormat;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "PVC_GUARD_LISTEN", default_value = "0.0.0.0:8443")]
+    #[arg(long, env = "PVC_GUARD_LISTEN", default_value = "0.0.0.0:8443", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// PEM certificate chain; reloaded when the file changes.
     #[arg(long, env = "PVC_GUARD_TLS_CERT", requires = "tls_key")]
@@ -37,11 +37,12 @@ pub struct ServeArgs {
         default_value = "allow"
     )]
     pub failure_mode: FailureMode,
+    /// Log lines as text, for a person, or JSON, for a log collector.
     #[arg(long, env = "PVC_GUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Largest request body accepted, in bytes (the API server's own
     /// request limit is 3 MiB).
-    #[arg(long, env = "PVC_GUARD_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    #[arg(long, env = "PVC_GUARD_MAX_BODY_BYTES", default_value = "3Mi", value_parser = parse_size)]
     pub max_body_bytes: usize,
     /// Time allowed for the TLS handshake, then for the first request's
     /// headers; an idle HTTP/1.1 keep-alive connection is closed after it too.
@@ -66,7 +67,7 @@ pub struct ServeArgs {
     /// answered 503 at once. Counts bytes received, so a client that
     /// declares a length and sends nothing holds none. Default: 4 times
     /// --max-body-bytes.
-    #[arg(long, env = "PVC_GUARD_MAX_BUFFERED_BYTES", value_parser = positive)]
+    #[arg(long, env = "PVC_GUARD_MAX_BUFFERED_BYTES", value_parser = parse_size)]
     pub max_buffered_bytes: Option<usize>,
     /// Requests that may wait for an evaluation; one more is answered 503
     /// at once, and the API server applies the webhook's failurePolicy.
