@@ -4,7 +4,6 @@
 pub mod metrics;
 pub mod tls;
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -296,7 +295,7 @@ pub fn router(app: Arc<App>, request_timeout: Duration) -> Router {
 /// The queue is short because its slots are allocated up front (the
 /// default 128,000 lines were 4 MiB of idle memory).
 /// The guard flushes what is left when `run` returns.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
@@ -331,18 +330,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn load_config(path: &PathBuf) -> anyhow::Result<(Config, Vec<u8>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok((parse_config(path, &bytes)?, bytes))
-}
-
-fn parse_config(path: &Path, bytes: &[u8]) -> anyhow::Result<Config> {
-    let text =
-        std::str::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
-    Config::from_yaml(text).with_context(|| format!("{}", path.display()))
-}
-
-async fn shutdown_signal() {
+/// SIGTERM (the kubelet stopping the pod) or Ctrl-C.
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -365,12 +354,11 @@ async fn shutdown_signal() {
 
 /// Watches the certificate and config files and swaps in what changed.
 /// A file that fails to load leaves the old one in force.
-async fn reload_loop(
-    app: Arc<App>,
-    args: ServeArgs,
-    mut cert_seen: Vec<u8>,
-    mut config_seen: Vec<u8>,
-) {
+async fn reload_loop(app: Arc<App>, args: ServeArgs, mut cert_seen: Vec<u8>, config_seen: Vec<u8>) {
+    let mut config_file = args
+        .config
+        .clone()
+        .map(|path| crate::config_file::Watched::new(path, config_seen));
     let mut tick = tokio::time::interval(args.reload_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -397,23 +385,20 @@ async fn reload_loop(
                 }
             }
         }
-        if let Some(path) = &args.config {
-            let changed = std::fs::read(path).ok().filter(|b| *b != config_seen);
-            if let Some(bytes) = changed {
-                let parsed = parse_config(path, &bytes);
-                config_seen = bytes;
-                match parsed {
-                    Ok(config) => {
-                        app.policy.store(Arc::new(Policy::new(config)));
-                        app.metrics.config_reloads.inc();
-                        app.metrics.config_last_reload_ok.set(1);
-                        info!(config = %path.display(), "loaded the changed config");
-                    }
-                    Err(e) => {
-                        app.metrics.config_reload_errors.inc();
-                        app.metrics.config_last_reload_ok.set(0);
-                        error!(error = %format!("{e:#}"), "the changed config is invalid; the old config stays in force");
-                    }
+        if let Some(file) = &mut config_file
+            && let Some(parsed) = file.changed()
+        {
+            match parsed {
+                Ok(config) => {
+                    app.policy.store(Arc::new(Policy::new(config)));
+                    app.metrics.config_reloads.inc();
+                    app.metrics.config_last_reload_ok.set(1);
+                    info!(config = %file.path.display(), "loaded the changed config");
+                }
+                Err(e) => {
+                    app.metrics.config_reload_errors.inc();
+                    app.metrics.config_last_reload_ok.set(0);
+                    error!(error = %format!("{e:#}"), "the changed config is invalid; the old config stays in force");
                 }
             }
         }
@@ -439,20 +424,6 @@ async fn refuse_plain_http(stream: &mut TcpStream, app: &App) -> bool {
             true
         }
     }
-}
-
-/// The Lease holder's name: unique per replica, and the pod's name when the
-/// downward API provides it (so `kubectl get lease` names the pod).
-fn lease_identity() -> String {
-    ["POD_NAME", "HOSTNAME"]
-        .into_iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            format!("pvc-guard-{}-{nanos:x}", std::process::id())
-        })
 }
 
 /// HTTP/1.1 and HTTP/2 on one connection, as ALPN chose. The header
@@ -497,7 +468,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains. `client`
-/// talks to the API server for cluster facts and the claim controller.
+/// talks to the API server for cluster facts (read only: the claim
+/// controller is `pvc-guard controller`, a process of its own).
 pub async fn serve_on(
     listener: TcpListener,
     args: ServeArgs,
@@ -505,7 +477,7 @@ pub async fn serve_on(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (config, config_seen) = match &args.config {
-        Some(path) => load_config(path)?,
+        Some(path) => crate::config_file::load(path)?,
         None => (Config::default(), Vec::new()),
     };
     let (cert_key, not_after, cert_seen) = match (&args.tls_cert, &args.tls_key) {
@@ -538,34 +510,11 @@ pub async fn serve_on(
     let tls_config = tls::server_config(store.clone(), args.client_ca.as_ref())?;
     let acceptor = TlsAcceptor::from(Arc::new(tls_config));
     let metrics = Metrics::new();
-    let create_claims = args.create_claims || config.create_claims;
-    if create_claims && client.is_none() {
-        warn!(
-            "createClaims is set but there is no cluster connection (--no-cluster, or not in a pod): no claim controller runs"
-        );
-    }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut controller = None;
+    // createClaims says a claim controller runs in the cluster, which
+    // silences missing-claim for the claims it will create.
     let cluster = client.as_ref().map(|client| {
-        let caches = crate::cluster::Caches::start(client, &metrics.cluster, create_claims);
-        if create_claims {
-            let election = crate::cluster::claims::Election {
-                lease_namespace: args
-                    .lease_namespace
-                    .clone()
-                    .unwrap_or_else(|| client.default_namespace().to_string()),
-                identity: lease_identity(),
-            };
-            controller = Some(tokio::spawn(crate::cluster::claims::run_elected(
-                client.clone(),
-                caches.clone(),
-                config.excluded_namespaces.clone(),
-                metrics.cluster.clone(),
-                election,
-                stop_rx.clone(),
-            )));
-        }
-        caches
+        crate::cluster::Caches::start(client, &metrics.cluster, config.create_claims)
     });
     let app = Arc::new(App {
         policy: ArcSwap::from_pointee(Policy::new(config)),
@@ -672,9 +621,6 @@ pub async fn serve_on(
         warn!("drain timeout reached; closing the remaining connections");
     }
     reloader.abort();
-    if let Some(controller) = controller {
-        let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
-    }
     info!("stopped");
     Ok(())
 }
