@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("manifest", 0),
     ("config", 1),
     ("record", 1),
+    ("config_file", 2),
     ("model", 2),
     ("policy", 3),
     ("mutate", 4),
