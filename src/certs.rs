@@ -8,6 +8,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SanType,
 };
+use sha2::{Digest, Sha256};
 
 /// PEM texts of a CA and a certificate it signed.
 pub struct Generated {
@@ -27,9 +28,6 @@ pub fn generate(
     let until = now + std::time::Duration::from_secs(u64::from(days) * 86_400);
 
     let mut ca_params = CertificateParams::default();
-    let mut ca_dn = DistinguishedName::new();
-    ca_dn.push(DnType::CommonName, format!("{common_name} CA"));
-    ca_params.distinguished_name = ca_dn;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -39,6 +37,29 @@ pub fn generate(
     ca_params.not_before = now.into();
     ca_params.not_after = until.into();
     let ca_key = KeyPair::generate()?;
+    // During a rotation the bundle holds the old CA and the new one: a name
+    // of their own (when, and a digest of the key) tells them apart, in
+    // `openssl x509 -subject` as in the issuer of the certificate served.
+    let issued = ca_params.not_before;
+    let key_digest = Sha256::digest(ca_key.public_key_raw());
+    let mut ca_dn = DistinguishedName::new();
+    ca_dn.push(
+        DnType::CommonName,
+        format!(
+            "{common_name} CA {:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z {:02x}{:02x}{:02x}{:02x}",
+            issued.year(),
+            u8::from(issued.month()),
+            issued.day(),
+            issued.hour(),
+            issued.minute(),
+            issued.second(),
+            key_digest[0],
+            key_digest[1],
+            key_digest[2],
+            key_digest[3],
+        ),
+    );
+    ca_params.distinguished_name = ca_dn;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
 

@@ -41,6 +41,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve the admission webhook over HTTPS (POST /validate, /mutate).
     Serve(Box<crate::server::ServeArgs>),
+    /// Run the claim controller: create the claims the webhook's fixes
+    /// name, once their workloads are stored.
+    Controller(Box<ControllerArgs>),
     /// Judge manifests offline, as the validating webhook judges a CREATE.
     Check(CheckArgs),
     /// Print manifests as the mutating webhook leaves them, plus the claims they need.
@@ -217,7 +220,8 @@ pub fn load_policy(path: Option<&PathBuf>) -> Result<Policy, String> {
 
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve(args) => crate::server::run(*args),
+        Command::Serve(args) => serve(*args),
+        Command::Controller(args) => controller(*args),
         Command::Check(args) => check(args),
         Command::Fix(args) => fix(args),
         Command::Convert(args) => convert(args),
@@ -241,6 +245,80 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `serve`, refusing the flag that used to run the claim controller in it.
+fn serve(args: crate::server::ServeArgs) -> Result<ExitCode, String> {
+    if args.create_claims {
+        return Err(
+            "--create-claims (PVC_GUARD_CREATE_CLAIMS) was removed: the claim controller runs as `pvc-guard controller`, in a Deployment and with a ServiceAccount of its own (manifests/base/controller.yaml); `createClaims: true` in the config tells the webhook that it runs".into(),
+        );
+    }
+    crate::server::run(args)
+}
+
+/// Flags of `pvc-guard controller`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Policy config (YAML): the claim limits and namespace exclusions the
+    /// controller applies; reloaded when the file changes.
+    #[arg(long, env = "PVC_GUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Namespace of the Lease the replicas compete for, where no claim is
+    /// ever created (default: the kubeconfig's namespace, in a pod its own).
+    #[arg(long, env = "PVC_GUARD_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Log lines as text, for a person, or JSON, for a log collector.
+    #[arg(long, env = "PVC_GUARD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
+    /// Plain HTTP address for GET /healthz, /readyz and /metrics. The
+    /// default answers only on this machine; in a pod, listen on 0.0.0.0 so
+    /// the kubelet's probes reach it (the shipped Deployment does).
+    #[arg(
+        long,
+        env = "PVC_GUARD_HEALTH_LISTEN",
+        default_value = "127.0.0.1:8081",
+        value_parser = crate::flags::parse_listen
+    )]
+    pub health_listen: std::net::SocketAddr,
+    /// How often the config file is checked for changes.
+    #[arg(long, env = "PVC_GUARD_RELOAD_INTERVAL", value_parser = crate::flags::parse_duration, default_value = "2s")]
+    pub reload_interval: std::time::Duration,
+}
+
+fn controller(args: ControllerArgs) -> Result<ExitCode, String> {
+    let _log = crate::logging::init(args.log_format);
+    // One thread: the controller waits on the API server, it does not compute.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    // A bad config is reported before anything else is tried.
+    if let Some(path) = &args.config {
+        crate::config_file::load(path).map_err(|e| format!("{e:#}"))?;
+    }
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.health_listen)
+            .await
+            .map_err(|e| format!("--health-listen {}: {e}", args.health_listen))?;
+        let client = kube::Client::try_default().await.map_err(|e| {
+            format!("connecting to the API server (a kubeconfig context, or in a pod its ServiceAccount): {e}")
+        })?;
+        let options = crate::cluster::controller::Options {
+            config: args.config,
+            lease_namespace: args.lease_namespace,
+            reload_interval: args.reload_interval,
+        };
+        crate::cluster::controller::run(
+            client,
+            listener,
+            options,
+            crate::server::shutdown_signal(),
+        )
+        .await
+        .map_err(|e| format!("{e:#}"))
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn object_name(o: &Value) -> (String, String, String) {

@@ -99,8 +99,8 @@ pub struct ClaimDefaults {
     pub access_mode: String,
     /// Claim name; `{workload}` and `{container}` are replaced.
     pub name_template: String,
-    /// The largest size a `pvc-guard.io/claim-size` annotation may ask for
-    /// (and the claim controller will create).
+    /// The largest size a `pvc-guard.io/claim-size` annotation may ask for,
+    /// and the claim controller will create.
     pub max_size: String,
     /// When non-empty, the only classes `pvc-guard.io/claim-storage-class`
     /// may name.
@@ -143,7 +143,9 @@ pub struct Config {
     pub csi_drivers: BTreeMap<String, CsiClass>,
     /// Catalog entries that extend or (same `name`) replace built-in ones.
     pub catalog: Vec<CatalogEntry>,
-    /// `serve` runs the claim controller (as `--create-claims`); read at start.
+    /// A claim controller (`pvc-guard controller`) runs in the cluster, so
+    /// the claims a record names will be created: `serve` then does not
+    /// warn that they are missing. Read by `serve` at start.
     pub create_claims: bool,
     /// Service accounts of database operators (`namespace/name`): objects
     /// they write with a controller ownerReference to a kind of their own

@@ -9,6 +9,7 @@ pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod config_file;
 pub mod convert;
 pub mod flags;
 pub mod k8s;

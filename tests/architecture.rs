@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 1),
     ("record", 1),
     ("rule", 0),
+    ("config_file", 2),
     ("model", 2),
     ("policy", 3),
     ("mutate", 4),

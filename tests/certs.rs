@@ -187,6 +187,32 @@ fn force_bundles_the_new_ca_with_the_previous_one_only() {
     assert_eq!(second.len(), 2);
     assert_ne!(second[0], first[0]);
     assert_eq!(second[1], first[0], "the previous CA follows the new one");
+    // Told apart by name, even when made within the same second.
+    let common_name = |c: &CertificateDer<'static>| {
+        let (_, cert) = x509_parser::parse_x509_certificate(c).unwrap();
+        cert.subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .unwrap()
+            .to_string()
+    };
+    let (new_name, old_name) = (common_name(&second[0]), common_name(&second[1]));
+    assert_ne!(new_name, old_name);
+    for name in [&new_name, &old_name] {
+        assert!(name.starts_with("pvc-guard.pvc-guard.svc CA 20"), "{name}");
+    }
+    let served = certs_in(&std::fs::read(out.join("tls.crt")).unwrap());
+    let (_, served) = x509_parser::parse_x509_certificate(&served[0]).unwrap();
+    assert_eq!(
+        served
+            .issuer()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok()),
+        Some(new_name.as_str()),
+        "the certificate names the CA that signed it"
+    );
     patched_bundle();
     // The new certificate is the new CA's.
     let cert = std::fs::read(out.join("tls.crt")).unwrap();

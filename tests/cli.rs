@@ -387,3 +387,50 @@ fn check_writes_sarif_that_code_scanning_accepts() {
     assert!(results.iter().any(|r| r["level"] == "error"));
     assert!(results.iter().any(|r| r["level"] == "warning"));
 }
+
+#[test]
+fn the_controller_and_the_removed_serve_flag_fail_with_errors_that_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_cluster = [
+        (
+            "KUBECONFIG",
+            dir.path().join("absent").to_str().unwrap().to_string(),
+        ),
+        ("HOME", dir.path().to_str().unwrap().to_string()),
+        // Not in a pod, even when the tests run in one.
+        ("KUBERNETES_SERVICE_HOST", String::new()),
+    ];
+    let envs: Vec<(&str, &str)> = no_cluster.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for (args, env) in [
+        (vec!["serve", "--create-claims"], vec![]),
+        (vec!["serve"], vec![("PVC_GUARD_CREATE_CLAIMS", "true")]),
+    ] {
+        let (code, _, err) = common::run_cli_env(&args, &env);
+        assert_eq!(code, 2, "{args:?} {env:?}: {err}");
+        assert!(
+            err.contains("was removed") && err.contains("pvc-guard controller"),
+            "{err}"
+        );
+    }
+
+    let (code, _, err) = common::run_cli_env(&["controller", "--health-listen", "port 80"], &envs);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--health-listen"), "{err}");
+
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "claims:\n  maxSize: plenty\n").unwrap();
+    let (code, _, err) =
+        common::run_cli_env(&["controller", "--config", config.to_str().unwrap()], &envs);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("config.yaml") && err.contains("claims.maxSize"),
+        "{err}"
+    );
+
+    // No kubeconfig and not in a pod: said, not panicked.
+    let (code, _, err) =
+        common::run_cli_env(&["controller", "--health-listen", "127.0.0.1:0"], &envs);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("connecting to the API server"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

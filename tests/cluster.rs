@@ -13,7 +13,19 @@ use api::ApiServer;
 use clap::Parser;
 use common::*;
 use pvc_guard::cli::{Cli, Command};
+use pvc_guard::cluster::claims;
+use pvc_guard::cluster::metrics::ControllerMetrics;
+use pvc_guard::config::Config;
 use serde_json::{Value, json};
+
+/// The controller's series, as `pvc-guard controller` serves them.
+fn encode(metrics: &ControllerMetrics) -> String {
+    let mut registry = prometheus_client::registry::Registry::with_prefix("pvc_guard");
+    metrics.register(&mut registry);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+    out
+}
 
 fn fixture(name: &str) -> Value {
     read_json(&format!("admission/{name}.json"))
@@ -393,19 +405,21 @@ async fn the_claim_controller_creates_each_missing_claim_once_and_409_is_success
         vec![json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "600"},
             "items": [stored_mutated("orders-db"), stored_mutated("billing-db"), plain, existing, deleting, ignored]})],
     );
-    let metrics = pvc_guard::server::metrics::Metrics::new();
+    let metrics = ControllerMetrics::default();
     let client = api.client();
-    // The namespaces list is held while the other caches sync, so the
-    // controller and the caches' own sync task are both waiting when it
+    // The namespaces list is held while the claims cache syncs, so the
+    // controller and the stores' own sync task are both waiting when it
     // arrives: the controller must still be woken (kube-runtime wakes only
     // the last task that polled a store's readiness).
     api.close();
-    let caches = pvc_guard::cluster::Caches::start(&client, &metrics.cluster, true);
-    let controller = tokio::spawn(pvc_guard::cluster::claims::run(
+    let stores = claims::Stores::start(&client, &metrics.cluster);
+    let (_config, config_rx) = tokio::sync::watch::channel(Arc::new(Config::default()));
+    let controller = tokio::spawn(claims::run(
         client,
-        caches.clone(),
-        Vec::new(),
-        metrics.cluster.clone(),
+        stores,
+        config_rx,
+        "pvc-guard".into(),
+        metrics.clone(),
         Duration::from_millis(200),
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -451,7 +465,7 @@ async fn the_claim_controller_creates_each_missing_claim_once_and_409_is_success
         names,
         ["billing-db-postgres-data", "orders-db-postgres-data"]
     );
-    let text = metrics.encode();
+    let text = encode(&metrics);
     // The first POST answered 201, the second 409: both count as done.
     assert!(text.contains("pvc_guard_claims_created_total 1"), "{text}");
     assert!(
@@ -463,6 +477,269 @@ async fn the_claim_controller_creates_each_missing_claim_once_and_409_is_success
         "{:?}",
         api.unexpected.lock().unwrap()
     );
+}
+
+/// A Deployment in `namespace` whose `pvc-guard.io/mutated` record names
+/// claim `claim` of `size`, `class` and `mode`; its pod has a volume of that
+/// claim, which its container mounts only when `mounted`.
+fn recorded(
+    namespace: &str,
+    name: &str,
+    claim: &str,
+    (size, class, mode): (&str, Option<&str>, &str),
+    mounted: bool,
+) -> Value {
+    let mut change = json!({"change": "claimVolume", "volume": "data", "claim": claim,
+        "size": size, "accessMode": mode});
+    if let Some(class) = class {
+        change["storageClass"] = json!(class);
+    }
+    let record = json!({"rules": ["ephemeral-data-path"], "changes": [change]}).to_string();
+    let mounts = if mounted {
+        json!([{"name": "data", "mountPath": "/data"}])
+    } else {
+        json!([])
+    };
+    json!({"kind": "Deployment", "apiVersion": "apps/v1",
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{namespace}-{name}"),
+            "generation": 1, "annotations": {"pvc-guard.io/mutated": record}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                "containers": [{"name": "app", "image": "nginx:1.27", "volumeMounts": mounts}],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}}}})
+}
+
+const RWO_10G: (&str, Option<&str>, &str) = ("10Gi", None, "ReadWriteOnce");
+
+/// The claim names POSTed so far.
+fn posted_claims(api: &ApiServer) -> Vec<String> {
+    api.writes()
+        .iter()
+        .filter(|w| w.method == "POST" && w.path.ends_with("/persistentvolumeclaims"))
+        .map(|w| {
+            let claim: Value = serde_json::from_slice(&w.body).unwrap();
+            claim["metadata"]["name"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// `pvc_guard_claims_refused_total` by reason.
+fn refused(metrics: &ControllerMetrics) -> std::collections::BTreeMap<String, u64> {
+    encode(metrics)
+        .lines()
+        .filter_map(|l| l.strip_prefix("pvc_guard_claims_refused_total{reason=\""))
+        .filter_map(|rest| {
+            let (reason, count) = rest.split_once("\"} ")?;
+            Some((reason.to_string(), count.parse().ok()?))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_claim_controller_creates_only_what_admission_would_and_counts_why() {
+    let api = ApiServer::new();
+    let huge = ("1Ei", Some("premium-rwx"), "ReadWriteMany");
+    let mut invalid = recorded("shop", "forged-text", "x", RWO_10G, true);
+    invalid["metadata"]["annotations"]["pvc-guard.io/mutated"] = json!("{\"claims\": [\"x\"]}");
+    let mut pod = recorded("shop", "forged-pod", "forged-pod-data", huge, false);
+    pod["kind"] = json!("Pod");
+    pod["apiVersion"] = json!("v1");
+    pod["spec"] = pod["spec"]["template"]["spec"].clone();
+    api.set_list(
+        "/apis/apps/v1/deployments",
+        vec![json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "600"},
+            "items": [
+                // What admission writes: created.
+                recorded("shop", "orders-db", "orders-db-data", RWO_10G, true),
+                // Forged in a namespace the webhook judges.
+                recorded("shop", "forged-unmounted", "forged-unmounted", RWO_10G, false),
+                recorded("shop", "forged-huge", "forged-huge", ("1Ei", None, "ReadWriteOnce"), true),
+                recorded("shop", "forged-premium", "forged-premium", ("10Gi", Some("premium-rwx"), "ReadWriteOnce"), true),
+                recorded("shop", "forged-rwx", "forged-rwx", ("10Gi", None, "ReadWriteMany"), true),
+                invalid,
+                // Where admission never runs or never fixes.
+                recorded("kube-system", "sys-db", "sys-db-data", RWO_10G, true),
+                recorded("pvc-guard", "own-db", "own-db-data", RWO_10G, true),
+                recorded("finance", "fin-db", "fin-db-data", RWO_10G, true),
+                recorded("ci", "ci-db", "ci-db-data", huge, false),
+                recorded("frozen", "frozen-db", "frozen-db-data", RWO_10G, true),
+            ]})],
+    );
+    api.set_list(
+        "/api/v1/pods",
+        vec![
+            json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "600"},
+            "items": [pod]}),
+        ],
+    );
+    // A namespace that arrives by watch, with the mutation turned off.
+    api.send_event(
+        &json!({"type": "ADDED", "object": {"kind": "Namespace", "apiVersion": "v1",
+            "metadata": {"name": "frozen", "resourceVersion": "410",
+                "labels": {"pvc-guard.io/mutate": "false"}}}})
+        .to_string(),
+    );
+    let config = Config {
+        excluded_namespaces: vec!["finance".into()],
+        claims: pvc_guard::config::ClaimDefaults {
+            allowed_storage_classes: vec!["standard".into()],
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let metrics = ControllerMetrics::default();
+    let client = api.client();
+    let stores = claims::Stores::start(&client, &metrics.cluster);
+    let (config_tx, config_rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
+    let controller = tokio::spawn(claims::run(
+        client,
+        stores,
+        config_rx,
+        "pvc-guard".into(),
+        metrics.clone(),
+        Duration::from_secs(3600),
+    ));
+    let expected: std::collections::BTreeMap<String, u64> = [
+        ("not-mounted", 2),
+        ("size", 1),
+        ("storage-class", 1),
+        ("access-mode", 1),
+        ("invalid-record", 1),
+        ("system-namespace", 2),
+        ("excluded-namespace", 1),
+        ("ignored-namespace", 1),
+        ("mutation-off", 1),
+    ]
+    .into_iter()
+    .map(|(r, n)| (r.to_string(), n))
+    .collect();
+    eventually("every workload is decided", async || {
+        refused(&metrics) == expected && !posted_claims(&api).is_empty()
+    })
+    .await;
+    assert_eq!(posted_claims(&api), ["orders-db-data"]);
+    // Nothing is read where nothing will be created.
+    for ns in ["kube-system", "pvc-guard", "finance", "ci", "frozen"] {
+        let read: Vec<_> = api
+            .requests()
+            .into_iter()
+            .filter(|s| s.path.contains(&format!("/namespaces/{ns}/")))
+            .collect();
+        assert!(read.is_empty(), "{ns}: {read:?}");
+    }
+
+    // The config's limits are the live ones: allowing the class creates
+    // the claim that was refused, without any event of its workload.
+    let mut wider = config.clone();
+    wider
+        .claims
+        .allowed_storage_classes
+        .push("premium-rwx".into());
+    config_tx.send_replace(Arc::new(wider));
+    eventually(
+        "the claim refused by the old config is created",
+        async || posted_claims(&api).len() == 2,
+    )
+    .await;
+    assert_eq!(posted_claims(&api), ["orders-db-data", "forged-premium"]);
+    // A refusal is counted once per version of its workload, not each
+    // time the workload is decided again.
+    assert_eq!(refused(&metrics), expected);
+    controller.abort();
+    assert!(
+        api.unexpected.lock().unwrap().is_empty(),
+        "{:?}",
+        api.unexpected.lock().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controller_process_answers_probes_and_applies_a_changed_config_file() {
+    let api = ApiServer::new();
+    api.set_list(
+        "/apis/apps/v1/deployments",
+        vec![json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "600"},
+            "items": [recorded("shop", "big-db", "big-db-data", ("50Gi", None, "ReadWriteOnce"), true)]})],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "createClaims: true\nclaims:\n  maxSize: 20Gi\n").unwrap();
+    api.close();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(pvc_guard::cluster::controller::run(
+        api.client(),
+        listener,
+        pvc_guard::cluster::controller::Options {
+            config: Some(config.clone()),
+            lease_namespace: Some("pvc-guard".into()),
+            reload_interval: Duration::from_millis(50),
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let http = reqwest::Client::new();
+    let get = async |path: &str| {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    eventually("the health address answers", async || {
+        http.get(format!("{base}/healthz")).send().await.is_ok()
+    })
+    .await;
+    assert_eq!(get("/healthz").await.0, 200);
+    let (status, why) = get("/readyz").await;
+    assert_eq!(status, 503, "not ready before the caches sync");
+    assert!(why.contains("caches"), "{why}");
+    api.open();
+    eventually("ready once the caches sync", async || {
+        get("/readyz").await.0 == 200
+    })
+    .await;
+    let size_refused = "pvc_guard_claims_refused_total{reason=\"size\"} 1";
+    eventually("50Gi is above the config's maxSize", async || {
+        get("/metrics").await.1.contains(size_refused)
+    })
+    .await;
+    assert!(posted_claims(&api).is_empty());
+    let (_, metrics) = get("/metrics").await;
+    assert!(
+        metrics.contains("pvc_guard_claim_controller_leader 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pvc_guard_claims_refused_total{reason=\"not-mounted\"} 0"),
+        "every reason is a series from the start: {metrics}"
+    );
+
+    // An invalid file leaves the old config in force; a valid one applies.
+    std::fs::write(&config, "claims:\n  maxSize: lots\n").unwrap();
+    eventually("the invalid file is refused", async || {
+        get("/metrics")
+            .await
+            .1
+            .contains("pvc_guard_config_reload_errors_total 1")
+    })
+    .await;
+    assert!(posted_claims(&api).is_empty());
+    std::fs::write(&config, "createClaims: true\nclaims:\n  maxSize: 100Gi\n").unwrap();
+    eventually("the claim is created under the new limit", async || {
+        posted_claims(&api) == ["big-db-data"]
+    })
+    .await;
+    assert_eq!(get("/nothing").await.0, 404);
+
+    // Shutdown: not ready, the Lease handed back, stopped.
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("stops promptly")
+        .unwrap()
+        .unwrap();
+    assert_eq!(api.lease_holder(), None, "the Lease was released");
 }
 
 /// A kubeconfig whose only context points at `server`.
@@ -516,7 +793,7 @@ async fn audit_reports_in_text_json_and_sarif_and_exits_non_zero_on_a_denial() {
     let run = |output: &'static str| {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
-            run_cli_env(&["audit", "-o", output], &[("KUBECONFIG", &config)])
+            run_cli_env(&["audit", "-A", "-o", output], &[("KUBECONFIG", &config)])
         })
     };
 
@@ -639,15 +916,16 @@ async fn two_replicas_elect_one_claim_controller_through_the_lease() {
     let replicas: Vec<_> = ["replica-a", "replica-b"]
         .into_iter()
         .map(|identity| {
-            let metrics = pvc_guard::server::metrics::Metrics::new();
+            let metrics = ControllerMetrics::default();
             let client = api.client();
-            let caches = pvc_guard::cluster::Caches::start(&client, &metrics.cluster, true);
-            let task = tokio::spawn(pvc_guard::cluster::claims::run_elected(
+            let stores = claims::Stores::start(&client, &metrics.cluster);
+            let config = tokio::sync::watch::channel(Arc::new(Config::default())).1;
+            let task = tokio::spawn(claims::run_elected(
                 client,
-                caches,
-                Vec::new(),
-                metrics.cluster.clone(),
-                pvc_guard::cluster::claims::Election {
+                stores,
+                config,
+                metrics.clone(),
+                claims::Election {
                     lease_namespace: "pvc-guard".into(),
                     identity: identity.into(),
                 },
@@ -665,7 +943,7 @@ async fn two_replicas_elect_one_claim_controller_through_the_lease() {
     let leading: Vec<&str> = replicas
         .iter()
         .filter(|(_, m, _)| {
-            m.encode()
+            encode(m)
                 .lines()
                 .any(|l| l == "pvc_guard_claim_controller_leader 1")
         })
@@ -690,8 +968,7 @@ async fn two_replicas_elect_one_claim_controller_through_the_lease() {
             .expect("stops promptly")
             .unwrap();
         assert!(
-            metrics
-                .encode()
+            encode(&metrics)
                 .lines()
                 .any(|l| l == "pvc_guard_claim_controller_leader 0")
         );

@@ -265,6 +265,24 @@ fn a_created_database_is_fixed_and_gets_its_claim_from_the_controller() {
         "deleting the Deployment must never delete the data: {claim}"
     );
     assert_eq!(
+        claim.pointer("/metadata/annotations/pvc-guard.io~1created-for"),
+        Some(&Value::from("Deployment/orders-db")),
+        "{claim}"
+    );
+    // Made by `pvc-guard controller` with its own token: the webhook's
+    // cannot create a claim at all.
+    let create = ["create", "persistentvolumeclaims", "-n", &ns];
+    assert_eq!(can_i(&t, WEBHOOK_ACCOUNT, &create), "no");
+    assert_eq!(can_i(&t, CONTROLLER_ACCOUNT, &create), "yes");
+    assert!(
+        t.install.with_controller(|c| controller_logged(c, |l| {
+            l["message"] == "created claim"
+                && l["namespace"] == ns.as_str()
+                && l["claim"] == "orders-db-postgres-data"
+        })),
+        "the claim controller says it created the claim"
+    );
+    assert_eq!(
         claim.pointer("/metadata/labels/app.kubernetes.io~1managed-by"),
         Some(&Value::from("pvc-guard")),
         "{claim}"
@@ -287,6 +305,30 @@ fn a_created_database_is_fixed_and_gets_its_claim_from_the_controller() {
             .any(|l| l.starts_with("orders-db-postgres-data ")),
         "{listed}"
     );
+}
+
+const WEBHOOK_ACCOUNT: &str = "system:serviceaccount:pvc-guard:pvc-guard";
+const CONTROLLER_ACCOUNT: &str = "system:serviceaccount:pvc-guard:pvc-guard-controller";
+
+/// `kubectl auth can-i ARGS --as=ACCOUNT`: "yes" or "no".
+fn can_i(t: &Scenario, account: &str, args: &[&str]) -> String {
+    let mut all = vec!["auth", "can-i"];
+    all.extend(args);
+    let who = format!("--as={account}");
+    all.push(&who);
+    let run = t.kubectl(&all);
+    // can-i exits 1 for "no"; anything else is a failure of kubectl.
+    assert!(run.code == 0 || run.stdout.trim() == "no", "{run}");
+    run.stdout.trim().to_string()
+}
+
+/// Some line of the claim controller's JSON log satisfies `matches`.
+fn controller_logged(controller: &envtest::install::Pod, matches: impl Fn(&Value) -> bool) -> bool {
+    controller
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|l| matches(&l))
 }
 
 #[test]
@@ -889,4 +931,311 @@ fn audit_reports_what_was_stored_unjudged() {
             "{sarif}"
         );
     }
+}
+
+/// A Deployment of nginx in `namespace` carrying a hand-written
+/// `pvc-guard.io/mutated` record that names claim `claim` of `size`,
+/// `class` and `mode`; its pod mounts that claim only when `mounted`.
+fn forged(
+    namespace: &str,
+    name: &str,
+    claim: &str,
+    (size, class, mode): (&str, &str, &str),
+    mounted: bool,
+) -> String {
+    let record = serde_json::json!({"rules": ["ephemeral-data-path"], "changes": [
+        {"change": "claimVolume", "volume": "data", "claim": claim,
+         "size": size, "storageClass": class, "accessMode": mode}]});
+    let mut object = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace,
+            "annotations": {"pvc-guard.io/mutated": record.to_string()}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}});
+    if mounted {
+        let pod = &mut object["spec"]["template"]["spec"];
+        pod["volumes"] =
+            serde_json::json!([{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]);
+        pod["containers"][0]["volumeMounts"] =
+            serde_json::json!([{"name": "data", "mountPath": "/usr/share/nginx/html"}]);
+    }
+    object.to_string()
+}
+
+#[test]
+fn a_forged_record_creates_no_claim() {
+    let Some(t) = Scenario::start(
+        "forged",
+        &[
+            ("judged", &[]),
+            ("ignored", &[("pvc-guard.io/ignore", "true")]),
+        ],
+    ) else {
+        return;
+    };
+    let (judged, ignored) = (t.ns("judged"), t.ns("ignored"));
+    let factory = ("1Ei", "premium-rwx", "ReadWriteMany");
+    // (namespace, workload, claim, why the controller refuses it)
+    let cases = [
+        // Through both webhooks: what the record names is checked against
+        // what the stored pod mounts and the config's limits.
+        (
+            &judged,
+            "unmounted-db",
+            "never-mounted",
+            ("1Gi", "standard", "ReadWriteOnce"),
+            false,
+            "not-mounted",
+        ),
+        (
+            &judged,
+            "huge-db",
+            "huge-claim",
+            ("1Ei", "standard", "ReadWriteOnce"),
+            true,
+            "size",
+        ),
+        (
+            &judged,
+            "shared-db",
+            "shared-claim",
+            ("10Gi", "premium-rwx", "ReadWriteMany"),
+            true,
+            "access-mode",
+        ),
+        // Where the webhook never looks, the claim factory of issue 15: a
+        // record of 1Ei, premium-rwx, ReadWriteMany that nothing mounts.
+        (
+            &ignored,
+            "forged-db",
+            "forged-1ei",
+            factory,
+            false,
+            "ignored-namespace",
+        ),
+    ];
+    for (ns, name, claim, spec, mounted, _) in &cases {
+        let created = t
+            .kubectl_stdin(
+                &["create", "-o", "json", "-f", "-"],
+                &forged(ns, name, claim, *spec, *mounted),
+            )
+            .ok(&format!("create {ns}/{name}"));
+        let record = created.json()["metadata"]["annotations"]["pvc-guard.io/mutated"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            record.contains(claim),
+            "the forged record is stored as written: {created}"
+        );
+    }
+    let exists = |ns: &str, claim: &str| {
+        t.kubectl(&["get", "persistentvolumeclaim", claim, "-n", ns])
+            .code
+            == 0
+    };
+    // Decided: the controller said why it refuses, or made the claim.
+    for (ns, name, claim, spec, _, reason) in &cases {
+        let workload = format!("Deployment/{name}");
+        envtest::eventually(&format!("the controller decides {ns}/{name}"), || {
+            let said = t.install.with_controller(|c| {
+                controller_logged(c, |l| {
+                    l["namespace"] == ns.as_str()
+                        && l["workload"] == workload.as_str()
+                        && l["reason"] == *reason
+                        && l["claim"].as_str().is_some_and(|c| c.contains(claim))
+                })
+            });
+            if said || exists(ns, claim) {
+                Ok(())
+            } else {
+                Err(t.install.with_controller(|c| c.log()))
+            }
+        });
+        assert!(
+            !exists(ns, claim),
+            "the controller created {ns}/{claim} ({spec:?}) for a forged record"
+        );
+        let counted = t
+            .install
+            .with_controller(|c| c.metric("pvc_guard_claims_refused_total", &[("reason", reason)]));
+        assert!(counted >= 1.0, "{reason} is counted");
+    }
+    // Nothing else was created in either namespace.
+    for ns in [&judged, &ignored] {
+        let claims = t
+            .kubectl(&["get", "persistentvolumeclaims", "-n", ns, "-o", "name"])
+            .ok("list claims");
+        assert_eq!(claims.stdout.trim(), "", "{ns}: {claims}");
+    }
+}
+
+#[test]
+fn the_webhook_token_only_reads_and_its_caches_still_sync() {
+    // Started with the webhook ServiceAccount's token, the server is ready
+    // only once its caches have synced.
+    let Some(t) = Scenario::start(
+        "readonly",
+        &[("enforce", &[]), ("warn", &[("pvc-guard.io/mode", "warn")])],
+    ) else {
+        return;
+    };
+    // A fact from the namespaces cache changes the answer.
+    let dry = ["create", "--dry-run=server", "-f", "-"];
+    let denied = t.kubectl_stdin(&dry, &postgres_daemonset(&t.ns("enforce"), "db"));
+    assert_eq!(denied.code, 1, "{denied}");
+    let warned = t
+        .kubectl_stdin(&dry, &postgres_daemonset(&t.ns("warn"), "db"))
+        .ok("warn mode from the namespace label");
+    assert!(!warning_lines(&warned.stderr).is_empty(), "{warned}");
+
+    // Everything the token may do, here and in pvc-guard's own namespace:
+    // list and watch, and only what every authenticated user may.
+    for ns in [t.ns("enforce"), "pvc-guard".to_string()] {
+        let who = format!("--as={WEBHOOK_ACCOUNT}");
+        let rules = t
+            .kubectl(&["auth", "can-i", "--list", "-n", &ns, &who])
+            .ok("kubectl auth can-i --list");
+        let mut reads = Vec::new();
+        for line in rules.stdout.lines().skip(1) {
+            let resource = line.split_whitespace().next().unwrap_or("");
+            let verbs = line
+                .rsplit_once('[')
+                .map_or("", |(_, v)| v.trim_end_matches(']'));
+            if line.starts_with(' ') || resource.starts_with("selfsubject") {
+                continue; // non-resource URLs; the reviews every user may create
+            }
+            assert!(
+                verbs
+                    .split_whitespace()
+                    .all(|v| v == "list" || v == "watch"),
+                "{ns}: the webhook's token may {verbs} {resource}:\n{rules}"
+            );
+            reads.push(resource.to_string());
+        }
+        reads.sort();
+        assert_eq!(
+            reads,
+            [
+                "horizontalpodautoscalers.autoscaling",
+                "namespaces",
+                "persistentvolumeclaims",
+                "storageclasses.storage.k8s.io",
+            ],
+            "{ns}: {rules}"
+        );
+    }
+    for (verb, resource) in [
+        ("create", "persistentvolumeclaims"),
+        ("get", "pods"),
+        ("list", "deployments"),
+        ("create", "leases"),
+        ("get", "secrets"),
+    ] {
+        assert_eq!(
+            can_i(&t, WEBHOOK_ACCOUNT, &[verb, resource, "-n", "pvc-guard"]),
+            "no",
+            "{verb} {resource}"
+        );
+    }
+}
+
+#[test]
+fn exemption_labels_are_set_only_by_the_named_groups() {
+    let Some(install) = envtest::install::install() else {
+        return;
+    };
+    let cp = install.cp;
+    let target = "e2e-exempt-target";
+    let created_by_dev = "e2e-exempt-created";
+    let editors = "e2e:namespace-editors";
+    cp.apply(&[
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}}),
+        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "e2e-namespace-editor"},
+            "rules": [{"apiGroups": [""], "resources": ["namespaces"],
+                "verbs": ["get", "list", "create", "update", "patch"]}]}),
+        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "e2e-namespace-editor"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "e2e-namespace-editor"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": editors}]}),
+    ]);
+    let dev = ["--as=e2e-dev".to_string(), format!("--as-group={editors}")];
+    let lead = [
+        "--as=e2e-lead".to_string(),
+        format!("--as-group={editors}"),
+        "--as-group=pvc-guard:exemption-admins".to_string(),
+    ];
+    let label = |who: &[String], change: &str, dry: bool| {
+        let mut args: Vec<&str> = vec!["label", "namespace", target, change, "--overwrite"];
+        if dry {
+            args.push("--dry-run=server");
+        }
+        args.extend(who.iter().map(String::as_str));
+        cp.kubectl(&args)
+    };
+    let denied = |run: &envtest::Run| {
+        run.code == 1
+            && run.stderr.contains("pvc-guard-exemption-labels")
+            && run.stderr.contains("may set, change or remove")
+    };
+    // The API server loads a new policy within a second or so.
+    envtest::eventually("the policy denies a developer's exemption", || {
+        let run = label(&dev, "pvc-guard.io/ignore=true", true);
+        if denied(&run) {
+            Ok(())
+        } else {
+            Err(run.to_string())
+        }
+    });
+    let labels = || -> Value {
+        cp.kubectl(&["get", "namespace", target, "-o", "json"])
+            .ok("get namespace")
+            .json()["metadata"]["labels"]
+            .clone()
+    };
+    for change in [
+        "pvc-guard.io/ignore=true",
+        "pvc-guard.io/mode=audit",
+        "pvc-guard.io/mutate=false",
+    ] {
+        let run = label(&dev, change, false);
+        assert!(denied(&run), "{change}: {run}");
+    }
+    assert_eq!(
+        labels(),
+        serde_json::json!({"kubernetes.io/metadata.name": target}),
+        "nothing was set"
+    );
+    // Other labels are the developers' to set.
+    label(&dev, "team=payments", false).ok("an ordinary label");
+    // Created with an exemption label: denied; without: allowed.
+    let namespace = |labels: Value| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": created_by_dev, "labels": labels}})
+        .to_string()
+    };
+    let mut create = vec!["create", "-f", "-"];
+    create.extend(dev.iter().map(String::as_str));
+    let run = cp.kubectl_stdin(
+        &create,
+        &namespace(serde_json::json!({"pvc-guard.io/ignore": "true"})),
+    );
+    assert!(denied(&run), "{run}");
+    cp.kubectl_stdin(&create, &namespace(serde_json::json!({"team": "payments"})))
+        .ok("a namespace without exemption labels");
+
+    // A member of the named group may; then a developer can neither change
+    // nor remove it, and system:masters can.
+    label(&lead, "pvc-guard.io/ignore=true", false).ok("the exemption admins' group");
+    for change in ["pvc-guard.io/ignore=false", "pvc-guard.io/ignore-"] {
+        let run = label(&dev, change, false);
+        assert!(denied(&run), "{change}: {run}");
+    }
+    assert_eq!(labels()["pvc-guard.io/ignore"], "true");
+    cp.kubectl(&["label", "namespace", target, "pvc-guard.io/ignore-"])
+        .ok("system:masters removes it");
+    assert!(labels().get("pvc-guard.io/ignore").is_none());
+    label(&dev, "team=ledger", false).ok("ordinary labels stay the developers'");
 }

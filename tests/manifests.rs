@@ -1,6 +1,7 @@
 //! The deployment: manifests/ (the base), its overlays and examples/,
 //! rendered with `kubectl kustomize` as `kubectl apply -k` would render them,
-//! and checked against what `pvc-guard serve` expects (port, paths, flags)
+//! and checked against what `pvc-guard serve` and `pvc-guard controller`
+//! expect (ports, paths, flags, the API calls each ServiceAccount makes)
 //! and against the invariants of DESIGN.md "Deployment (manifests/)".
 //!
 //! The rendering tests print a message and pass when kubectl is not
@@ -18,6 +19,17 @@ use serde_json::{Value, json};
 
 const NAMESPACE: &str = "pvc-guard";
 const SERVICE: &str = "pvc-guard";
+/// The claim controller's Deployment and ServiceAccount.
+const CONTROLLER: &str = "pvc-guard-controller";
+/// Where the shipped controller Deployment serves its probes.
+const HEALTH_PORT: i64 = 8081;
+/// The policy that guards the exemption labels.
+const EXEMPTION_POLICY: &str = "pvc-guard-exemption-labels";
+const EXEMPTION_LABELS: [&str; 3] = [
+    "pvc-guard.io/ignore",
+    "pvc-guard.io/mode",
+    "pvc-guard.io/mutate",
+];
 const SECRET: &str = "pvc-guard-tls";
 /// Where `pvc-guard serve` listens unless --listen says otherwise.
 const LISTEN_PORT: i64 = 8443;
@@ -197,6 +209,14 @@ fn webhook_container(deployment: &Value) -> &Value {
     items(&pod_spec(deployment)["containers"])
         .find(|c| c["name"] == "pvc-guard")
         .expect("the Deployment has a container named pvc-guard")
+}
+
+/// The claim controller's Deployment and its one container.
+fn controller(docs: &[Value]) -> (&Value, &Value) {
+    let d = find(docs, "Deployment", CONTROLLER);
+    let containers: Vec<&Value> = items(&pod_spec(d)["containers"]).collect();
+    assert_eq!(containers.len(), 1, "the controller runs one container");
+    (d, containers[0])
 }
 
 /// A probe's or Service's port (a number or a container port's name) as a number.
@@ -460,6 +480,55 @@ fn check_webhooks(docs: &[Value]) {
     );
 }
 
+/// The container runs unprivileged, as the restricted Pod Security
+/// Standard asks; its user id.
+fn check_security(pod: &Value, container: &Value, who: &str) -> Option<i64> {
+    // The container's own fields, else the pod's.
+    let sc = &container["securityContext"];
+    let psc = &pod["securityContext"];
+    let effective = |field: &str| -> Value {
+        sc.get(field)
+            .or_else(|| psc.get(field))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        effective("runAsNonRoot"),
+        json!(true),
+        "{who}: runAsNonRoot"
+    );
+    let uid = effective("runAsUser").as_i64();
+    assert!(
+        uid.is_some_and(|u| u != 0),
+        "{who}: runAsUser is set and not root: {uid:?}"
+    );
+    assert_eq!(
+        effective("seccompProfile")["type"],
+        "RuntimeDefault",
+        "{who}: seccompProfile"
+    );
+    assert_eq!(
+        sc["readOnlyRootFilesystem"],
+        json!(true),
+        "{who}: readOnlyRootFilesystem"
+    );
+    assert_eq!(
+        sc["allowPrivilegeEscalation"],
+        json!(false),
+        "{who}: allowPrivilegeEscalation"
+    );
+    assert_ne!(sc["privileged"], json!(true), "{who}: not privileged");
+    assert!(
+        items(&sc["capabilities"]["drop"]).any(|c| c == "ALL"),
+        "{who}: capabilities drop ALL"
+    );
+    assert!(
+        items(&sc["capabilities"]["add"]).next().is_none(),
+        "{who}: no capabilities added"
+    );
+    uid
+}
+
 /// The Deployment, its ServiceAccount, PodDisruptionBudget and namespace.
 fn check_deployment(docs: &[Value]) {
     find(docs, "Namespace", NAMESPACE);
@@ -467,6 +536,8 @@ fn check_deployment(docs: &[Value]) {
         "Namespace",
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
         "ClusterRole",
         "ClusterRoleBinding",
     ];
@@ -518,45 +589,7 @@ fn check_deployment(docs: &[Value]) {
         "the webhook logs JSON in the cluster"
     );
 
-    // Security context: the container's own fields, else the pod's.
-    let sc = &container["securityContext"];
-    let psc = &pod["securityContext"];
-    let effective = |field: &str| -> Value {
-        sc.get(field)
-            .or_else(|| psc.get(field))
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
-    assert_eq!(effective("runAsNonRoot"), json!(true), "runAsNonRoot");
-    let uid = effective("runAsUser").as_i64();
-    assert!(
-        uid.is_some_and(|u| u != 0),
-        "runAsUser is set and not root: {uid:?}"
-    );
-    assert_eq!(
-        effective("seccompProfile")["type"],
-        "RuntimeDefault",
-        "seccompProfile"
-    );
-    assert_eq!(
-        sc["readOnlyRootFilesystem"],
-        json!(true),
-        "readOnlyRootFilesystem"
-    );
-    assert_eq!(
-        sc["allowPrivilegeEscalation"],
-        json!(false),
-        "allowPrivilegeEscalation"
-    );
-    assert_ne!(sc["privileged"], json!(true), "not privileged");
-    assert!(
-        items(&sc["capabilities"]["drop"]).any(|c| c == "ALL"),
-        "capabilities drop ALL"
-    );
-    assert!(
-        items(&sc["capabilities"]["add"]).next().is_none(),
-        "no capabilities added"
-    );
+    let uid = check_security(pod, container, "the webhook");
 
     // The image runs as the same user.
     let dockerfile = fs::read_to_string(root().join("Dockerfile")).expect("the Dockerfile");
@@ -613,21 +646,24 @@ fn check_deployment(docs: &[Value]) {
         );
     }
 
+    // Never two replicas on one node: required, not preferred, and for
+    // the webhook's own pods.
+    let labels = &d["spec"]["template"]["metadata"]["labels"];
     let anti = &pod["affinity"]["podAntiAffinity"];
-    let topology_keys: Vec<&Value> =
-        items(&anti["preferredDuringSchedulingIgnoredDuringExecution"])
-            .map(|t| &t["podAffinityTerm"]["topologyKey"])
-            .chain(
-                items(&anti["requiredDuringSchedulingIgnoredDuringExecution"])
-                    .map(|t| &t["topologyKey"]),
-            )
-            .collect();
     assert!(
-        topology_keys
-            .iter()
-            .any(|k| **k == "kubernetes.io/hostname"),
-        "pod anti-affinity spreads the replicas over nodes"
+        items(&anti["requiredDuringSchedulingIgnoredDuringExecution"]).any(|t| {
+            t["topologyKey"] == "kubernetes.io/hostname" && selects(&t["labelSelector"], labels)
+        }),
+        "required pod anti-affinity keeps the replicas on different nodes: {anti}"
     );
+    // A surge pod would find no node on a two-node cluster.
+    let rolling = &d["spec"]["strategy"]["rollingUpdate"];
+    assert_eq!(
+        rolling["maxSurge"].as_i64(),
+        Some(0),
+        "the rollout replaces one replica at a time: {rolling}"
+    );
+    assert_eq!(rolling["maxUnavailable"].as_i64(), Some(1), "{rolling}");
     assert!(
         pod["priorityClassName"].is_string(),
         "a priorityClassName is set"
@@ -640,34 +676,37 @@ fn check_deployment(docs: &[Value]) {
         );
     }
 
-    // The token is mounted for the cluster caches and the claim controller,
-    // and RBAC grants exactly what they call.
+    // The token is mounted for the cluster caches, and RBAC grants exactly
+    // what they call: reads only.
     let account = pod["serviceAccountName"]
         .as_str()
         .expect("a serviceAccountName");
+    assert_eq!(account, "pvc-guard", "the webhook's own ServiceAccount");
     let service_account = find(docs, "ServiceAccount", account);
     assert_ne!(pod["automountServiceAccountToken"], json!(false));
     assert_ne!(
         service_account["automountServiceAccountToken"],
         json!(false)
     );
+    let grants = granted(docs, account);
     assert_eq!(
-        granted(docs, account),
-        expected_grants(),
-        "RBAC grows by exactly what pvc-guard calls"
+        grants,
+        webhook_grants(),
+        "RBAC grows by exactly what the webhook calls"
+    );
+    let writes: Vec<&String> = grants
+        .iter()
+        .filter(|g| !(g.ends_with(" list") || g.ends_with(" watch")))
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "the webhook's token only reads: {writes:?}"
     );
     assert!(
         shipped_config(docs).contains("createClaims: true"),
-        "the claim controller runs, so mutated workloads get their claims"
-    );
-    let env = container["env"].as_array().expect("env");
-    assert!(
-        env.iter().any(|e| e["name"] == "POD_NAME"
-            && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"),
-        "the Lease holder identity is the pod's name"
+        "the webhook is told the claim controller runs, so it does not warn about claims it will create"
     );
 
-    let labels = &d["spec"]["template"]["metadata"]["labels"];
     let pdb = objects(docs, "PodDisruptionBudget")
         .find(|p| {
             p["metadata"]["namespace"] == NAMESPACE && selects(&p["spec"]["selector"], labels)
@@ -719,33 +758,242 @@ fn granted(docs: &[Value], account: &str) -> std::collections::BTreeSet<String> 
     out
 }
 
-/// What the cluster caches (list, watch), the claim controller (metadata
-/// watches of five kinds, create claims) and its Lease need.
-fn expected_grants() -> std::collections::BTreeSet<String> {
-    let mut want: Vec<String> = Vec::new();
+/// What the webhook's caches call (src/cluster/mod.rs, `Caches::start`):
+/// list and watch of four collections.
+fn webhook_grants() -> std::collections::BTreeSet<String> {
+    let mut want = std::collections::BTreeSet::new();
     for resource in [
         "/namespaces",
         "/persistentvolumeclaims",
         "storage.k8s.io/storageclasses",
         "autoscaling/horizontalpodautoscalers",
+    ] {
+        for verb in ["list", "watch"] {
+            want.insert(format!("* {resource} * {verb}"));
+        }
+    }
+    want
+}
+
+/// What the claim controller calls (src/cluster/claims.rs): list and watch
+/// of namespaces and claims (`Stores`), list and watch of the metadata of
+/// five workload kinds and a get of each that carries a record, create
+/// claims, and its Lease.
+fn controller_grants() -> std::collections::BTreeSet<String> {
+    let mut want = std::collections::BTreeSet::new();
+    for resource in ["/namespaces", "/persistentvolumeclaims"] {
+        for verb in ["list", "watch"] {
+            want.insert(format!("* {resource} * {verb}"));
+        }
+    }
+    for resource in [
         "apps/deployments",
         "apps/replicasets",
         "/replicationcontrollers",
         "/pods",
         "batch/jobs",
     ] {
-        for verb in ["list", "watch"] {
-            want.push(format!("* {resource} * {verb}"));
+        for verb in ["list", "watch", "get"] {
+            want.insert(format!("* {resource} * {verb}"));
         }
     }
-    want.push("* /persistentvolumeclaims * create".into());
-    want.push(format!("{NAMESPACE} coordination.k8s.io/leases * create"));
+    want.insert("* /persistentvolumeclaims * create".into());
+    want.insert(format!("{NAMESPACE} coordination.k8s.io/leases * create"));
     for verb in ["get", "patch"] {
-        want.push(format!(
+        want.insert(format!(
             "{NAMESPACE} coordination.k8s.io/leases pvc-guard-claim-controller {verb}"
         ));
     }
-    want.into_iter().collect()
+    want
+}
+
+/// The claim controller's Deployment: `pvc-guard controller` with the
+/// shipped config, its own ServiceAccount and exactly the grants it calls,
+/// probes on the plain HTTP port it listens on, the Lease's identity and
+/// namespace from the pod.
+fn check_controller(docs: &[Value]) {
+    let (d, container) = controller(docs);
+    let pod = pod_spec(d);
+    let args = strings(&container["args"]);
+    assert_eq!(
+        strings(&container["command"]),
+        ["/usr/local/bin/pvc-guard"],
+        "command is the binary alone"
+    );
+    assert_eq!(
+        args.first().map(String::as_str),
+        Some("controller"),
+        "{args:?}"
+    );
+    assert_eq!(
+        flag_value(&args, "--log-format").as_deref(),
+        Some("json"),
+        "the controller logs JSON in the cluster"
+    );
+    // The same config file as the webhook, from the same ConfigMap.
+    let path = flag_value(&args, "--config").expect("the controller is given --config");
+    let volume = volume_for(pod, container, &path);
+    let webhook = deployment(docs);
+    let webhook_path =
+        flag_value(&strings(&webhook_container(webhook)["args"]), "--config").unwrap();
+    assert_eq!(
+        volume["configMap"]["name"],
+        volume_for(pod_spec(webhook), webhook_container(webhook), &webhook_path)["configMap"]["name"],
+        "the controller reads the webhook's config"
+    );
+    // The kubelet probes the pod's address, on the port the flag names.
+    let listen = flag_value(&args, "--health-listen").expect("--health-listen");
+    assert_eq!(
+        listen,
+        format!("0.0.0.0:{HEALTH_PORT}"),
+        "the probes reach the pod's address"
+    );
+    assert_eq!(resolve_port(container, &json!("health")), HEALTH_PORT);
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"], path, "controller {probe} path");
+        assert_ne!(get["scheme"], "HTTPS", "controller {probe}: plain HTTP");
+        assert_eq!(
+            resolve_port(container, &get["port"]),
+            HEALTH_PORT,
+            "controller {probe} port"
+        );
+    }
+    check_security(pod, container, "the controller");
+    let resources = &container["resources"];
+    assert!(!resources["limits"]["memory"].is_null(), "a memory limit");
+    let env = container["env"].as_array().expect("env");
+    let from_field = |name: &str, field: &str| {
+        env.iter()
+            .any(|e| e["name"] == name && e["valueFrom"]["fieldRef"]["fieldPath"] == field)
+    };
+    assert!(
+        from_field("POD_NAME", "metadata.name"),
+        "the Lease holder identity is the pod's name"
+    );
+    assert!(
+        from_field("PVC_GUARD_LEASE_NAMESPACE", "metadata.namespace"),
+        "the Lease lives in the pod's namespace"
+    );
+
+    let account = pod["serviceAccountName"]
+        .as_str()
+        .expect("a ServiceAccount");
+    assert_eq!(account, CONTROLLER, "the controller's own ServiceAccount");
+    find(docs, "ServiceAccount", account);
+    assert_eq!(
+        granted(docs, account),
+        controller_grants(),
+        "RBAC grows by exactly what the claim controller calls"
+    );
+    // Only this account creates claims or reads workloads.
+    let others: Vec<String> = objects(docs, "ServiceAccount")
+        .filter_map(|a| a["metadata"]["name"].as_str())
+        .filter(|a| *a != CONTROLLER)
+        .flat_map(|a| granted(docs, a))
+        .filter(|g| g.contains(" create") || g.contains("/pods ") || g.contains("/deployments "))
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+}
+
+/// Each Deployment's pods are selected by a NetworkPolicy that admits
+/// only the port its process listens on.
+fn check_network_policies(docs: &[Value]) {
+    let (controller, controller_container) = controller(docs);
+    let webhook = deployment(docs);
+    for (d, container, port, name) in [
+        (
+            webhook,
+            webhook_container(webhook),
+            LISTEN_PORT,
+            "the webhook",
+        ),
+        (
+            controller,
+            controller_container,
+            HEALTH_PORT,
+            "the controller",
+        ),
+    ] {
+        let labels = &d["spec"]["template"]["metadata"]["labels"];
+        let policies: Vec<&Value> = objects(docs, "NetworkPolicy")
+            .filter(|p| selects(&p["spec"]["podSelector"], labels))
+            .collect();
+        assert_eq!(
+            policies.len(),
+            1,
+            "{name}: one NetworkPolicy selects its pods"
+        );
+        let spec = &policies[0]["spec"];
+        assert!(
+            strings(&spec["policyTypes"]).contains(&"Ingress".to_string()),
+            "{name}: the policy restricts ingress"
+        );
+        let rules: Vec<&Value> = items(&spec["ingress"]).collect();
+        assert!(!rules.is_empty(), "{name}: some ingress is admitted");
+        for rule in rules {
+            let ports: Vec<&Value> = items(&rule["ports"]).collect();
+            assert!(
+                !ports.is_empty(),
+                "{name}: an ingress rule without ports admits every port: {rule}"
+            );
+            for p in ports {
+                assert_eq!(
+                    resolve_port(container, &p["port"]),
+                    port,
+                    "{name}: only port {port} is admitted: {p}"
+                );
+                assert_eq!(p["protocol"], "TCP", "{name}: {p}");
+            }
+        }
+    }
+}
+
+/// The exemption labels are guarded in process: a paramless
+/// ValidatingAdmissionPolicy over the namespace's labels and the caller's
+/// groups, bound to deny.
+fn check_exemption_policy(docs: &[Value]) {
+    let policy = find(docs, "ValidatingAdmissionPolicy", EXEMPTION_POLICY);
+    assert_eq!(
+        policy["apiVersion"], "admissionregistration.k8s.io/v1",
+        "the GA API"
+    );
+    let spec = &policy["spec"];
+    assert_eq!(spec["failurePolicy"], "Fail");
+    assert!(spec.get("paramKind").is_none(), "no parameters to install");
+    let rules: Vec<&Value> = items(&spec["matchConstraints"]["resourceRules"]).collect();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(strings(&rules[0]["resources"]), ["namespaces"]);
+    assert_eq!(strings(&rules[0]["apiGroups"]), [""]);
+    let operations: BTreeSet<String> = strings(&rules[0]["operations"]).into_iter().collect();
+    assert_eq!(
+        operations,
+        ["CREATE", "UPDATE"].map(str::to_string).into(),
+        "labels are set on create and changed or removed on update"
+    );
+    // The group list comes first, so the documented patch finds it.
+    let groups = &spec["variables"][0];
+    assert_eq!(groups["name"], "exemptionGroups");
+    assert!(
+        groups["expression"]
+            .as_str()
+            .is_some_and(|e| e.contains("'system:masters'")),
+        "{groups}"
+    );
+    let expressions: String = items(&spec["variables"])
+        .chain(items(&spec["validations"]))
+        .filter_map(|v| v["expression"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for label in EXEMPTION_LABELS {
+        assert!(expressions.contains(&format!("'{label}'")), "{label}");
+    }
+    assert!(expressions.contains("request.userInfo.groups"));
+    assert!(expressions.contains("oldObject"), "removing a label counts");
+    let binding = find(docs, "ValidatingAdmissionPolicyBinding", EXEMPTION_POLICY);
+    assert_eq!(binding["spec"]["policyName"], EXEMPTION_POLICY);
+    assert_eq!(strings(&binding["spec"]["validationActions"]), ["Deny"]);
+    assert!(binding["spec"].get("paramRef").is_none());
 }
 
 #[test]
@@ -755,6 +1003,9 @@ fn base_holds_the_invariants() {
     };
     check_webhooks(&docs);
     check_deployment(&docs);
+    check_controller(&docs);
+    check_network_policies(&docs);
+    check_exemption_policy(&docs);
     for hook in &HOOKS {
         let config = find(&docs, hook.kind, "pvc-guard");
         for w in items(&config["webhooks"]) {
@@ -778,6 +1029,9 @@ fn cert_manager_overlay_injects_the_ca() {
     };
     check_webhooks(&docs);
     check_deployment(&docs);
+    check_controller(&docs);
+    check_network_policies(&docs);
+    check_exemption_policy(&docs);
 
     let certificate = find(&docs, "Certificate", "pvc-guard");
     assert_eq!(certificate["metadata"]["namespace"], NAMESPACE);
@@ -865,6 +1119,9 @@ fn decode(text: &str) -> Vec<u8> {
 fn check_self_signed(docs: &[Value], certs_dir: &Path) {
     check_webhooks(docs);
     check_deployment(docs);
+    check_controller(docs);
+    check_network_policies(docs);
+    check_exemption_policy(docs);
     let read =
         |name: &str| fs::read(certs_dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     let ca = read("ca.crt");
@@ -966,6 +1223,42 @@ fn self_signed_overlay_reads_what_pvc_guard_certs_writes() {
         let docs = kustomize(&overlay).expect("kubectl was installed a moment ago");
         check_self_signed(&docs, &certs_dir);
     }
+}
+
+#[test]
+fn the_exemption_groups_change_with_the_documented_kustomize_patch() {
+    // The patch as manifests/base/kustomization.yaml shows it, commented.
+    let base = fs::read_to_string(root().join("manifests/base/kustomization.yaml")).unwrap();
+    let documented: Vec<&str> = base
+        .lines()
+        .skip_while(|l| l.trim() != "# patches:")
+        .map_while(|l| l.strip_prefix("# "))
+        .collect();
+    assert!(
+        documented.len() > 3,
+        "kustomization.yaml documents the patch"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("manifests"), &tmp.path().join("manifests"));
+    let overlay = tmp.path().join("overlay");
+    fs::create_dir_all(&overlay).unwrap();
+    fs::write(
+        overlay.join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- ../manifests/base\n{}\n",
+            documented.join("\n")
+        ),
+    )
+    .unwrap();
+    let Some(docs) = kustomize(&overlay) else {
+        return;
+    };
+    let policy = find(&docs, "ValidatingAdmissionPolicy", EXEMPTION_POLICY);
+    assert_eq!(
+        policy["spec"]["variables"][0]["expression"],
+        "['system:masters', 'platform-admins']"
+    );
+    check_exemption_policy(&docs);
 }
 
 #[test]

@@ -1,32 +1,277 @@
-//! The claim controller: creates the claims a `pvc-guard.io/mutated` record
-//! names once the workload is stored. Admission never does this itself: the
-//! webhooks are `sideEffects: None`, which is what makes dry-run safe.
+//! The claim controller: creates the claims a stored workload's
+//! `pvc-guard.io/mutated` record names, and only those admission itself
+//! could have asked for. Admission never creates anything (the webhooks
+//! are `sideEffects: None`, which is what makes dry-run safe), so this is
+//! the one place pvc-guard writes to the cluster, with rights of its own
+//! (`pvc-guard controller`, its own Deployment and ServiceAccount).
+//!
+//! The record is an annotation: whoever can write the workload can write
+//! it, and where the webhook does not judge nothing checks it. So it is
+//! read as a list of claim names to look at, never as an authority
+//! (src/record.rs). A claim is created only when
+//! - the namespace is one the webhook judges and fixes in: not the control
+//!   plane's, not pvc-guard's own, not in the live config's
+//!   `excludedNamespaces`, not labelled `pvc-guard.io/ignore=true` or
+//!   `pvc-guard.io/mutate=false`, and `mutate` is on in the config;
+//! - the stored workload's pod mounts it: a volume with that `claimName`
+//!   that some container mounts, read from the full object, which is
+//!   fetched only for workloads whose metadata carries a record;
+//! - its size, class and access mode are within the live config's
+//!   `claims.maxSize`, `allowedStorageClasses` and `allowedAccessModes`,
+//!   the limits admission holds the claim annotations to.
+//!
+//! Anything else is logged and counted by reason, never clamped: what is
+//! left is what the same user could get through admission with the claim
+//! annotations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::ResourceExt;
-use kube::api::{PartialObjectMeta, PostParams};
+use kube::api::{ApiResource, DynamicObject, PartialObjectMeta, PostParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::metrics::{ClusterMetrics, ResourceLabels};
+use super::metrics::{ClusterMetrics, ControllerMetrics, RefusalLabels, ResourceLabels};
+use crate::config::{ClaimDefaults, Config};
+use crate::k8s;
+use crate::model::{Object, Volume, Workload};
 use crate::record::{CREATED_FOR_ANNOTATION, ClaimSpec, MUTATED_ANNOTATION, Record};
 
-/// The Lease two replicas compete for, in the webhook's namespace.
+/// The Lease the controller's replicas compete for, in their namespace.
 pub const LEASE_NAME: &str = "pvc-guard-claim-controller";
 
-/// A claim a stored workload's record names: (namespace, claim name).
-type ClaimKey = (String, String);
+/// The control plane's namespaces: the webhooks' namespaceSelector leaves
+/// them out, so admission never ran on what they hold. pvc-guard's own
+/// namespace (the Lease's) is left out the same way, at run time.
+pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
+/// Why a claim a record names is not created. A fixed set: each is a label
+/// value of `pvc_guard_claims_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Refusal {
+    /// kube-system, kube-public, kube-node-lease or pvc-guard's own.
+    SystemNamespace,
+    /// In the config's `excludedNamespaces`.
+    ExcludedNamespace,
+    /// Labelled `pvc-guard.io/ignore=true`.
+    IgnoredNamespace,
+    /// Labelled `pvc-guard.io/mutate=false`, or `mutate: false` in the config.
+    MutationOff,
+    /// The annotation is not a record pvc-guard could have written.
+    InvalidRecord,
+    /// The stored object cannot be read as a workload.
+    UnreadableWorkload,
+    /// No container of the pod mounts a volume of that claim.
+    NotMounted,
+    /// Not a name a claim can have.
+    InvalidClaimName,
+    /// Not a size, zero, or above `claims.maxSize`.
+    Size,
+    /// A class `claims.allowedStorageClasses` does not list.
+    StorageClass,
+    /// An access mode `claims.allowedAccessModes` does not list.
+    AccessMode,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 11] = [
+        Refusal::SystemNamespace,
+        Refusal::ExcludedNamespace,
+        Refusal::IgnoredNamespace,
+        Refusal::MutationOff,
+        Refusal::InvalidRecord,
+        Refusal::UnreadableWorkload,
+        Refusal::NotMounted,
+        Refusal::InvalidClaimName,
+        Refusal::Size,
+        Refusal::StorageClass,
+        Refusal::AccessMode,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::SystemNamespace => "system-namespace",
+            Refusal::ExcludedNamespace => "excluded-namespace",
+            Refusal::IgnoredNamespace => "ignored-namespace",
+            Refusal::MutationOff => "mutation-off",
+            Refusal::InvalidRecord => "invalid-record",
+            Refusal::UnreadableWorkload => "unreadable-workload",
+            Refusal::NotMounted => "not-mounted",
+            Refusal::InvalidClaimName => "invalid-claim-name",
+            Refusal::Size => "size",
+            Refusal::StorageClass => "storage-class",
+            Refusal::AccessMode => "access-mode",
+        }
+    }
+}
+
+/// A refusal and the sentence that explains it.
+pub type Refused = (Refusal, String);
+
+/// A claim a workload's record names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub claim: String,
+    pub spec: ClaimSpec,
+    /// Some container of the pod mounts a volume of this claim.
+    pub mounted: bool,
+}
+
+/// The claims `workload`'s own `pvc-guard.io/mutated` record names, each
+/// with whether the pod mounts it; `None` without a record.
+pub fn wanted_claims(workload: &Workload) -> Option<Result<Vec<Wanted>, Refused>> {
+    let text = workload.mutated()?;
+    let Some(record) = Record::parse(text) else {
+        return Some(Err((
+            Refusal::InvalidRecord,
+            "the pvc-guard.io/mutated annotation is not a record pvc-guard writes".into(),
+        )));
+    };
+    // Past a cap the view holds only the first items, so a mount could be
+    // missed; admission denies such an object anyway (limit-exceeded).
+    if let Some((what, n, cap)) = workload.exceeded_limit() {
+        return Some(Err((
+            Refusal::UnreadableWorkload,
+            format!("the pod has {n} {what}, more than pvc-guard reads ({cap})"),
+        )));
+    }
+    let mounted_volumes: HashSet<&str> = workload
+        .containers()
+        .flat_map(|c| c.container.mounts())
+        .filter_map(|m| m.name.as_deref())
+        .collect();
+    let mounted_claims: HashSet<&str> = workload
+        .pod
+        .volumes
+        .iter()
+        .filter(|v| mounted_volumes.contains(v.name()))
+        .filter_map(Volume::claim)
+        .collect();
+    Some(Ok(record
+        .claims()
+        .map(|(claim, spec)| Wanted {
+            claim: claim.to_string(),
+            spec: spec.clone(),
+            mounted: mounted_claims.contains(claim),
+        })
+        .collect()))
+}
+
+/// Why nothing is created in `namespace`, if so. `labels`: the
+/// namespace's, `None` when they are not known yet (then only its name
+/// and the config can refuse).
+pub fn gate(
+    config: &Config,
+    namespace: &str,
+    labels: Option<&BTreeMap<String, String>>,
+    own_namespace: &str,
+) -> Option<Refused> {
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    if SYSTEM_NAMESPACES.contains(&namespace) || namespace == own_namespace {
+        Some((
+            Refusal::SystemNamespace,
+            format!("the webhooks never judge namespace {namespace}"),
+        ))
+    } else if config.excluded_namespaces.iter().any(|e| e == namespace) {
+        Some((
+            Refusal::ExcludedNamespace,
+            format!("namespace {namespace} is in the config's excludedNamespaces"),
+        ))
+    } else if label("pvc-guard.io/ignore") == Some("true") {
+        Some((
+            Refusal::IgnoredNamespace,
+            format!(
+                "namespace {namespace} is labelled pvc-guard.io/ignore=true: the webhooks do not judge it"
+            ),
+        ))
+    } else if label("pvc-guard.io/mutate") == Some("false") {
+        Some((
+            Refusal::MutationOff,
+            format!(
+                "namespace {namespace} is labelled pvc-guard.io/mutate=false: the webhook fixes nothing there"
+            ),
+        ))
+    } else if !config.mutate {
+        Some((
+            Refusal::MutationOff,
+            "the config turns the mutation off (mutate: false)".into(),
+        ))
+    } else {
+        None
+    }
+}
+
+/// Is `spec` for claim `claim` within `limits`, as admission holds the
+/// claim annotations to them?
+pub fn check_spec(limits: &ClaimDefaults, claim: &str, spec: &ClaimSpec) -> Result<(), Refused> {
+    if !k8s::is_dns_subdomain(claim) {
+        return Err((
+            Refusal::InvalidClaimName,
+            format!("{claim:?} is not a claim name"),
+        ));
+    }
+    let max = k8s::parse_quantity(&limits.max_size);
+    let size = k8s::parse_quantity(&spec.size);
+    if !size.is_some_and(|q| q > 0.0 && max.is_none_or(|m| q <= m)) {
+        return Err((
+            Refusal::Size,
+            format!(
+                "size {:?} is not a size above zero of at most {} (claims.maxSize)",
+                spec.size, limits.max_size
+            ),
+        ));
+    }
+    let allowed = &limits.allowed_storage_classes;
+    match &spec.storage_class {
+        Some(class)
+            if !k8s::is_dns_subdomain(class)
+                || !(allowed.is_empty() || allowed.contains(class)) =>
+        {
+            return Err((
+                Refusal::StorageClass,
+                format!(
+                    "storage class {class:?} is not one of {} (claims.allowedStorageClasses)",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        // Admission leaves the class unset only when the config names no
+        // default class: then the cluster's default is what it asks for.
+        None if !allowed.is_empty() && limits.storage_class.is_some() => {
+            return Err((
+                Refusal::StorageClass,
+                format!(
+                    "no storage class (the cluster's default), where the config allows only {} (claims.allowedStorageClasses)",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        _ => {}
+    }
+    if !limits.allowed_access_modes.contains(&spec.access_mode) {
+        return Err((
+            Refusal::AccessMode,
+            format!(
+                "access mode {:?} is not one of {} (claims.allowedAccessModes)",
+                spec.access_mode,
+                limits.allowed_access_modes.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// What happened to one claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,35 +307,6 @@ pub async fn ensure_claim(
     }
 }
 
-/// A workload watch failed: which collection, and why.
-type WatchFailure = (&'static str, watcher::Error);
-
-/// Metadata of stored workloads of one kind, as (kind, metadata).
-fn workload_metadata<K>(
-    client: &Client,
-    collection: &'static str,
-) -> BoxStream<'static, Result<(&'static str, ObjectMeta), WatchFailure>>
-where
-    K: k8s_openapi::Resource
-        + kube::Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let kind = K::KIND;
-    // Metadata only: the record is an annotation, and specs are large.
-    let api: Api<PartialObjectMeta<K>> = Api::all(client.clone());
-    watcher(api, watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .map_ok(move |o| (kind, o.metadata))
-        .map_err(move |e| (collection, e))
-        .boxed()
-}
-
 /// Worth another try: the API server is busy or unreachable. A 4xx other
 /// than 429 (a namespace being deleted, a quota, an invalid size) will not
 /// change by retrying.
@@ -102,125 +318,500 @@ fn transient(e: &kube::Error) -> bool {
     }
 }
 
-/// Watches the kinds a mutation records itself on and creates what is
-/// missing; failed creations are retried every `retry`. Records are honoured
-/// only where the webhook judges: not in `excluded` namespaces and not in
-/// namespaces labelled `pvc-guard.io/ignore`, where admission never ran and
-/// an annotation could be written by anyone.
+/// The caches the controller reads: namespaces (their labels) and claims
+/// (which exist). The webhook's caches are not reused: this process has
+/// no use for storage classes or autoscalers, nor rights to read them.
+#[derive(Clone)]
+pub struct Stores {
+    pub namespaces: Store<Namespace>,
+    pub claims: Store<PersistentVolumeClaim>,
+    synced: watch::Receiver<bool>,
+}
+
+impl Stores {
+    /// Starts both watches on the current runtime, each restarted with
+    /// backoff when it breaks.
+    pub fn start(client: &Client, metrics: &ClusterMetrics) -> Stores {
+        let namespaces = super::watch(Api::all(client.clone()), "namespaces", metrics);
+        let claims = super::watch(Api::all(client.clone()), "persistentvolumeclaims", metrics);
+        let (set_synced, synced) = watch::channel(false);
+        let (n, c) = (namespaces.clone(), claims.clone());
+        // The one waiter on the stores themselves: a store's readiness
+        // wakes only the last task that polled it (see `Caches::synced`).
+        tokio::spawn(async move {
+            let ready = async { tokio::join!(n.wait_until_ready(), c.wait_until_ready()) };
+            tokio::pin!(ready);
+            let ready = match tokio::time::timeout(Duration::from_secs(30), &mut ready).await {
+                Ok(ready) => ready,
+                Err(_) => {
+                    error!(
+                        "the namespaces and claims caches have not synced after 30 s (see the watch errors above; check the API server and the controller's RBAC): /readyz answers 503 until they do"
+                    );
+                    ready.await
+                }
+            };
+            if let (Ok(()), Ok(())) = ready {
+                set_synced.send_replace(true);
+                info!("claim controller caches synced");
+            }
+        });
+        Stores {
+            namespaces,
+            claims,
+            synced,
+        }
+    }
+
+    /// Both caches have completed their first list.
+    pub fn synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
+    pub async fn wait_synced(&self) {
+        let mut synced = self.synced.clone();
+        // Err: the sync task ended without syncing, which only happens as
+        // the runtime shuts down.
+        let _ = synced.wait_for(|s| *s).await;
+    }
+}
+
+/// A workload kind the mutation gives claim volumes to (a StatefulSet's
+/// claims come from its own controller, a CronJob is never fixed).
+struct WorkloadKind {
+    kind: &'static str,
+    resource: ApiResource,
+}
+
+fn workload_kind<K>() -> WorkloadKind
+where
+    K: k8s_openapi::Resource + kube::Resource<DynamicType = ()>,
+{
+    WorkloadKind {
+        kind: <K as k8s_openapi::Resource>::KIND,
+        resource: ApiResource::erase::<K>(&()),
+    }
+}
+
+/// One event of a workload metadata watch.
+enum Seen {
+    /// The object as stored now (also each object of a re-list).
+    Applied(ObjectMeta),
+    Deleted(ObjectMeta),
+    /// A re-list starts: whatever it does not list was deleted meanwhile.
+    Relist,
+    RelistDone,
+}
+
+/// A workload watch failed: which collection, and why.
+type WatchFailure = (&'static str, watcher::Error);
+
+/// Metadata events of stored workloads of one kind, tagged with `index`.
+fn workload_events<K>(
+    client: &Client,
+    index: usize,
+    collection: &'static str,
+) -> BoxStream<'static, Result<(usize, Seen), WatchFailure>>
+where
+    K: k8s_openapi::Resource
+        + kube::Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    // Metadata only: the record is an annotation, and specs are large.
+    let api: Api<PartialObjectMeta<K>> = Api::all(client.clone());
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map_ok(move |event| {
+            let seen = match event {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                    Seen::Applied(o.metadata)
+                }
+                watcher::Event::Delete(o) => Seen::Deleted(o.metadata),
+                watcher::Event::Init => Seen::Relist,
+                watcher::Event::InitDone => Seen::RelistDone,
+            };
+            (index, seen)
+        })
+        .map_err(move |e| (collection, e))
+        .boxed()
+}
+
+fn controlled(meta: &ObjectMeta) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true))
+}
+
+/// What identifies one version of a workload for the controller: its uid
+/// (a workload deleted and created again is another), its `generation`
+/// (the spec's version; absent on Pods, whose volumes and mounts never
+/// change) and a digest of its record. `None`: nothing to do for this
+/// object. Objects being deleted and objects a controller
+/// owns are skipped: a ReplicaSet carries a copy of its Deployment's
+/// annotations (the Deployment is the one recorded), and a late event for
+/// a deleted workload must not bring back a claim just deleted.
+fn version_of(meta: &ObjectMeta) -> Option<Version> {
+    if meta.deletion_timestamp.is_some() || controlled(meta) {
+        return None;
+    }
+    let record = meta.annotations.as_ref()?.get(MUTATED_ANNOTATION)?;
+    Some((meta.uid.clone(), meta.generation, k8s::short_hash(record)))
+}
+
+type Version = (Option<String>, Option<i64>, String);
+
+/// The claims the record in `meta` names; none when it is not a record.
+fn named_claims(meta: &ObjectMeta) -> Vec<String> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(MUTATED_ANNOTATION))
+        .and_then(|text| Record::parse(text))
+        .map(|r| r.claims().map(|(name, _)| name.to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// A tracked workload: its kind (an index into the watched kinds),
+/// namespace and name.
+type Key = (usize, String, String);
+
+fn key_of(kind: usize, meta: &ObjectMeta) -> Key {
+    (
+        kind,
+        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// What the controller knows of one stored workload that carries a record.
+struct Tracked {
+    kind: usize,
+    namespace: String,
+    name: String,
+    version: Version,
+    /// The claims the record in the watched metadata names, for what is
+    /// logged before (or without) reading the full object.
+    named: Vec<String>,
+    /// What the full object's record asks for; `None` until it was read
+    /// (a failed read is tried again at the next resync).
+    read: Option<Result<Vec<Wanted>, Refused>>,
+    /// Refusals logged and counted for this version, by claim.
+    reported: BTreeSet<(String, Refusal)>,
+    /// Claims created, found, or refused by the API server for this
+    /// version: not tried again until the workload changes.
+    done: BTreeSet<String>,
+}
+
+/// What a GET of the stored workload found.
+enum Stored {
+    /// Deleted, replaced, being deleted, owned, or without a record now:
+    /// its own watch event says what to do next.
+    Gone,
+    Read(Result<Vec<Wanted>, Refused>),
+}
+
+struct Controller {
+    client: Client,
+    stores: Stores,
+    own_namespace: String,
+    metrics: ControllerMetrics,
+    kinds: Vec<WorkloadKind>,
+}
+
+impl Controller {
+    async fn read_stored(&self, t: &Tracked) -> Result<Stored, kube::Error> {
+        let kind = &self.kinds[t.kind];
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &t.namespace, &kind.resource);
+        let Some(object) = api.get_opt(&t.name).await? else {
+            return Ok(Stored::Gone);
+        };
+        let meta = &object.metadata;
+        if meta.uid != t.version.0 || version_of(meta).is_none() {
+            return Ok(Stored::Gone);
+        }
+        let mut value = serde_json::to_value(&object).map_err(kube::Error::SerdeError)?;
+        if value.get("kind").is_none() {
+            value["kind"] = kind.kind.into();
+            value["apiVersion"] = kind.resource.api_version.clone().into();
+        }
+        Ok(match Object::from_value(&value) {
+            Ok(Object::Workload(w)) => match wanted_claims(&w) {
+                Some(read) => Stored::Read(read),
+                None => Stored::Gone,
+            },
+            Ok(Object::Other) => Stored::Read(Err((
+                Refusal::UnreadableWorkload,
+                format!("{} is not a kind pvc-guard fixes", kind.kind),
+            ))),
+            Err(e) => Stored::Read(Err((Refusal::UnreadableWorkload, e.0))),
+        })
+    }
+
+    /// Decides and acts for one tracked workload. `false`: stop tracking it.
+    async fn evaluate(&self, t: &mut Tracked, config: &Config) -> bool {
+        let owner = format!("{}/{}", self.kinds[t.kind].kind, t.name);
+        let namespace = self.stores.namespaces.get(&ObjectRef::new(&t.namespace));
+        let gated = gate(
+            config,
+            &t.namespace,
+            namespace.as_ref().map(|n| n.labels()),
+            &self.own_namespace,
+        );
+        // A namespace the cache has not seen yet is decided at the next
+        // resync rather than taken as unlabelled.
+        if gated.is_none() && namespace.is_none() {
+            return true;
+        }
+        let named = || {
+            let open: Vec<&str> = t
+                .named
+                .iter()
+                .filter(|c| !t.done.contains(*c))
+                .map(String::as_str)
+                .collect();
+            open.join(",")
+        };
+        let decisions: Vec<(String, Result<ClaimSpec, Refused>)> = if let Some(refused) = gated {
+            // Nothing is read where nothing will be created.
+            let named = named();
+            if named.is_empty() && !t.named.is_empty() {
+                return true;
+            }
+            vec![(named, Err(refused))]
+        } else {
+            if t.read.is_none() {
+                match self.read_stored(t).await {
+                    Ok(Stored::Gone) => return false,
+                    Ok(Stored::Read(read)) => t.read = Some(read),
+                    Err(e) => {
+                        warn!(namespace = %t.namespace, workload = %owner, error = %e, "reading a workload that carries a record failed; will retry");
+                        return true;
+                    }
+                }
+            }
+            match t.read.as_ref() {
+                None => return true,
+                Some(Err(refused)) => vec![(named(), Err(refused.clone()))],
+                Some(Ok(wanted)) => wanted
+                    .iter()
+                    .filter(|w| !t.done.contains(&w.claim))
+                    .map(|w| {
+                        let decision = if w.mounted {
+                            check_spec(&config.claims, &w.claim, &w.spec).map(|()| w.spec.clone())
+                        } else {
+                            Err((
+                                Refusal::NotMounted,
+                                format!(
+                                    "no container of the pod mounts a volume of claim {:?}",
+                                    w.claim
+                                ),
+                            ))
+                        };
+                        (w.claim.clone(), decision)
+                    })
+                    .collect(),
+            }
+        };
+        let mut reported = BTreeSet::new();
+        for (claim, decision) in decisions {
+            let spec = match decision {
+                Ok(spec) => spec,
+                Err((reason, why)) => {
+                    let key = (claim, reason);
+                    if !t.reported.contains(&key) {
+                        self.metrics
+                            .claims_refused
+                            .get_or_create(&RefusalLabels {
+                                reason: reason.as_str(),
+                            })
+                            .inc();
+                        warn!(namespace = %t.namespace, workload = %owner, claim = %key.0, reason = reason.as_str(), why = %why, "not creating a claim the pvc-guard.io/mutated record names");
+                    }
+                    reported.insert(key);
+                    continue;
+                }
+            };
+            let created = ensure_claim(
+                &self.client,
+                &self.stores.claims,
+                &t.namespace,
+                &claim,
+                &spec,
+                &owner,
+            )
+            .await;
+            match created {
+                Ok(outcome) => {
+                    if outcome == Outcome::Created {
+                        self.metrics.claims_created.inc();
+                        info!(namespace = %t.namespace, claim = %claim, workload = %owner, size = %spec.size, "created claim");
+                    }
+                    t.done.insert(claim);
+                }
+                Err(e) => {
+                    self.metrics.claim_create_errors.inc();
+                    if transient(&e) {
+                        warn!(namespace = %t.namespace, claim = %claim, workload = %owner, error = %e, "creating a claim failed; will retry");
+                    } else {
+                        error!(namespace = %t.namespace, claim = %claim, workload = %owner, error = %e, "creating a claim was refused; not retrying until the workload changes");
+                        t.done.insert(claim);
+                    }
+                }
+            }
+        }
+        t.reported = reported;
+        true
+    }
+}
+
+/// Watches the kinds a mutation records claims on and creates what is
+/// missing, as the module says. Every `resync` (and whenever `config`
+/// changes) each tracked workload is decided again from the caches: a
+/// failed creation is retried, a namespace label or a config change takes
+/// effect, and nothing is read from the API server again.
 pub async fn run(
     client: Client,
-    caches: super::Caches,
-    excluded: Vec<String>,
-    metrics: ClusterMetrics,
-    retry: Duration,
+    stores: Stores,
+    mut config: watch::Receiver<Arc<Config>>,
+    own_namespace: String,
+    metrics: ControllerMetrics,
+    resync: Duration,
 ) {
-    caches.wait_claims_synced().await;
-    let mut workloads = stream::select_all([
-        workload_metadata::<Deployment>(&client, "deployments"),
-        workload_metadata::<ReplicaSet>(&client, "replicasets"),
-        workload_metadata::<ReplicationController>(&client, "replicationcontrollers"),
-        workload_metadata::<Pod>(&client, "pods"),
-        workload_metadata::<Job>(&client, "jobs"),
-    ]);
-    let covered = |namespace: &str| {
-        !excluded.iter().any(|e| e == namespace)
-            && caches
-                .namespaces
-                .get(&ObjectRef::new(namespace))
-                .is_none_or(|n| {
-                    n.labels().get("pvc-guard.io/ignore").map(String::as_str) != Some("true")
-                })
+    stores.wait_synced().await;
+    let controller = Controller {
+        kinds: vec![
+            workload_kind::<Deployment>(),
+            workload_kind::<ReplicaSet>(),
+            workload_kind::<ReplicationController>(),
+            workload_kind::<Pod>(),
+            workload_kind::<Job>(),
+        ],
+        client,
+        stores,
+        own_namespace,
+        metrics,
     };
-    let mut failed: BTreeMap<ClaimKey, (ClaimSpec, String)> = BTreeMap::new();
-    let mut tick = tokio::time::interval(retry);
+    let c = &controller.client;
+    let mut events = stream::select_all([
+        workload_events::<Deployment>(c, 0, "deployments"),
+        workload_events::<ReplicaSet>(c, 1, "replicasets"),
+        workload_events::<ReplicationController>(c, 2, "replicationcontrollers"),
+        workload_events::<Pod>(c, 3, "pods"),
+        workload_events::<Job>(c, 4, "jobs"),
+    ]);
+    let mut tracked: HashMap<Key, Tracked> = HashMap::new();
+    // Per kind being re-listed: what it listed so far.
+    let mut relisting: HashMap<usize, HashSet<Key>> = HashMap::new();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + resync, resync);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut config_open = true;
     loop {
-        let wanted: Vec<(ClaimKey, ClaimSpec, String)> = tokio::select! {
-            next = workloads.next() => match next {
-                Some(Ok((kind, meta))) => recorded_claims(kind, &meta),
+        let resync_all = tokio::select! {
+            next = events.next() => match next {
+                Some(Ok((kind, seen))) => {
+                    let config = config.borrow().clone();
+                    match seen {
+                        Seen::Relist => {
+                            relisting.insert(kind, HashSet::new());
+                        }
+                        Seen::RelistDone => {
+                            if let Some(listed) = relisting.remove(&kind) {
+                                tracked.retain(|key, _| key.0 != kind || listed.contains(key));
+                            }
+                        }
+                        Seen::Deleted(meta) => {
+                            let key = key_of(kind, &meta);
+                            if tracked.get(&key).is_some_and(|t| t.version.0 == meta.uid) {
+                                tracked.remove(&key);
+                            }
+                        }
+                        Seen::Applied(meta) => {
+                            let key = key_of(kind, &meta);
+                            let Some(version) = version_of(&meta) else {
+                                tracked.remove(&key);
+                                continue;
+                            };
+                            if let Some(listed) = relisting.get_mut(&kind) {
+                                listed.insert(key.clone());
+                            }
+                            let t = tracked.entry(key.clone()).or_insert_with(|| Tracked {
+                                kind,
+                                namespace: key.1.clone(),
+                                name: key.2.clone(),
+                                version: version.clone(),
+                                named: named_claims(&meta),
+                                read: None,
+                                reported: BTreeSet::new(),
+                                done: BTreeSet::new(),
+                            });
+                            if t.version != version {
+                                t.version = version;
+                                t.named = named_claims(&meta);
+                                t.read = None;
+                                t.reported.clear();
+                                t.done.clear();
+                            }
+                            if !controller.evaluate(t, &config).await {
+                                tracked.remove(&key);
+                            }
+                        }
+                    }
+                    false
+                }
                 Some(Err((resource, e))) => {
-                    metrics.watch_errors.get_or_create(&ResourceLabels { resource }).inc();
+                    controller.metrics.cluster.watch_errors.get_or_create(&ResourceLabels { resource }).inc();
                     warn!(resource, error = %e, "workload watch failed; retrying with backoff");
-                    continue;
+                    false
                 }
                 None => return,
             },
-            _ = tick.tick() => std::mem::take(&mut failed)
-                .into_iter()
-                .map(|(key, (spec, owner))| (key, spec, owner))
-                .collect(),
-        };
-        for ((namespace, name), spec, owner) in wanted {
-            if !covered(&namespace) {
-                continue;
+            _ = tick.tick() => true,
+            changed = config.changed(), if config_open => {
+                config_open = changed.is_ok();
+                config_open
             }
-            match ensure_claim(&client, &caches.claims, &namespace, &name, &spec, &owner).await {
-                Ok(Outcome::Created) => {
-                    metrics.claims_created.inc();
-                    info!(
-                        namespace,
-                        claim = name,
-                        owner,
-                        "created the claim a mutated workload needs"
-                    );
+        };
+        if resync_all {
+            let config = config.borrow_and_update().clone();
+            let mut gone = Vec::new();
+            for (key, t) in tracked.iter_mut() {
+                if !controller.evaluate(t, &config).await {
+                    gone.push(key.clone());
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    metrics.claim_create_errors.inc();
-                    if transient(&e) {
-                        warn!(namespace, claim = name, owner, error = %e, "creating a claim failed; will retry");
-                        failed.insert((namespace, name), (spec, owner));
-                    } else {
-                        error!(namespace, claim = name, owner, error = %e, "creating a claim was refused; not retrying");
-                    }
-                }
+            }
+            for key in gone {
+                tracked.remove(&key);
             }
         }
     }
 }
 
-/// The claims a workload's `pvc-guard.io/mutated` record names.
-/// Objects being deleted and objects a controller owns are skipped: a
-/// ReplicaSet carries a copy of its Deployment's annotations, and a late
-/// event for a deleted workload must not bring back a claim just deleted.
-fn recorded_claims(kind: &str, meta: &ObjectMeta) -> Vec<(ClaimKey, ClaimSpec, String)> {
-    let controlled = meta
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true));
-    if meta.deletion_timestamp.is_some() || controlled {
-        return Vec::new();
-    }
-    let Some(text) = meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(MUTATED_ANNOTATION))
-    else {
-        return Vec::new();
-    };
-    let Some(record) = Record::parse(text) else {
-        return Vec::new();
-    };
-    let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
-    let owner = format!("{kind}/{}", meta.name.as_deref().unwrap_or(""));
-    record
-        .claims()
-        .map(|(name, spec)| {
-            (
-                (namespace.clone(), name.to_string()),
-                spec.clone(),
-                owner.clone(),
-            )
-        })
-        .collect()
-}
-
-/// Who competes for the claim controller's Lease, and where it lives.
+/// Who competes for the claim controller's Lease, and where it lives (the
+/// namespace pvc-guard runs in, which the controller also never creates
+/// claims in).
 #[derive(Debug, Clone)]
 pub struct Election {
     pub lease_namespace: String,
     pub identity: String,
+}
+
+/// The Lease holder's name: unique per replica, and the pod's name when the
+/// downward API provides it (so `kubectl get lease` names the pod).
+pub fn lease_identity() -> String {
+    ["POD_NAME", "HOSTNAME"]
+        .into_iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            format!("pvc-guard-{}-{nanos:x}", std::process::id())
+        })
 }
 
 /// Runs [`run`] only while this replica holds the Lease, so two replicas
@@ -228,11 +819,11 @@ pub struct Election {
 /// back so the next leader need not wait for it to expire.
 pub async fn run_elected(
     client: Client,
-    caches: super::Caches,
-    excluded: Vec<String>,
-    metrics: ClusterMetrics,
+    stores: Stores,
+    config: watch::Receiver<Arc<Config>>,
+    metrics: ControllerMetrics,
     election: Election,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut stop_for_build = stop.clone();
     let build = async {
@@ -272,8 +863,16 @@ pub async fn run_elected(
         // The lease crate logs a renewal that keeps failing but does not
         // report the lease lost, so in a partition two replicas may both run
         // for a while. That is safe: a claim created twice is a 409, done.
+        let running = run(
+            client.clone(),
+            stores.clone(),
+            config.clone(),
+            election.lease_namespace.clone(),
+            metrics.clone(),
+            Duration::from_secs(30),
+        );
         let stopped = tokio::select! {
-            _ = run(client.clone(), caches.clone(), excluded.clone(), metrics.clone(), Duration::from_secs(30)) => false,
+            _ = running => false,
             _ = leader.wait_for(|l| !*l) => false,
             _ = stop.wait_for(|s| *s) => true,
         };
@@ -286,4 +885,193 @@ pub async fn run_elected(
     // Closing the channel makes the lease task release the Lease.
     drop(leader);
     let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(size: &str, class: Option<&str>, mode: &str) -> ClaimSpec {
+        ClaimSpec {
+            size: size.into(),
+            storage_class: class.map(str::to_string),
+            access_mode: mode.into(),
+        }
+    }
+
+    fn workload(value: serde_json::Value) -> Workload {
+        match Object::from_value(&value).unwrap() {
+            Object::Workload(w) => *w,
+            Object::Other => panic!("not a workload"),
+        }
+    }
+
+    #[test]
+    fn only_claims_a_container_mounts_are_wanted() {
+        let record = Record {
+            rules: vec![],
+            changes: ["mounted", "declared-only", "sidecar", "nowhere"]
+                .iter()
+                .map(|c| crate::record::Change::ClaimVolume {
+                    volume: format!("v-{c}"),
+                    claim: c.to_string(),
+                    spec: spec("1Gi", None, "ReadWriteOnce"),
+                })
+                .collect(),
+        };
+        let w = workload(json!({"kind": "Deployment",
+        "metadata": {"name": "d", "annotations": {MUTATED_ANNOTATION: record.to_annotation()}},
+        "spec": {"template": {"spec": {
+            "containers": [{"name": "db", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+            "initContainers": [{"name": "log", "restartPolicy": "Always",
+                "volumeMounts": [{"name": "side", "mountPath": "/side"}]}],
+            "volumes": [
+                {"name": "data", "persistentVolumeClaim": {"claimName": "mounted"}},
+                {"name": "unused", "persistentVolumeClaim": {"claimName": "declared-only"}},
+                {"name": "side", "persistentVolumeClaim": {"claimName": "sidecar"}},
+            ]}}}}));
+        let wanted = wanted_claims(&w).unwrap().unwrap();
+        let mounted: Vec<(&str, bool)> = wanted
+            .iter()
+            .map(|w| (w.claim.as_str(), w.mounted))
+            .collect();
+        assert_eq!(
+            mounted,
+            [
+                ("mounted", true),
+                ("declared-only", false),
+                ("sidecar", true),
+                ("nowhere", false)
+            ]
+        );
+        let forged = workload(json!({"kind": "Pod",
+            "metadata": {"name": "p", "annotations": {MUTATED_ANNOTATION: "{\"claims\": 1}"}},
+            "spec": {"containers": []}}));
+        assert_eq!(
+            wanted_claims(&forged).unwrap().unwrap_err().0,
+            Refusal::InvalidRecord
+        );
+        let plain = workload(json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {}}));
+        assert!(wanted_claims(&plain).is_none());
+    }
+
+    #[test]
+    fn specs_are_held_to_the_config_limits_never_clamped() {
+        let limits = ClaimDefaults {
+            max_size: "100Gi".into(),
+            allowed_storage_classes: vec!["standard".into(), "fast".into()],
+            ..ClaimDefaults::default()
+        };
+        let ok = |s: ClaimSpec| check_spec(&limits, "db-data", &s).map_err(|e| e.0);
+        assert_eq!(ok(spec("100Gi", Some("fast"), "ReadWriteOnce")), Ok(()));
+        assert_eq!(ok(spec("10Gi", None, "ReadWriteOncePod")), Ok(()));
+        for (s, why) in [
+            (spec("1Ei", Some("fast"), "ReadWriteOnce"), Refusal::Size),
+            (spec("101Gi", None, "ReadWriteOnce"), Refusal::Size),
+            (spec("0", None, "ReadWriteOnce"), Refusal::Size),
+            (spec("ten", None, "ReadWriteOnce"), Refusal::Size),
+            (
+                spec("1Gi", Some("premium-rwx"), "ReadWriteOnce"),
+                Refusal::StorageClass,
+            ),
+            (
+                spec("1Gi", Some("Fast!"), "ReadWriteOnce"),
+                Refusal::StorageClass,
+            ),
+            (spec("1Gi", None, "ReadWriteMany"), Refusal::AccessMode),
+            (spec("1Gi", None, "ReadOnlyMany"), Refusal::AccessMode),
+        ] {
+            assert_eq!(ok(s.clone()), Err(why), "{s:?}");
+        }
+        assert_eq!(
+            check_spec(&limits, "Not A Name", &spec("1Gi", None, "ReadWriteOnce"))
+                .unwrap_err()
+                .0,
+            Refusal::InvalidClaimName
+        );
+        // With a default class named, admission never leaves it unset.
+        let named = ClaimDefaults {
+            storage_class: Some("standard".into()),
+            ..limits.clone()
+        };
+        assert_eq!(
+            check_spec(&named, "d", &spec("1Gi", None, "ReadWriteOnce"))
+                .unwrap_err()
+                .0,
+            Refusal::StorageClass
+        );
+        // No allowed list: any class name.
+        let open = ClaimDefaults::default();
+        assert!(
+            check_spec(
+                &open,
+                "d",
+                &spec("1Gi", Some("premium-rwx"), "ReadWriteOnce")
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn namespaces_admission_never_judges_get_nothing() {
+        let config = Config {
+            excluded_namespaces: vec!["legacy".into()],
+            ..Config::default()
+        };
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let none = labels(&[]);
+        let why = |ns: &str, l: &BTreeMap<String, String>, c: &Config| {
+            gate(c, ns, Some(l), "pvc-guard").map(|r| r.0)
+        };
+        for ns in ["kube-system", "kube-public", "kube-node-lease", "pvc-guard"] {
+            assert_eq!(why(ns, &none, &config), Some(Refusal::SystemNamespace));
+        }
+        assert_eq!(
+            why("legacy", &none, &config),
+            Some(Refusal::ExcludedNamespace)
+        );
+        assert_eq!(
+            why("ci", &labels(&[("pvc-guard.io/ignore", "true")]), &config),
+            Some(Refusal::IgnoredNamespace)
+        );
+        assert_eq!(
+            why(
+                "frozen",
+                &labels(&[("pvc-guard.io/mutate", "false")]),
+                &config
+            ),
+            Some(Refusal::MutationOff)
+        );
+        assert_eq!(
+            why("shop", &labels(&[("pvc-guard.io/mode", "warn")]), &config),
+            None
+        );
+        let off = Config {
+            mutate: false,
+            ..Config::default()
+        };
+        assert_eq!(why("shop", &none, &off), Some(Refusal::MutationOff));
+        // Labels not known yet: only the name and the config can refuse.
+        assert_eq!(gate(&config, "shop", None, "pvc-guard"), None);
+        assert_eq!(
+            gate(&config, "kube-system", None, "pvc-guard").map(|r| r.0),
+            Some(Refusal::SystemNamespace)
+        );
+        assert_eq!(
+            gate(&config, "legacy", None, "pvc-guard").map(|r| r.0),
+            Some(Refusal::ExcludedNamespace)
+        );
+    }
+
+    #[test]
+    fn refusal_labels_are_distinct() {
+        let labels: BTreeSet<&str> = Refusal::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), Refusal::ALL.len());
+    }
 }

@@ -1,9 +1,11 @@
 //! The cluster edge: watch caches that hand the policy its cluster facts,
-//! the claim controller, and `audit`. Admission never waits on the API
-//! server; it reads what the caches hold.
+//! the claim controller (and `pvc-guard controller`, the process that runs
+//! it), and `audit`. Admission never waits on the API server; it reads what
+//! the caches hold.
 
 pub mod audit;
 pub mod claims;
+pub mod controller;
 pub mod metrics;
 
 use std::collections::BTreeMap;
@@ -34,15 +36,13 @@ pub struct Caches {
     pub claims: Store<PersistentVolumeClaim>,
     pub storage_classes: Store<StorageClass>,
     pub autoscalers: Store<HorizontalPodAutoscaler>,
-    /// Every store has completed its first list.
-    synced: Arc<AtomicBool>,
-    /// The claims and namespaces stores, all the claim controller reads,
-    /// have completed their first list. Only the sync task in `start` waits
-    /// on the stores themselves and passes it on: a store's readiness wakes
+    /// Every store has completed its first list. Only the sync task in
+    /// `start` waits on the stores themselves: a store's readiness wakes
     /// only the last task that polled it (kube-runtime 5's `DelayedInit`
     /// holds one oneshot waker), so a second waiter could sleep forever.
-    claims_synced: tokio::sync::watch::Receiver<bool>,
-    /// The claim controller runs, so recorded claims will be created.
+    synced: Arc<AtomicBool>,
+    /// A claim controller runs in this cluster (`createClaims`), so
+    /// recorded claims will be created.
     pub claim_controller: bool,
 }
 
@@ -50,7 +50,6 @@ impl Caches {
     /// Starts one watch per resource on the current runtime. Each is
     /// restarted with backoff when it breaks, for as long as the process runs.
     pub fn start(client: &Client, metrics: &ClusterMetrics, claim_controller: bool) -> Caches {
-        let (set_claims_synced, claims_synced) = tokio::sync::watch::channel(false);
         let caches = Caches {
             namespaces: watch(Api::all(client.clone()), "namespaces", metrics),
             claims: watch(Api::all(client.clone()), "persistentvolumeclaims", metrics),
@@ -61,22 +60,17 @@ impl Caches {
                 metrics,
             ),
             synced: Arc::new(AtomicBool::new(false)),
-            claims_synced,
             claim_controller,
         };
         let c = caches.clone();
         tokio::spawn(async move {
             let all = async {
-                let (namespaces, claims) =
-                    tokio::join!(c.namespaces.wait_until_ready(), c.claims.wait_until_ready());
-                if namespaces.is_ok() && claims.is_ok() {
-                    set_claims_synced.send_replace(true);
-                }
-                let (storage_classes, autoscalers) = tokio::join!(
+                tokio::join!(
+                    c.namespaces.wait_until_ready(),
+                    c.claims.wait_until_ready(),
                     c.storage_classes.wait_until_ready(),
                     c.autoscalers.wait_until_ready(),
-                );
-                (namespaces, claims, storage_classes, autoscalers)
+                )
             };
             tokio::pin!(all);
             // A list that never succeeds (RBAC missing, API server down)
@@ -103,15 +97,6 @@ impl Caches {
     /// Every cache has completed its first list.
     pub fn synced(&self) -> bool {
         self.synced.load(Ordering::Relaxed)
-    }
-
-    /// Waits until the claims and namespaces caches have completed their
-    /// first list.
-    pub async fn wait_claims_synced(&self) {
-        let mut synced = self.claims_synced.clone();
-        // Err: the sync task ended without syncing (a store's writer is
-        // gone), which only happens as the runtime shuts down.
-        let _ = synced.wait_for(|s| *s).await;
     }
 
     /// The facts for `object` in `namespace`; unknown until synced. Only the

@@ -85,12 +85,10 @@ pub struct ServeArgs {
     /// Never talk to the API server, even in a pod.
     #[arg(long, env = "PVC_GUARD_NO_CLUSTER", overrides_with = "cluster")]
     pub no_cluster: bool,
-    /// Run the claim controller (also `createClaims: true` in the config).
-    #[arg(long, env = "PVC_GUARD_CREATE_CLAIMS")]
+    /// Removed: the claim controller is `pvc-guard controller`. Accepted
+    /// only to refuse it with that message.
+    #[arg(long, env = "PVC_GUARD_CREATE_CLAIMS", hide = true)]
     pub create_claims: bool,
-    /// Namespace of the claim controller's Lease (default: the pod's namespace).
-    #[arg(long, env = "PVC_GUARD_LEASE_NAMESPACE")]
-    pub lease_namespace: Option<String>,
     /// How often certificate and config files are checked for changes.
     #[arg(long, env = "PVC_GUARD_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "2s")]
     pub reload_interval: Duration,

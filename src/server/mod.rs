@@ -10,7 +10,6 @@ pub mod reviews;
 pub mod tls;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -472,18 +471,8 @@ fn raise_fd_limit(max_connections: usize) {
     }
 }
 
-fn load_config(path: &PathBuf) -> anyhow::Result<(Config, Vec<u8>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok((parse_config(path, &bytes)?, bytes))
-}
-
-fn parse_config(path: &Path, bytes: &[u8]) -> anyhow::Result<Config> {
-    let text =
-        std::str::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
-    Config::from_yaml(text).with_context(|| format!("{}", path.display()))
-}
-
-async fn shutdown_signal() {
+/// SIGTERM (the kubelet stopping the pod) or Ctrl-C.
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -506,12 +495,11 @@ async fn shutdown_signal() {
 
 /// Watches the certificate and config files and swaps in what changed.
 /// A file that fails to load leaves the old one in force.
-async fn reload_loop(
-    app: Arc<App>,
-    args: ServeArgs,
-    mut cert_seen: Vec<u8>,
-    mut config_seen: Vec<u8>,
-) {
+async fn reload_loop(app: Arc<App>, args: ServeArgs, mut cert_seen: Vec<u8>, config_seen: Vec<u8>) {
+    let mut config_file = args
+        .config
+        .clone()
+        .map(|path| crate::config_file::Watched::new(path, config_seen));
     let mut tick = tokio::time::interval(args.reload_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -538,41 +526,24 @@ async fn reload_loop(
                 }
             }
         }
-        if let Some(path) = &args.config {
-            let changed = std::fs::read(path).ok().filter(|b| *b != config_seen);
-            if let Some(bytes) = changed {
-                let parsed = parse_config(path, &bytes);
-                config_seen = bytes;
-                match parsed {
-                    Ok(config) => {
-                        app.policy.store(Arc::new(Policy::new(config)));
-                        app.metrics.config_reloads.inc();
-                        app.metrics.config_last_reload_ok.set(1);
-                        info!(config = %path.display(), "loaded the changed config");
-                    }
-                    Err(e) => {
-                        app.metrics.config_reload_errors.inc();
-                        app.metrics.config_last_reload_ok.set(0);
-                        error!(error = %format!("{e:#}"), "the changed config is invalid; the old config stays in force");
-                    }
+        if let Some(file) = &mut config_file
+            && let Some(parsed) = file.changed()
+        {
+            match parsed {
+                Ok(config) => {
+                    app.policy.store(Arc::new(Policy::new(config)));
+                    app.metrics.config_reloads.inc();
+                    app.metrics.config_last_reload_ok.set(1);
+                    info!(config = %file.path.display(), "loaded the changed config");
+                }
+                Err(e) => {
+                    app.metrics.config_reload_errors.inc();
+                    app.metrics.config_last_reload_ok.set(0);
+                    error!(error = %format!("{e:#}"), "the changed config is invalid; the old config stays in force");
                 }
             }
         }
     }
-}
-
-/// The Lease holder's name: unique per replica, and the pod's name when the
-/// downward API provides it (so `kubectl get lease` names the pod).
-fn lease_identity() -> String {
-    ["POD_NAME", "HOSTNAME"]
-        .into_iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            format!("pvc-guard-{}-{nanos:x}", std::process::id())
-        })
 }
 
 /// In a pod unless told otherwise.
@@ -597,7 +568,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains. `client`
-/// talks to the API server for cluster facts and the claim controller.
+/// talks to the API server for cluster facts (read only: the claim
+/// controller is `pvc-guard controller`, a process of its own).
 pub async fn serve_on(
     listener: TcpListener,
     args: ServeArgs,
@@ -605,7 +577,7 @@ pub async fn serve_on(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (config, config_seen) = match &args.config {
-        Some(path) => load_config(path)?,
+        Some(path) => crate::config_file::load(path)?,
         None => (Config::default(), Vec::new()),
     };
     let (cert_key, not_after, cert_seen) = match (&args.tls_cert, &args.tls_key) {
@@ -638,34 +610,11 @@ pub async fn serve_on(
     let tls_config = tls::server_config(store.clone(), args.client_ca.as_ref())?;
     let acceptor = TlsAcceptor::from(Arc::new(tls_config));
     let metrics = Metrics::new();
-    let create_claims = args.create_claims || config.create_claims;
-    if create_claims && client.is_none() {
-        warn!(
-            "createClaims is set but there is no cluster connection (--no-cluster, or not in a pod): no claim controller runs"
-        );
-    }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut controller = None;
+    // createClaims says a claim controller runs in the cluster, which
+    // silences missing-claim for the claims it will create.
     let cluster = client.as_ref().map(|client| {
-        let caches = crate::cluster::Caches::start(client, &metrics.cluster, create_claims);
-        if create_claims {
-            let election = crate::cluster::claims::Election {
-                lease_namespace: args
-                    .lease_namespace
-                    .clone()
-                    .unwrap_or_else(|| client.default_namespace().to_string()),
-                identity: lease_identity(),
-            };
-            controller = Some(tokio::spawn(crate::cluster::claims::run_elected(
-                client.clone(),
-                caches.clone(),
-                config.excluded_namespaces.clone(),
-                metrics.cluster.clone(),
-                election,
-                stop_rx.clone(),
-            )));
-        }
-        caches
+        crate::cluster::Caches::start(client, &metrics.cluster, config.create_claims)
     });
     let max_buffered = args
         .max_buffered_bytes
@@ -778,9 +727,6 @@ pub async fn serve_on(
     reloader.abort();
     summarizer.abort();
     app.refusals.summarize();
-    if let Some(controller) = controller {
-        let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
-    }
     info!("stopped");
     Ok(())
 }

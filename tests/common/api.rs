@@ -294,6 +294,10 @@ impl ApiServer {
                     full(409, api_data("pvc-create-conflict.json"))
                 }
             }
+            ("GET", p) if self.scripted_item(p).is_some() => {
+                let (status, body) = self.scripted_item(p).unwrap();
+                full(status, serde_json::to_vec(&body).unwrap())
+            }
             ("GET", p) if self.lists.lock().unwrap().contains_key(p) => {
                 let pages = self.lists.lock().unwrap()[p].clone();
                 // Page n is asked for with continue=<n>.
@@ -318,6 +322,41 @@ impl ApiServer {
 }
 
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/pvc-guard/leases";
+
+impl ApiServer {
+    /// A GET of one object of a collection whose list is scripted: the
+    /// item of that namespace and name with its kind, as the API server
+    /// answers, else a 404. `None`: not such a path.
+    fn scripted_item(&self, path: &str) -> Option<(u16, Value)> {
+        let parts: Vec<&str> = path.split('/').collect();
+        let at = parts.iter().position(|p| *p == "namespaces")?;
+        // ["", "apis", group, version, "namespaces", namespace, plural, name]
+        if parts.len() != at + 4 {
+            return None;
+        }
+        let (namespace, name) = (parts[at + 1], parts[at + 3]);
+        let collection = [&parts[..at], &parts[at + 2..at + 3]].concat().join("/");
+        let lists = self.lists.lock().unwrap();
+        let pages = lists.get(&collection)?;
+        let found = pages.iter().find_map(|page| {
+            let kind = page["kind"].as_str()?.strip_suffix("List")?.to_string();
+            let item = page["items"].as_array()?.iter().find(|i| {
+                i["metadata"]["namespace"] == namespace && i["metadata"]["name"] == name
+            })?;
+            let mut item = item.clone();
+            item["kind"] = json!(kind);
+            item["apiVersion"] = page["apiVersion"].clone();
+            Some(item)
+        });
+        Some(match found {
+            Some(item) => (200, item),
+            None => (
+                404,
+                serde_json::from_slice(&api_data("pvc-not-found.json")).unwrap(),
+            ),
+        })
+    }
+}
 
 impl ApiServer {
     /// The holder of the Lease, if any.

@@ -87,7 +87,8 @@ impl Server {
         command
     }
 
-    /// Follows a started `pvc-guard serve` (stderr piped) until it listens.
+    /// Follows a started `pvc-guard serve` or `pvc-guard controller`
+    /// (stderr piped) until it says where it listens on 127.0.0.1.
     pub fn attach(mut child: Child, dir: tempfile::TempDir, ca: Option<PathBuf>) -> Server {
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -96,8 +97,14 @@ impl Server {
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(i) = line.find("listening on https://127.0.0.1:") {
-                    let rest = &line[i + "listening on https://127.0.0.1:".len()..];
+                let at = [
+                    "listening on https://127.0.0.1:",
+                    "listening on http://127.0.0.1:",
+                ]
+                .iter()
+                .find_map(|prefix| line.find(prefix).map(|i| i + prefix.len()));
+                if !sent && let Some(at) = at {
+                    let rest = &line[at..];
                     let port: u16 = rest
                         .chars()
                         .take_while(char::is_ascii_digit)

@@ -13,8 +13,11 @@
 //!   namespaceSelector gets one more requirement, [`TEST_LABEL`] In [test]:
 //!   every shipped field stays as rendered, and tests can stop, restart and
 //!   count their servers without touching each other's requests;
-//! - the Deployment, Service and PodDisruptionBudget are applied but nothing
-//!   runs them (no scheduler or kubelet).
+//! - the Deployments, Service and PodDisruptionBudget are applied but
+//!   nothing runs them (no scheduler or kubelet): the webhook's pods and the
+//!   claim controller's are processes started from them here;
+//! - the NetworkPolicies are stored but nothing enforces them (no network
+//!   plugin); the ValidatingAdmissionPolicy is enforced, by the API server.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -146,15 +149,26 @@ pub fn webhook_configurations(docs: &[Value], name: &str, port: u16, test: &str)
         .collect()
 }
 
+/// What a pod's process is, by its subcommand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `pvc-guard serve`: HTTPS on `--listen`.
+    Webhook,
+    /// `pvc-guard controller`: plain HTTP on `--health-listen`.
+    Controller,
+}
+
 /// A process started as the rendered Deployment's pod would be: the
 /// container's command line with the mount paths moved to local copies of
 /// its Secret and ConfigMap volumes, its env (the downward API filled in),
-/// a kubeconfig holding a token of its ServiceAccount, and
-/// `--listen 127.0.0.1:PORT --cluster`.
+/// a kubeconfig holding a token of its ServiceAccount, and its address on
+/// 127.0.0.1 (`--listen 127.0.0.1:PORT --cluster` for the webhook,
+/// `--health-listen 127.0.0.1:PORT` for the controller).
 pub struct Pod {
     cp: &'static ControlPlane,
     pub name: String,
     pub port: u16,
+    pub role: Role,
     /// The bundle that verifies its certificate (the webhooks' caBundle).
     pub ca_pem: String,
     args: Vec<String>,
@@ -176,10 +190,16 @@ impl Pod {
         let spec = &d["spec"]["template"]["spec"];
         let container = &spec["containers"][0];
         let volumes = cp.tempdir();
+        let role = match container["args"][0].as_str() {
+            Some("serve") => Role::Webhook,
+            Some("controller") => Role::Controller,
+            other => panic!("the harness runs serve and controller, not {other:?}"),
+        };
         let mut pod = Pod {
             cp,
             name: name.to_string(),
             port: 0,
+            role,
             ca_pem: ca_bundle(docs),
             args: Vec::new(),
             envs: Vec::new(),
@@ -207,8 +227,14 @@ impl Pod {
             "the Deployment's command changed: {}",
             container["command"]
         );
-        for arg in container["args"].as_array().expect("args") {
+        let mut args = container["args"].as_array().expect("args").iter();
+        while let Some(arg) = args.next() {
             let arg = arg.as_str().unwrap();
+            // Its address is the harness's to choose.
+            if role == Role::Controller && arg == "--health-listen" {
+                args.next();
+                continue;
+            }
             let local = mount_paths.iter().find_map(|(path, dir)| {
                 arg.strip_prefix(path.as_str())
                     .and_then(|rest| rest.strip_prefix('/'))
@@ -217,10 +243,10 @@ impl Pod {
             pod.args.push(local.unwrap_or_else(|| arg.to_string()));
         }
         assert!(
-            !pod.args
-                .iter()
-                .any(|a| a == "--listen" || a == "--no-cluster"),
-            "the Deployment's args changed: the harness replaces --listen and needs the cluster"
+            !pod.args.iter().any(|a| a == "--listen"
+                || a == "--no-cluster"
+                || a.starts_with("--health-listen")),
+            "the Deployment's args changed: the harness sets the address and needs the cluster"
         );
         for env in container["env"].as_array().into_iter().flatten() {
             let value = match (
@@ -305,7 +331,10 @@ impl Pod {
     fn run(&mut self, port: u16) {
         let listen = format!("127.0.0.1:{port}");
         let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        args.extend(["--listen", &listen, "--cluster"]);
+        match self.role {
+            Role::Webhook => args.extend(["--listen", &listen, "--cluster"]),
+            Role::Controller => args.extend(["--health-listen", &listen]),
+        }
         let envs: Vec<(&str, String)> = self
             .envs
             .iter()
@@ -315,11 +344,9 @@ impl Pod {
         let server = Server::attach(child, self.cp.tempdir(), None);
         self.port = server.port;
         self.server = Some(server);
-        let url = self.url("/readyz");
-        let ca = self.ca_pem.clone();
         eventually(
             &format!("{} /readyz answers 200", self.name),
-            || match https_get(&url, &ca, None) {
+            || match self.get("/readyz") {
                 Ok((200, _)) => Ok(()),
                 other => Err(format!("{other:?}\n{}", self.log())),
             },
@@ -327,7 +354,29 @@ impl Pod {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.port)
+        let scheme = match self.role {
+            Role::Webhook => "https",
+            Role::Controller => "http",
+        };
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// GET `path` from the process: the status and body, or why not.
+    pub fn get(&self, path: &str) -> Result<(u16, String), String> {
+        match self.role {
+            Role::Webhook => https_get(&self.url(path), &self.ca_pem, None),
+            Role::Controller => {
+                let raw = super::http_get(self.port, path)
+                    .ok_or_else(|| format!("{}: no answer", self.url(path)))?;
+                let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+                let status = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| format!("not HTTP: {head}"))?;
+                Ok((status, body.to_string()))
+            }
+        }
     }
 
     /// What the process logged so far.
@@ -351,7 +400,7 @@ impl Pod {
 
     /// The /metrics text.
     pub fn metrics(&self) -> String {
-        match https_get(&self.url("/metrics"), &self.ca_pem, None) {
+        match self.get("/metrics") {
             Ok((200, text)) => text,
             other => panic!("{} /metrics: {other:?}", self.name),
         }
@@ -394,7 +443,8 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 /// pvc-guard installed in the shared control plane: the rendered
 /// self-signed overlay applied (less the webhook configurations, which each
-/// test registers for itself) and the claim controller running.
+/// test registers for itself) and the claim controller running, as a pod
+/// of its own Deployment with its own ServiceAccount's token.
 pub struct Install {
     pub cp: &'static ControlPlane,
     pub layout: Layout,
@@ -452,11 +502,22 @@ impl Install {
         Pod::start(self.cp, &self.docs, "pvc-guard", name)
     }
 
-    /// The claim controller. Today it is the same Deployment, ServiceAccount
-    /// and `serve` (`createClaims: true` in the shipped config); every pod
-    /// competes for the Lease and this one, started first, holds it.
+    /// The claim controller: a pod of the shipped `pvc-guard-controller`
+    /// Deployment (`pvc-guard controller`), the only one of its kind, so it
+    /// holds the Lease.
     pub fn start_controller(&self) -> Pod {
-        Pod::start(self.cp, &self.docs, "pvc-guard", "pvc-guard-controller")
+        Pod::start(
+            self.cp,
+            &self.docs,
+            "pvc-guard-controller",
+            "pvc-guard-controller-0",
+        )
+    }
+
+    /// Runs `inspect` on the claim controller (its log, its metrics).
+    pub fn with_controller<T>(&self, inspect: impl FnOnce(&Pod) -> T) -> T {
+        let controller = self.controller.lock().unwrap_or_else(|e| e.into_inner());
+        inspect(controller.as_ref().expect("the claim controller runs"))
     }
 
     /// The shipped config.yaml, as a file, for the CLI's `--config`.
