@@ -395,6 +395,71 @@ fn re_applying_the_original_manifest_keeps_the_claim_mount() {
     assert_eq!(claim_at(&stored, data), claim, "{again}\n{stored}");
 }
 
+/// The index of the volume named `name` in a stored Deployment.
+fn volume_index(object: &Value, name: &str) -> usize {
+    volumes(object)
+        .iter()
+        .position(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no volume {name}: {object}"))
+}
+
+#[test]
+fn a_claim_a_person_swaps_in_is_kept_over_the_record() {
+    let Some(t) = Scenario::start("restored", &[("apps", &[])]) else {
+        return;
+    };
+    let ns = t.ns("apps");
+    let data = "/var/lib/postgresql/data";
+    let patched = || {
+        t.webhook.metric(
+            "pvc_guard_admission_requests_total",
+            &[
+                ("endpoint", "mutate"),
+                ("operation", "UPDATE"),
+                ("decision", "patch"),
+            ],
+        )
+    };
+    t.kubectl_stdin(&["apply", "-f", "-"], &postgres_no_volume(&ns, "orders-db"))
+        .ok("create");
+    let stored = get(&t, "deployment", &ns, "orders-db");
+    assert_eq!(
+        claim_at(&stored, data).as_deref(),
+        Some("orders-db-postgres-data")
+    );
+    // The operator restored a backup into orders-db-v2 and points the pod
+    // at it: the record still names the old claim, and the person wins.
+    let before = patched();
+    let i = volume_index(&stored, "pvc-guard-postgres");
+    let swap = format!(
+        r#"[{{"op":"replace","path":"/spec/template/spec/volumes/{i}/persistentVolumeClaim/claimName","value":"orders-db-v2"}}]"#
+    );
+    let run = t
+        .kubectl(&[
+            "-n",
+            &ns,
+            "patch",
+            "deployment",
+            "orders-db",
+            "--type",
+            "json",
+            "-p",
+            &swap,
+        ])
+        .ok("swap the claim");
+    assert!(
+        run.stderr.contains("no longer matches"),
+        "kubectl shows the warning: {run}"
+    );
+    let after = get(&t, "deployment", &ns, "orders-db");
+    assert_eq!(
+        claim_at(&after, data).as_deref(),
+        Some("orders-db-v2"),
+        "{after}"
+    );
+    assert_eq!(patched(), before, "nothing was put back");
+}
+
 #[test]
 fn excluded_and_ignored_namespaces_never_reach_the_webhook() {
     let Some(install) = envtest::install::install() else {
