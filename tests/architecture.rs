@@ -17,6 +17,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 1),
     ("record", 1),
     ("rule", 0),
+    ("telemetry", 0),
+    ("plain_http", 0),
     ("config_file", 2),
     ("model", 2),
     ("policy", 3),

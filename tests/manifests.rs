@@ -897,21 +897,25 @@ fn check_controller(docs: &[Value]) {
 }
 
 /// Each Deployment's pods are selected by a NetworkPolicy that admits
-/// only the port its process listens on.
+/// only the ports its process listens on.
 fn check_network_policies(docs: &[Value]) {
     let (controller, controller_container) = controller(docs);
     let webhook = deployment(docs);
-    for (d, container, port, name) in [
+    let args = strings(&webhook_container(webhook)["args"]);
+    let metrics_port: i64 = flag_value(&args, "--metrics-listen")
+        .and_then(|a| a.rsplit(':').next()?.parse().ok())
+        .expect("the webhook serves /metrics over plain HTTP (--metrics-listen)");
+    for (d, container, listens, name) in [
         (
             webhook,
             webhook_container(webhook),
-            LISTEN_PORT,
+            vec![LISTEN_PORT, metrics_port],
             "the webhook",
         ),
         (
             controller,
             controller_container,
-            HEALTH_PORT,
+            vec![HEALTH_PORT],
             "the controller",
         ),
     ] {
@@ -938,10 +942,10 @@ fn check_network_policies(docs: &[Value]) {
                 "{name}: an ingress rule without ports admits every port: {rule}"
             );
             for p in ports {
-                assert_eq!(
-                    resolve_port(container, &p["port"]),
-                    port,
-                    "{name}: only port {port} is admitted: {p}"
+                let admitted = resolve_port(container, &p["port"]);
+                assert!(
+                    listens.contains(&admitted),
+                    "{name}: only the ports it listens on ({listens:?}) are admitted, not {admitted}: {p}"
                 );
                 assert_eq!(p["protocol"], "TCP", "{name}: {p}");
             }
@@ -1372,4 +1376,107 @@ fn examples_are_judged_as_their_comments_say() {
             describe(&output)
         );
     }
+}
+
+/// The monitoring component as its kustomization.yaml says to include it:
+/// an overlay of the base with `components: [../../monitoring]`.
+#[test]
+fn the_monitoring_component_scrapes_both_metrics_ports() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("manifests"), &tmp.path().join("manifests"));
+    let overlay = tmp.path().join("manifests/overlays/mine");
+    fs::create_dir_all(&overlay).unwrap();
+    fs::write(
+        overlay.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- ../../base\ncomponents:\n- ../../monitoring\n",
+    )
+    .unwrap();
+    let Some(docs) = kustomize(&overlay) else {
+        return;
+    };
+    let monitor = find(&docs, "ServiceMonitor", "pvc-guard");
+    assert_eq!(monitor["metadata"]["namespace"], NAMESPACE);
+    let endpoints: Vec<&Value> = items(&monitor["spec"]["endpoints"]).collect();
+    assert_eq!(endpoints.len(), 1, "{monitor}");
+    let port_name = endpoints[0]["port"].as_str().expect("a named port");
+    assert_eq!(endpoints[0]["path"], "/metrics");
+    assert_eq!(
+        endpoints[0]["scheme"], "http",
+        "the metrics ports are plain HTTP"
+    );
+    let selected: Vec<&Value> = objects(&docs, "Service")
+        .filter(|s| selects(&monitor["spec"]["selector"], &s["metadata"]["labels"]))
+        .collect();
+    let names: BTreeSet<&str> = selected
+        .iter()
+        .filter_map(|s| s["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["pvc-guard-metrics", "pvc-guard-controller-metrics"]),
+        "the ServiceMonitor selects the two metrics Services and not the webhook's"
+    );
+
+    // Each selected Service's named port reaches the port that process
+    // serves /metrics on over plain HTTP.
+    let webhook = deployment(&docs);
+    let webhook_args = strings(&webhook_container(webhook)["args"]);
+    let metrics_port: i64 = flag_value(&webhook_args, "--metrics-listen")
+        .and_then(|a| a.rsplit(':').next()?.parse().ok())
+        .expect("the webhook sets --metrics-listen");
+    let (controller_deployment, controller_container) = controller(&docs);
+    for service in selected {
+        let port = items(&service["spec"]["ports"])
+            .find(|p| p["name"] == port_name)
+            .unwrap_or_else(|| panic!("{service} has no port named {port_name}"));
+        let (d, container, expected) = if selects(
+            &json!({"matchLabels": service["spec"]["selector"]}),
+            &pod_spec_labels(webhook),
+        ) {
+            (webhook, webhook_container(webhook), metrics_port)
+        } else {
+            (controller_deployment, controller_container, HEALTH_PORT)
+        };
+        assert!(
+            selects(
+                &json!({"matchLabels": service["spec"]["selector"]}),
+                &pod_spec_labels(d)
+            ),
+            "{service} selects the pods of {}",
+            d["metadata"]["name"]
+        );
+        assert_eq!(
+            resolve_port(container, &port["targetPort"]),
+            expected,
+            "{service}"
+        );
+    }
+
+    let rules = find(&docs, "PrometheusRule", "pvc-guard");
+    assert_eq!(rules["metadata"]["namespace"], NAMESPACE);
+    let alerts: Vec<&Value> = items(&rules["spec"]["groups"])
+        .flat_map(|g| items(&g["rules"]))
+        .collect();
+    assert!(alerts.len() >= 5, "{rules}");
+    for alert in alerts {
+        assert!(
+            alert["alert"].is_string() && alert["expr"].is_string(),
+            "{alert}"
+        );
+        assert!(alert["labels"]["severity"].is_string(), "{alert}");
+        assert!(alert["annotations"]["summary"].is_string(), "{alert}");
+    }
+
+    let dashboard = find(&docs, "ConfigMap", "pvc-guard-dashboard");
+    assert_eq!(dashboard["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json_text = dashboard["data"]["pvc-guard-dashboard.json"]
+        .as_str()
+        .expect("the dashboard's JSON");
+    let parsed: Value = serde_json::from_str(json_text).expect("the dashboard is JSON");
+    assert!(items(&parsed["panels"]).next().is_some(), "{parsed}");
+}
+
+fn pod_spec_labels(deployment: &Value) -> Value {
+    deployment["spec"]["template"]["metadata"]["labels"].clone()
 }

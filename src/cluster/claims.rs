@@ -336,6 +336,7 @@ impl Stores {
         let claims = super::watch(Api::all(client.clone()), "persistentvolumeclaims", metrics);
         let (set_synced, synced) = watch::channel(false);
         let (n, c) = (namespaces.clone(), claims.clone());
+        let synced_gauge = metrics.caches_synced.clone();
         // The one waiter on the stores themselves: a store's readiness
         // wakes only the last task that polled it (see `Caches::synced`).
         tokio::spawn(async move {
@@ -352,6 +353,7 @@ impl Stores {
             };
             if let (Ok(()), Ok(())) = ready {
                 set_synced.send_replace(true);
+                synced_gauge.set(1);
                 info!("claim controller caches synced");
             }
         });

@@ -6,7 +6,7 @@
 //! answers plain HTTP on the health address: /healthz, /readyz (the caches
 //! have synced) and /metrics.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,8 +155,8 @@ pub async fn run(
         });
     }
     metrics.config_last_reload_ok.set(1);
-    let mut registry = Registry::with_prefix("pvc_guard");
-    metrics.register(&mut registry);
+    let mut registry = crate::telemetry::registry();
+    metrics.register(registry.sub_registry_with_prefix("pvc_guard"));
     let stores = Stores::start(&client, &metrics.cluster);
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let reloader = options.config.clone().map(|path| {
@@ -176,13 +176,14 @@ pub async fn run(
     let address = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut stop_serving = stop_rx.clone();
-    let server = tokio::spawn(
-        axum::serve(listener, router(health.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = stop_serving.wait_for(|s| *s).await;
-            })
-            .into_future(),
-    );
+    let server = tokio::spawn(crate::plain_http::serve(
+        listener,
+        router(health.clone()),
+        crate::plain_http::Limits::default(),
+        async move {
+            let _ = stop_serving.wait_for(|s| *s).await;
+        },
+    ));
     info!("listening on http://{address} (GET /healthz, /readyz, /metrics)");
 
     let election = Election {

@@ -27,6 +27,8 @@ pub struct ClusterMetrics {
     /// collection stays old while healthy; watch errors tell the two apart.
     pub cache_updated: Family<ResourceLabels, Gauge>,
     pub watch_errors: Family<ResourceLabels, Counter>,
+    /// 1 once every cache has completed its first list (as /readyz says).
+    pub caches_synced: Gauge,
 }
 
 impl ClusterMetrics {
@@ -40,6 +42,11 @@ impl ClusterMetrics {
             "cluster_watch_errors",
             "Watch failures, each retried with backoff",
             self.watch_errors.clone(),
+        );
+        registry.register(
+            "cluster_caches_synced",
+            "1 once every cluster cache has completed its first list",
+            self.caches_synced.clone(),
         );
     }
 }

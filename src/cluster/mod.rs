@@ -63,6 +63,7 @@ impl Caches {
             claim_controller,
         };
         let c = caches.clone();
+        let synced_gauge = metrics.caches_synced.clone();
         tokio::spawn(async move {
             let all = async {
                 tokio::join!(
@@ -88,6 +89,7 @@ impl Caches {
             };
             if let (Ok(()), Ok(()), Ok(()), Ok(())) = synced {
                 c.synced.store(true, Ordering::Relaxed);
+                synced_gauge.set(1);
                 info!("cluster caches synced");
             }
         });

@@ -89,6 +89,11 @@ pub struct ServeArgs {
     /// only to refuse it with that message.
     #[arg(long, env = "PVC_GUARD_CREATE_CLAIMS", hide = true)]
     pub create_claims: bool,
+    /// Also serve GET /metrics over plain HTTP at this address (`:9090`),
+    /// so Prometheus scrapes without the webhook's CA. Off unless set; the
+    /// shipped manifests set it.
+    #[arg(long, env = "PVC_GUARD_METRICS_LISTEN", value_parser = parse_listen)]
+    pub metrics_listen: Option<SocketAddr>,
     /// How often certificate and config files are checked for changes.
     #[arg(long, env = "PVC_GUARD_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "2s")]
     pub reload_interval: Duration,

@@ -79,7 +79,8 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("pvc_guard");
+        let mut root = crate::telemetry::registry();
+        let registry = root.sub_registry_with_prefix("pvc_guard");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "admission_requests",
@@ -181,10 +182,20 @@ impl Metrics {
             buffered_bytes.clone(),
         );
         config_last_reload_ok.set(1);
+        // Every series an alert or a panel reads exists from the start, so
+        // a rate over it is 0 rather than no data.
+        for why in Refusal::ALL {
+            let _ = rejected.get_or_create(&RejectLabels {
+                reason: why.as_str(),
+            });
+        }
+        for endpoint in ["validate", "mutate"] {
+            let _ = latency.get_or_create(&EndpointLabels { endpoint });
+        }
         let cluster = ClusterMetrics::default();
-        cluster.register(&mut registry);
+        cluster.register(registry);
         Metrics {
-            registry,
+            registry: root,
             cluster,
             requests,
             findings,

@@ -659,6 +659,31 @@ pub async fn serve_on(
         max_queued_reviews = app.reviews.queue,
         "listening on https://{}", listener.local_addr()?
     );
+    // Prometheus scrapes this port without the webhook's CA; it serves
+    // /metrics and nothing else, and its connections never take a slot of
+    // the webhook's.
+    let metrics_server = match args.metrics_listen {
+        None => None,
+        Some(address) => {
+            let plain = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("--metrics-listen {address}"))?;
+            info!(address = %plain.local_addr()?, "metrics on http://{}/metrics", plain.local_addr()?);
+            let routes = Router::new()
+                .route("/metrics", get(metrics_text))
+                .with_state(app.clone());
+            let limits = crate::plain_http::Limits {
+                header_timeout: args.header_timeout,
+                ..Default::default()
+            };
+            Some(tokio::spawn(crate::plain_http::serve(
+                plain,
+                routes,
+                limits,
+                std::future::pending(),
+            )))
+        }
+    };
     let reloader = tokio::spawn(reload_loop(
         app.clone(),
         args.clone(),
@@ -726,6 +751,9 @@ pub async fn serve_on(
     }
     reloader.abort();
     summarizer.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     app.refusals.summarize();
     info!("stopped");
     Ok(())

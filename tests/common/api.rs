@@ -3,6 +3,9 @@
 //! kube-apiserver v1.33 sent (tests/data/api). The same answers can be
 //! served over HTTPS on 127.0.0.1 for the CLI, through a kubeconfig.
 
+// Each test binary that includes this uses a part of it.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
