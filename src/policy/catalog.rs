@@ -481,6 +481,23 @@ mod tests {
             name("bitnamisecure/postgresql:17").as_deref(),
             Some("bitnami/postgresql")
         );
+        assert_eq!(
+            name("gcr.io/google-samples/cassandra:v13").as_deref(),
+            Some("google-samples/cassandra")
+        );
+        assert_eq!(
+            name("quay.io/fedora/postgresql-16@sha256:0123").as_deref(),
+            Some("sclorg/postgresql")
+        );
+        assert_eq!(
+            name("quay.io/sclorg/postgresql-15-c9s").as_deref(),
+            Some("sclorg/postgresql")
+        );
+        // A tag-qualified repository covers that tag only.
+        assert_eq!(
+            name("registry.k8s.io/redis:v1").as_deref(),
+            Some("kubernetes/redis")
+        );
         assert_eq!(name("registry.k8s.io/redis:e2e"), None);
         assert_eq!(
             name("registry.k8s.io/etcd:3.5.15-0").as_deref(),
@@ -488,6 +505,8 @@ mod tests {
         );
         assert_eq!(name("quay.io/coreos/etcd:v3.5.0").as_deref(), Some("etcd"));
         assert_eq!(name("quay.io/minio/minio").as_deref(), Some("minio"));
+        // A registry-qualified pattern is that registry only.
+        assert_eq!(name("example.com/google-samples/cassandra:v13"), None);
     }
 
     #[test]
