@@ -190,7 +190,7 @@ struct Identity<'w, 'c> {
 }
 
 impl Identity<'_, '_> {
-    fn from_env(&self) -> bool {
+    fn layout_from_env(&self) -> bool {
         matches!(self.origin, Some(Origin::ServerEnv { .. }))
     }
 }
@@ -449,17 +449,21 @@ mod gather {
     /// A mount exactly where the guessed family keeps its data (its data
     /// paths, its claim's mount path, its VOLUMEs, its distinctive paths):
     /// the manifest shows where the data goes.
-    pub fn usual_mount(c: &ContainerRef<'_>, entry: &CatalogEntry, facts: &ImageFacts<'_>) -> bool {
-        let usual = |mp: &str| {
+    pub fn usual_mount<'w>(
+        c: &ContainerRef<'w>,
+        entry: &CatalogEntry,
+        facts: &ImageFacts<'_>,
+    ) -> Option<&'w str> {
+        let usual = |mp: &&str| {
             facts.data_paths.iter().any(|p| p == mp)
-                || facts.mount_path.as_deref() == Some(mp)
+                || facts.mount_path.as_deref() == Some(*mp)
                 || entry.volumes.iter().any(|v| v == mp)
                 || entry.distinctive_paths.iter().any(|p| p == mp)
         };
         c.container
             .mounts()
             .filter_map(|m| m.mount_path.as_deref())
-            .any(usual)
+            .find(usual)
     }
 
     /// A mount at or under one of the entry's provisioning paths.
@@ -666,19 +670,26 @@ pub fn detect<'w, 'c>(
         // family, or a mount where it keeps data) is judged as the
         // manifest shows; only an unconfirmed guess stays a guess.
         if matches!(id.origin, Some(Origin::Guess { .. }))
-            && let (Some(f), Some(e)) = (&id.facts, id.entry)
-            && (!g.flags.is_empty()
-                || !g.settings.is_empty()
-                || g.pgdata.is_some()
-                || gather::usual_mount(c, e, f))
+            && let (Some(f), Some(e)) = (id.facts.as_mut(), id.entry)
         {
-            id.origin = Some(Origin::Manifest);
+            let named = !g.flags.is_empty() || !g.settings.is_empty() || g.pgdata.is_some();
+            if named {
+                id.origin = Some(Origin::Manifest);
+            } else if let Some(mount) = gather::usual_mount(c, e, f) {
+                // The data is where the mount is, unless the guessed
+                // layout already puts it there (another version's
+                // directory is no sign of this one's).
+                if !f.data_paths.iter().any(|p| path_contains(mount, p)) {
+                    f.data_paths = vec![mount.to_string()];
+                }
+                id.origin = Some(Origin::Manifest);
+            }
         }
         let mut soft = None;
         if let Some(f) = &id.facts {
             if id.origin.is_some() {
                 g.catalog = f.data_paths.clone();
-                g.catalog_from_env = id.from_env();
+                g.catalog_from_env = id.layout_from_env();
                 if f.version_assumed_from_digest
                     && f.entry.family == "postgres"
                     && matches!(id.origin, Some(Origin::Image | Origin::ServerEnv { .. }))
