@@ -401,6 +401,22 @@ fn etcd_keeps_its_data_in_name_dot_etcd_in_its_working_directory() {
 }
 
 #[test]
+fn influxdb_keeps_its_data_where_its_major_version_does() {
+    caught_then_admitted(
+        json!({"name": "influxdb", "image": "influxdb:1.8.10-alpine"}),
+        "deny",
+        "/var/lib/influxdb",
+        "/var/lib/influxdb",
+    );
+    caught_then_admitted(
+        json!({"name": "influxdb", "image": "docker.io/library/influxdb:2.7"}),
+        "deny",
+        "/var/lib/influxdb2",
+        "/var/lib/influxdb2",
+    );
+}
+
+#[test]
 fn consul_keeps_its_data_in_data_dir() {
     caught_then_admitted(
         json!({"name": "consul", "image": "hashicorp/consul:1.19", "args": ["agent", "-server", "-data-dir=/consul/data"]}),
