@@ -1,7 +1,8 @@
 //! The image catalog: data, not code branches. The built-in table is
 //! `catalog.yaml`, embedded at build time; config entries extend or replace
-//! it. Lookups run for every container of every request, so each compares
-//! in place and allocates nothing it does not return.
+//! it. Lookups run for every container of every request: the patterns are
+//! parsed once, when the catalog is built, and a lookup takes the image's
+//! reference apart once and compares in place.
 
 use crate::config::{CatalogEntry, TagVersion, parse_owner};
 
@@ -131,26 +132,35 @@ fn publisher(image: &ImageRef) -> (Option<&str>, Vec<&str>) {
     (registry, path)
 }
 
-/// One `repositories` entry of the catalog taken apart.
-struct Pattern<'p> {
-    registry: Option<&'p str>,
-    components: Vec<&'p str>,
-    tag: Option<&'p str>,
+/// One `repositories` entry of the catalog taken apart, once, when the
+/// catalog is built.
+#[derive(Debug, Clone)]
+struct Pattern {
+    /// Index of its entry.
+    entry: usize,
+    registry: Option<String>,
+    components: Vec<String>,
+    tag: Option<String>,
 }
 
-impl<'p> Pattern<'p> {
-    fn parse(pattern: &'p str) -> Pattern<'p> {
-        let mut components: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
+impl Pattern {
+    fn parse(entry: usize, pattern: &str) -> Pattern {
+        let mut components: Vec<String> = pattern
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
         let registry =
-            (components.len() > 1 && is_registry(components[0])).then(|| components.remove(0));
+            (components.len() > 1 && is_registry(&components[0])).then(|| components.remove(0));
         let mut tag = None;
         if let Some(last) = components.last_mut()
             && let Some((name, t)) = last.split_once(':')
         {
-            *last = name;
-            tag = Some(t);
+            tag = Some(t.to_string());
+            *last = name.to_string();
         }
         Pattern {
+            entry,
             registry,
             components,
             tag,
@@ -169,7 +179,16 @@ impl<'p> Pattern<'p> {
         w
     }
 
-    /// Does the image come from this publisher's repository?
+    /// The Docker Official Image's name, when the pattern is one.
+    fn official_name(&self) -> Option<&str> {
+        match (&self.registry, &self.tag, self.components.as_slice()) {
+            (None, None, [name]) if !name.contains('*') => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Does an image published at `registry`/`path` (as [`publisher`]
+    /// reads it) with `tag` come from this pattern's repository?
     ///
     /// - `registry/path` (`gcr.io/google-samples/cassandra`): that registry
     ///   and path exactly;
@@ -181,12 +200,12 @@ impl<'p> Pattern<'p> {
     ///   on any registry (a proxy of Docker Hub's `library` namespace).
     ///
     /// `*` in the last component matches any text; `:tag` only that tag.
-    fn matches(&self, image: &ImageRef) -> bool {
-        if self.tag.is_some_and(|t| image.tag.as_deref() != Some(t)) {
+    fn matches(&self, registry: Option<&str>, path: &[&str], tag: Option<&str>) -> bool {
+        if self.tag.as_deref().is_some_and(|t| tag != Some(t)) {
             return false;
         }
-        let (registry, path) = publisher(image);
-        let ends_with = |path: &[&str], comps: &[&str]| -> bool {
+        let comps = &self.components;
+        let ends_with = || {
             path.len() >= comps.len()
                 && path[path.len() - comps.len()..]
                     .iter()
@@ -200,9 +219,9 @@ impl<'p> Pattern<'p> {
                         }
                     })
         };
-        match (self.registry, self.components.as_slice()) {
-            (Some(r), comps) => {
-                registry == Some(r) && path.len() == comps.len() && ends_with(&path, comps)
+        match (&self.registry, comps.as_slice()) {
+            (Some(r), _) => {
+                registry == Some(r.as_str()) && path.len() == comps.len() && ends_with()
             }
             (None, [name]) => {
                 let hub = registry.is_none()
@@ -210,7 +229,7 @@ impl<'p> Pattern<'p> {
                 let library_proxy = path.len() >= 2 && path[path.len() - 2] == "library";
                 (hub || library_proxy) && path.last().is_some_and(|p| glob(name, p))
             }
-            (None, comps) => ends_with(&path, comps),
+            (None, _) => ends_with(),
         }
     }
 }
@@ -264,25 +283,36 @@ pub struct ImageFacts<'c> {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     entries: Vec<CatalogEntry>,
+    /// Every entry's `repositories`, parsed once.
+    patterns: Vec<Pattern>,
 }
 
 impl Catalog {
+    fn new(entries: Vec<CatalogEntry>) -> Catalog {
+        let patterns = entries
+            .iter()
+            .enumerate()
+            .flat_map(|(i, e)| e.repositories.iter().map(move |r| Pattern::parse(i, r)))
+            .collect();
+        Catalog { entries, patterns }
+    }
+
     pub fn built_in() -> Catalog {
         let entries: Vec<CatalogEntry> =
             serde_yaml_ng::from_str(BUILT_IN).expect("the embedded catalog.yaml is valid");
-        Catalog { entries }
+        Catalog::new(entries)
     }
 
     /// The built-in table with config entries added; same name replaces.
     pub fn with_overrides(overrides: &[CatalogEntry]) -> Catalog {
-        let mut catalog = Catalog::built_in();
+        let mut entries = Catalog::built_in().entries;
         for entry in overrides {
-            match catalog.entries.iter_mut().find(|e| e.name == entry.name) {
+            match entries.iter_mut().find(|e| e.name == entry.name) {
                 Some(existing) => *existing = entry.clone(),
-                None => catalog.entries.push(entry.clone()),
+                None => entries.push(entry.clone()),
             }
         }
-        catalog
+        Catalog::new(entries)
     }
 
     pub fn entries(&self) -> &[CatalogEntry] {
@@ -299,41 +329,30 @@ impl Catalog {
     }
 
     /// The entry that covers the image's publisher, the most specific
-    /// pattern winning (a registry, then more path components, then a
-    /// tag); else the first entry whose official image's name is the
-    /// image's short name, as a guess (`Match::publisher` false).
+    /// pattern winning (a tag, then a registry, then more path
+    /// components); else the first entry whose official image's name is
+    /// the image's short name, as a guess (`Match::publisher` false).
     pub fn lookup(&self, image: &ImageRef) -> Option<Match<'_>> {
-        let mut best: Option<(usize, &CatalogEntry)> = None;
-        for entry in &self.entries {
-            for repo in &entry.repositories {
-                let pattern = Pattern::parse(repo);
-                let weight = pattern.weight();
-                if best.is_none_or(|(w, _)| weight > w) && pattern.matches(image) {
-                    best = Some((weight, entry));
-                }
-            }
-        }
-        if let Some((_, entry)) = best {
+        let (registry, path) = publisher(image);
+        let tag = image.tag.as_deref();
+        let best = self
+            .patterns
+            .iter()
+            .filter(|p| p.matches(registry, &path, tag))
+            // The first of equally specific patterns, in catalog order.
+            .min_by_key(|p| (usize::MAX - p.weight(), p.entry));
+        if let Some(p) = best {
             return Some(Match {
-                entry,
+                entry: &self.entries[p.entry],
                 publisher: true,
             });
         }
         let name = image.short_name();
-        self.entries
+        self.patterns
             .iter()
-            .find(|e| {
-                e.repositories.iter().any(|r| {
-                    let p = Pattern::parse(r);
-                    p.registry.is_none()
-                        && p.tag.is_none()
-                        && p.components.len() == 1
-                        && !p.components[0].contains('*')
-                        && p.components[0] == name
-                })
-            })
-            .map(|entry| Match {
-                entry,
+            .find(|p| p.official_name() == Some(name))
+            .map(|p| Match {
+                entry: &self.entries[p.entry],
                 publisher: false,
             })
     }
