@@ -341,6 +341,12 @@ fn sclorg_mariadb_and_mongodb_are_not_given_the_official_layout() {
 }
 
 #[test]
+fn a_guessed_server_with_no_known_data_path_says_it_is_a_guess() {
+    let e = unresolved(json!({"name": "c", "image": "example/consul:1"}));
+    assert!(messages(&e, "unresolved-data-path")[0].contains("its name says it runs consul"));
+}
+
+#[test]
 fn pires_elasticsearch_keeps_its_data_in_slash_data() {
     let c = json!({"name": "es", "image": "quay.io/pires/docker-elasticsearch-kubernetes:5.6.2"});
     caught_then_admitted(c.clone(), "deny", "/data", "/data");

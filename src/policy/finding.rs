@@ -474,10 +474,15 @@ impl fmt::Display for super::detect::Why {
             ),
             Why::UnknownDataPath {
                 family,
+                guessed,
                 hint,
                 moved_by,
             } => {
-                write!(f, "it runs {family}, but ")?;
+                if *guessed {
+                    write!(f, "its name says it runs {family}, but ")?;
+                } else {
+                    write!(f, "it runs {family}, but ")?;
+                }
                 match moved_by {
                     Some(var) => write!(
                         f,

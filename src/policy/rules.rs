@@ -409,18 +409,24 @@ fn pgdata_mount_root(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
 /// then finds the empty directory it needs.
 fn init_removes_lost_found(w: &Workload, volume: &str) -> bool {
     w.containers().filter(|c| c.ordinary_init()).any(|c| {
-        c.container
+        let mut roots = c
+            .container
             .mounts()
             .filter(|m| m.name.as_deref() == Some(volume) && m.sub_path().is_none())
             .filter_map(|m| m.mount_path.as_deref())
-            .any(|root| {
-                let words = command_words(c.container);
+            .peekable();
+        if roots.peek().is_none() {
+            return false;
+        }
+        let words = command_words(c.container);
+        let removes = words.iter().any(|w| {
+            let program = w.text.rsplit('/').next().unwrap_or("");
+            program == "rm" || program == "rmdir"
+        });
+        removes
+            && roots.any(|root| {
                 let target = format!("{}/lost+found", root.trim_end_matches('/'));
-                let removes = words.iter().any(|w| {
-                    let program = w.text.rsplit('/').next().unwrap_or("");
-                    program == "rm" || program == "rmdir"
-                });
-                removes && words.iter().any(|w| k8s::normalize_path(&w.text) == target)
+                words.iter().any(|w| k8s::normalize_path(&w.text) == target)
             })
     })
 }

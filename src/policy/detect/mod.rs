@@ -67,6 +67,8 @@ pub enum Why {
     /// image keeps its data (and the manifest does not say).
     UnknownDataPath {
         family: String,
+        /// Only the image's short name says it runs `family`.
+        guessed: bool,
         /// How the server is told where its data goes.
         hint: Option<String>,
         /// A variable that moved the data where pvc-guard cannot follow.
@@ -753,6 +755,7 @@ pub fn detect<'w, 'c>(
                 path: String::new(),
                 why: Why::UnknownDataPath {
                     family: f.entry.family.clone(),
+                    guessed: matches!(origin, Origin::Guess { .. }),
                     hint: f.entry.data_hint.clone(),
                     moved_by: moved_by.clone(),
                 },
