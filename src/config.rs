@@ -307,6 +307,48 @@ pub struct CatalogEntry {
     pub source: Option<String>,
     #[serde(default)]
     pub notes: Option<String>,
+    /// The image's VOLUMEs are not known: messages name none, and no
+    /// VOLUME is assumed to shadow a mount.
+    #[serde(default)]
+    pub volumes_unknown: bool,
+    /// The image's WORKDIR, against which relative `dataPaths` resolve
+    /// when the container sets no `workingDir`.
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// Layouts the image picks by an environment variable (`NAME=value`).
+    #[serde(default)]
+    pub variants: Vec<CatalogVariant>,
+    /// Words without which the server keeps no data (`-js`).
+    #[serde(default)]
+    pub data_only_with: Vec<String>,
+    /// Words that make a cache-like server durable (`--appendonly yes`).
+    #[serde(default)]
+    pub durable_with: Vec<String>,
+    /// `KEY=/path` settings in command, args or env that name the data directory.
+    #[serde(default)]
+    pub config_keys: Vec<String>,
+    /// Variables that move the data directory where pvc-guard cannot follow.
+    #[serde(default)]
+    pub unknown_with_env: Vec<String>,
+    /// Mount paths whose presence means configuration is provisioned from
+    /// mounts, so only state made at run time is lost: a warning.
+    #[serde(default)]
+    pub provisioned_by: Vec<String>,
+    /// How this server is told where its data goes, for the message when
+    /// the catalog cannot say.
+    #[serde(default)]
+    pub data_hint: Option<String>,
+}
+
+/// A layout an image picks by an environment variable.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CatalogVariant {
+    /// `NAME=value`, compared with the literal `value` the container sets.
+    pub env: String,
+    pub data_paths: Vec<String>,
+    #[serde(default)]
+    pub mount_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
@@ -354,10 +396,12 @@ impl CatalogEntry {
             }
         }
         for path in self
-            .data_paths
+            .volumes
             .iter()
-            .chain(&self.volumes)
             .chain(&self.distinctive_paths)
+            .chain(&self.provisioned_by)
+            .chain(&self.working_dir)
+            .chain(self.variants.iter().flat_map(|v| &v.data_paths))
         {
             if !path.starts_with('/') {
                 return Err(ConfigError::Invalid(format!(
@@ -365,6 +409,23 @@ impl CatalogEntry {
                     self.name
                 )));
             }
+        }
+        // A relative data path (`{--name|default}.etcd`) needs the image's WORKDIR.
+        if let Some(path) = self
+            .data_paths
+            .iter()
+            .find(|p| !p.starts_with('/') && self.working_dir.is_none())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "catalog entry {:?}: {path:?} is not an absolute path and the entry has no workingDir",
+                self.name
+            )));
+        }
+        if let Some(v) = self.variants.iter().find(|v| !v.env.contains('=')) {
+            return Err(ConfigError::Invalid(format!(
+                "catalog entry {:?}: variant env {:?} is not NAME=value",
+                self.name, v.env
+            )));
         }
         Ok(())
     }

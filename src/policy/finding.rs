@@ -257,8 +257,11 @@ pub enum Detail {
         blocked: Option<String>,
         /// Ephemeral storage that the opt-out annotation could accept.
         opt_out_hint: bool,
-        /// The catalog entry of a cache-like image: only a warning.
-        cache: Option<String>,
+        /// Why it is only a warning, when it is one by nature.
+        note: Option<Note>,
+        /// The layout is the official image's named here, inherited
+        /// because the variable named here says the image is built on it.
+        inherited: Option<(String, &'static str)>,
     },
     /// A data path that cannot be placed, and why.
     Unresolved {
@@ -287,6 +290,18 @@ pub enum Detail {
     },
     /// Words written by the caller (audit's object-level findings).
     Text(String),
+}
+
+/// Why a site finding is only a warning, in the words of its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// A cache-like image (redis) not declared durable.
+    Cache { entry: String },
+    /// Configuration provisioned from a mount: only run-time state is lost.
+    Provisioned { entry: String, mount: String },
+    /// The image's publisher is unknown; the official `entry`'s layout is
+    /// assumed from the image's short name.
+    Guess { entry: String, repository: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,6 +348,35 @@ impl fmt::Display for super::detect::Why {
                 f,
                 "the image {image} is pinned by digest only, so its postgres version cannot be read; the newest layout ({layout}) is assumed"
             ),
+            Why::UnknownDataPath {
+                family,
+                guessed,
+                hint,
+                moved_by,
+            } => {
+                if *guessed {
+                    write!(f, "its name says it runs {family}, but ")?;
+                } else {
+                    write!(f, "it runs {family}, but ")?;
+                }
+                match moved_by {
+                    Some(var) => write!(
+                        f,
+                        "{var} is set, which moves its data where pvc-guard cannot follow"
+                    )?,
+                    None => f.write_str(
+                        "pvc-guard's catalog does not say where this image keeps its data and nothing in the manifest names it",
+                    )?,
+                }
+                if let Some(hint) = hint {
+                    write!(f, " ({hint})")?;
+                }
+                write!(
+                    f,
+                    "; annotate the workload with {} to have it checked",
+                    crate::record::DATA_PATHS_ANNOTATION
+                )
+            }
         }
     }
 }
@@ -388,23 +432,41 @@ impl Finding {
                 pgdata_hidden,
                 blocked,
                 opt_out_hint,
-                cache,
+                note,
+                inherited,
             } => {
-                let mut m = format!(
-                    "[{rule}] {who} container {c:?} ({image}) keeps {path} {what}. {}.",
-                    fix_text(fix, *pgdata_hidden, blocked.as_deref())
-                );
+                let what = what_text(what, inherited.as_ref());
+                let mut fix = fix_text(fix, *pgdata_hidden, blocked.as_deref());
+                if matches!(note, Some(Note::Guess { .. })) {
+                    // pvc-guard fixes only what it denies, never a guess.
+                    fix = fix.replace(" (pvc-guard fix shows how)", "");
+                }
+                let mut m = match note {
+                    Some(Note::Guess { entry, .. }) => format!(
+                        "[{rule}] {who} container {c:?} ({image}): if it keeps its data where the official {entry} image does, {path} is {what}. {fix}."
+                    ),
+                    _ => format!(
+                        "[{rule}] {who} container {c:?} ({image}) keeps {path} {what}. {fix}."
+                    ),
+                };
                 if *opt_out_hint {
                     m.push_str(&format!(
                         " Or annotate the workload with {}: \"<reason>\".",
                         crate::record::ALLOW_EPHEMERAL_ANNOTATION
                     ));
                 }
-                if let Some(entry) = cache {
-                    m.push_str(&format!(
-                        " A warning only: {entry} is a cache by default; annotate {} if it holds data you need.",
-                        crate::record::DATA_PATHS_ANNOTATION
-                    ));
+                let paths = crate::record::DATA_PATHS_ANNOTATION;
+                match note {
+                    Some(Note::Cache { entry }) => m.push_str(&format!(
+                        " A warning only: {entry} is a cache by default; annotate {paths} if it holds data you need."
+                    )),
+                    Some(Note::Provisioned { entry, mount }) => m.push_str(&format!(
+                        " A warning only: {entry}'s configuration is provisioned from the mount at {mount}, so only state made while it runs is lost; annotate {paths} if that state matters."
+                    )),
+                    Some(Note::Guess { entry, repository }) => m.push_str(&format!(
+                        " A warning only: pvc-guard does not know who publishes {repository}, so it assumed the layout of the official {entry} image from the name; annotate {paths} with where this image keeps its data."
+                    )),
+                    None => {}
                 }
                 m
             }
@@ -447,15 +509,25 @@ impl Finding {
                 fix,
                 pgdata_hidden,
                 blocked,
+                note,
+                inherited,
                 ..
             } => {
-                let what = what.to_string();
+                let what = what_text(what, inherited.as_ref());
                 let fix = fix_text(fix, *pgdata_hidden, blocked.as_deref());
-                format!(
-                    "[{rule}] container {c:?} keeps {path} {}; {}",
-                    first_clause(&what),
-                    lower_first(&fix)
-                )
+                match note {
+                    Some(Note::Guess { entry, .. }) => format!(
+                        "[{rule}] container {c:?}, if laid out like the official {entry} image, keeps {path} {}; {} (or annotate {})",
+                        first_clause(&what),
+                        lower_first(&fix),
+                        crate::record::DATA_PATHS_ANNOTATION
+                    ),
+                    _ => format!(
+                        "[{rule}] container {c:?} keeps {path} {}; {}",
+                        first_clause(&what),
+                        lower_first(&fix)
+                    ),
+                }
             }
             Detail::Unresolved { why, .. } => format!("[{rule}] container {c:?}: {why}"),
             Detail::DatabaseInDeployment { family, .. } => format!(
@@ -481,7 +553,21 @@ impl Finding {
     }
 }
 
-/// The fix, and what stops pvc-guard from making it itself.
+/// What happens at a site. A VOLUME of a layout inherited from an official
+/// image is named as that image's, never as this image's own.
+fn what_text(what: &What, inherited: Option<&(String, &'static str)>) -> String {
+    match (what, inherited) {
+        (What::ImageVolume(v), Some((entry, var))) => format!(
+            "in the VOLUME {v} of the official {entry} image, which {var} says this image is built on: the container runtime gives it a fresh directory for every container, so the data is lost whenever the container is recreated"
+        ),
+        (What::ImageVolumeOver { volume, mount }, Some((entry, var))) => format!(
+            "in the VOLUME {volume} of the official {entry} image, which {var} says this image is built on: the container runtime mounts a fresh per-container directory there, over the mount at {mount}, so the data is lost whenever the container is recreated"
+        ),
+        _ => what.to_string(),
+    }
+}
+
+/// The fix, with what stops pvc-guard from making it itself.
 fn fix_text(fix: &Fix, pgdata_hidden: bool, blocked: Option<&str>) -> String {
     let mut text = fix.to_string();
     if pgdata_hidden {

@@ -3,8 +3,9 @@
 //! [`SITE_RULES`] run for every placed data path, [`CONTAINER_RULES`] for
 //! every database container, [`OBJECT_RULES`] once per object.
 
-use super::detect::{DbContainer, Source};
-use super::finding::{Detail, Finding, Fix, Rule, Severity, Sharing, What};
+use super::catalog::ImageRef;
+use super::detect::{DbContainer, Origin, Soft, command_words};
+use super::finding::{Detail, Finding, Fix, Note, Rule, Severity, Sharing, What};
 use super::storage::{Backing, Describe, StorageClass};
 use super::{ClusterFacts, Policy, Site};
 use crate::config::ACCESS_MODES;
@@ -75,21 +76,37 @@ impl SiteCtx<'_, '_, '_> {
         path.path.clone()
     }
 
+    /// A finding at this site. A layout only guessed from the image's name
+    /// never denies: the finding is a warning that names the guess.
     fn finding(&self, rule: Rule, severity: Severity, what: What, fix: Fix) -> Finding {
+        let db = self.db;
+        let guess = db.guess().map(|entry| Note::Guess {
+            entry: entry.to_string(),
+            repository: ImageRef::parse(db.image).full_name(),
+        });
+        let inherited = match &db.origin {
+            Some(Origin::ServerEnv { var, entry }) => Some((entry.clone(), *var)),
+            _ => None,
+        };
         Finding {
             rule,
-            severity,
-            container: self.db.name().to_string(),
+            severity: if guess.is_some() {
+                Severity::Warn
+            } else {
+                severity
+            },
+            container: db.name().to_string(),
             path: self.site.path.path.clone(),
             detail: Detail::Site {
                 who: self.who.to_string(),
-                image: self.db.image.to_string(),
+                image: db.image.to_string(),
                 what,
                 fix,
                 pgdata_hidden: false,
                 blocked: None,
                 opt_out_hint: false,
-                cache: None,
+                note: guess,
+                inherited,
             },
             inherited: false,
             site: Some(self.index),
@@ -144,10 +161,23 @@ fn ephemeral_data_path(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
     } else {
         Fix::MountClaim { target }
     };
-    let cache_like = ctx.db.cache_like;
+    let entry = || {
+        ctx.db
+            .facts
+            .as_ref()
+            .map_or("this image", |f| f.entry.name.as_str())
+            .to_string()
+    };
+    let soft = ctx.db.soft.as_ref().map(|s| match s {
+        Soft::Cache => Note::Cache { entry: entry() },
+        Soft::Provisioned { mount } => Note::Provisioned {
+            entry: entry(),
+            mount: mount.clone(),
+        },
+    });
     let mut f = ctx.finding(
         Rule::EphemeralDataPath,
-        if cache_like {
+        if soft.is_some() {
             Severity::Warn
         } else {
             Severity::Deny
@@ -158,19 +188,15 @@ fn ephemeral_data_path(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
     if let Detail::Site {
         pgdata_hidden,
         opt_out_hint,
-        cache,
+        note,
         ..
     } = &mut f.detail
     {
         *pgdata_hidden = ctx.db.pgdata_hidden;
         *opt_out_hint = true;
-        *cache = cache_like.then(|| {
-            ctx.db
-                .facts
-                .as_ref()
-                .map_or("this image", |f| f.entry.name.as_str())
-                .to_string()
-        });
+        if note.is_none() {
+            *note = soft;
+        }
     }
     Some(f)
 }
@@ -360,16 +386,47 @@ fn pgdata_mount_root(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
         .mount
         .as_ref()
         .is_some_and(|m| m.mount_path == path && m.sub_path.is_none());
-    (ctx.db.is_postgres() && claim_like && ctx.db.pgdata.as_deref() == Some(path) && at_root).then(
-        || {
-            ctx.finding(
-                Rule::PgdataMountRoot,
-                Severity::Warn,
-                What::PgdataRoot,
-                Fix::SubPath { path: path.clone() },
-            )
-        },
-    )
+    let volume = p.mount.as_ref().map_or("", |m| m.volume_name);
+    (ctx.db.is_postgres()
+        && claim_like
+        && ctx.db.pgdata.as_deref() == Some(path)
+        && at_root
+        && !init_removes_lost_found(ctx.workload, volume))
+    .then(|| {
+        ctx.finding(
+            Rule::PgdataMountRoot,
+            Severity::Warn,
+            What::PgdataRoot,
+            Fix::SubPath { path: path.clone() },
+        )
+    })
+}
+
+/// An init container that mounts the root of `volume` and removes its
+/// `lost+found` (`rmdir /vol/lost+found`) before postgres starts: initdb
+/// then finds the empty directory it needs.
+fn init_removes_lost_found(w: &Workload, volume: &str) -> bool {
+    w.containers().filter(|c| c.ordinary_init()).any(|c| {
+        let mut roots = c
+            .container
+            .mounts()
+            .filter(|m| m.name.as_deref() == Some(volume) && m.sub_path().is_none())
+            .filter_map(|m| m.mount_path.as_deref())
+            .peekable();
+        if roots.peek().is_none() {
+            return false;
+        }
+        let words = command_words(c.container);
+        let removes = words.iter().any(|w| {
+            let program = w.text.rsplit('/').next().unwrap_or("");
+            program == "rm" || program == "rmdir"
+        });
+        removes
+            && roots.any(|root| {
+                let target = format!("{}/lost+found", root.trim_end_matches('/'));
+                words.iter().any(|w| k8s::normalize_path(&w.text) == target)
+            })
+    })
 }
 
 /// unresolved-data-path: a path the detector could not place.
@@ -397,11 +454,11 @@ fn database_in_deployment(ctx: &ContainerCtx<'_, '_, '_>, out: &mut Vec<Finding>
     let Some(family) = db.family() else {
         return;
     };
-    let is_server = db
-        .paths
-        .iter()
-        .any(|p| p.source.is_database() && p.source != Source::Sqlite);
-    if ctx.workload.kind != Kind::Deployment || !is_server || db.cache_like {
+    // Whether it runs a server, not how its paths were found: the same
+    // database in the same Deployment gets the same answer whether an
+    // annotation, a flag or the catalog names its data. A cache, or a
+    // server whose configuration is provisioned, needs no identity.
+    if ctx.workload.kind != Kind::Deployment || !db.server || db.soft.is_some() {
         return;
     }
     out.push(Finding {

@@ -231,7 +231,9 @@ impl Pod {
         while let Some(arg) = args.next() {
             let arg = arg.as_str().unwrap();
             // Its address is the harness's to choose.
-            if role == Role::Controller && arg == "--health-listen" {
+            if (role == Role::Controller && arg == "--health-listen")
+                || (role == Role::Webhook && arg == "--metrics-listen")
+            {
                 args.next();
                 continue;
             }
@@ -245,7 +247,8 @@ impl Pod {
         assert!(
             !pod.args.iter().any(|a| a == "--listen"
                 || a == "--no-cluster"
-                || a.starts_with("--health-listen")),
+                || a.starts_with("--health-listen")
+                || a.starts_with("--metrics-listen")),
             "the Deployment's args changed: the harness sets the address and needs the cluster"
         );
         for env in container["env"].as_array().into_iter().flatten() {
@@ -332,7 +335,14 @@ impl Pod {
         let listen = format!("127.0.0.1:{port}");
         let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         match self.role {
-            Role::Webhook => args.extend(["--listen", &listen, "--cluster"]),
+            // Every replica's metrics on a port of its own, on 127.0.0.1.
+            Role::Webhook => args.extend([
+                "--listen",
+                &listen,
+                "--cluster",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ]),
             Role::Controller => args.extend(["--health-listen", &listen]),
         }
         let envs: Vec<(&str, String)> = self

@@ -59,7 +59,50 @@ pub(super) const SERVER_FLAGS: &[(&str, &str, &[Flag])] = &[
         &[Flag::Prefixed("-Epath.data=")],
     ),
     ("minio", "minio", &[Flag::Positional("server")]),
+    ("consul", "consul", &[Flag::Value("-data-dir")]),
+    ("nats-server", "nats", &[Flag::Value("--store_dir")]),
 ];
+
+/// A program pvc-guard reads the command line of: a server, a shell or a
+/// wrapper. Any other first word of `args` is the image's own server's
+/// subcommand or argument.
+pub(super) fn is_known_program(word: &str) -> bool {
+    let base = basename(word);
+    SERVER_FLAGS.iter().any(|(name, _, _)| *name == base)
+        || SHELLS.contains(&base)
+        || WRAPPERS.contains(&base)
+        || USER_WRAPPERS.contains(&base)
+}
+
+/// `{--flag|default}` in a catalog path, replaced by the value the command
+/// line gives `--flag` (`--flag VALUE` or `--flag=VALUE`), else `default`.
+pub(super) fn expand_flags(path: &str, words: &[Word]) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}').map(|c| open + c) else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        let inner = &rest[open + 1..close];
+        let (flag, default) = inner.split_once('|').unwrap_or((inner, ""));
+        let value = words.iter().enumerate().find_map(|(i, w)| {
+            if w.text == flag {
+                words.get(i + 1).map(|n| n.text.as_str())
+            } else {
+                w.text.strip_prefix(flag)?.strip_prefix('=')
+            }
+        });
+        out.push_str(
+            value
+                .filter(|v| !v.is_empty() && !v.contains('/'))
+                .unwrap_or(default),
+        );
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
 
 const SHELLS: &[&str] = &["sh", "bash", "ash", "dash", "zsh"];
 /// Programs that run the next word as the real program.

@@ -25,6 +25,8 @@ use crate::model::{Annotation, ContainerList, ContainerRef, Workload};
 pub enum Source {
     Annotation,
     Flag,
+    /// A `KEY=/path` setting the catalog names (`dataDir=` of zookeeper).
+    Setting,
     Pgdata,
     Sqlite,
     Catalog,
@@ -61,6 +63,17 @@ pub enum Why {
     },
     /// A postgres image pinned by digest only.
     Digest { image: String, layout: String },
+    /// The image runs a database the catalog knows, but not where this
+    /// image keeps its data (and the manifest does not say).
+    UnknownDataPath {
+        family: String,
+        /// Only the image's short name says it runs `family`.
+        guessed: bool,
+        /// How the server is told where its data goes.
+        hint: Option<String>,
+        /// A variable that moved the data where pvc-guard cannot follow.
+        moved_by: Option<String>,
+    },
 }
 
 /// A path the detector could not place.
@@ -70,6 +83,34 @@ pub struct Unresolved {
     pub why: Why,
 }
 
+/// Where a container's layout (data paths, VOLUMEs, user) comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The image's own catalog entry: its publisher is known.
+    Image,
+    /// A variable only the official image's entrypoint reads: the image is
+    /// built on it and inherits its VOLUMEs.
+    ServerEnv { var: &'static str, entry: String },
+    /// The manifest names the data (a server flag, `PGDATA`, a setting, a
+    /// mount where the family keeps data), and the image is not the
+    /// catalog's: its VOLUMEs and user are unknown.
+    Manifest,
+    /// Only the image's short name is an official image's: the official
+    /// layout is assumed, findings are warnings, and they say so.
+    Guess { entry: String },
+}
+
+/// Why ephemeral storage is only a warning for this container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Soft {
+    /// A cache by default (redis): `pvc-guard.io/data-paths` or
+    /// `--appendonly yes` say otherwise.
+    Cache,
+    /// Configuration comes from a mount (grafana's provisioning), so only
+    /// state made at run time is lost.
+    Provisioned { mount: String },
+}
+
 #[derive(Debug, Clone)]
 pub struct DbContainer<'w, 'c> {
     pub container: ContainerRef<'w>,
@@ -77,10 +118,15 @@ pub struct DbContainer<'w, 'c> {
     /// Catalog facts for the image, or for the family its environment,
     /// flags or mounts reveal.
     pub facts: Option<ImageFacts<'c>>,
+    /// Where those facts come from (none: only an annotation or SQLite).
+    pub origin: Option<Origin>,
+    /// It runs a database server, however its paths were found (the
+    /// annotation may name them): what `database-in-deployment` asks.
+    pub server: bool,
     pub paths: Vec<DataPath>,
     pub unresolved: Vec<Unresolved>,
-    /// Cache-like image not declared durable: ephemeral storage is a warning.
-    pub cache_like: bool,
+    /// Ephemeral storage is a warning, and why.
+    pub soft: Option<Soft>,
     /// `PGDATA` may come from `envFrom`, `valueFrom` or a `$(VAR)`:
     /// validated with the image default, never mutated.
     pub pgdata_hidden: bool,
@@ -99,6 +145,14 @@ impl DbContainer<'_, '_> {
 
     pub fn name(&self) -> &str {
         self.container.name()
+    }
+
+    /// The official image whose layout is assumed, when only a guess.
+    pub fn guess(&self) -> Option<&str> {
+        match &self.origin {
+            Some(Origin::Guess { entry }) => Some(entry),
+            _ => None,
+        }
     }
 }
 
@@ -127,58 +181,125 @@ struct Identity<'w, 'c> {
     image: &'w str,
     image_ref: ImageRef,
     words: Vec<Word>,
-    /// The image's catalog entry, whether or not it runs the server.
+    /// The catalog entry the image matched, by publisher or by name,
+    /// whether or not it runs the server.
     entry: Option<&'c CatalogEntry>,
     facts: Option<ImageFacts<'c>>,
-    /// The facts come from the image's own entry (it runs its server).
-    from_catalog: bool,
-    /// The facts come from server-only variables.
-    from_env: bool,
+    origin: Option<Origin>,
+    /// The facts come from the image's match (its own entry or a guess)
+    /// running its server: args belong to that server.
+    runs_image_server: bool,
+}
+
+impl Identity<'_, '_> {
+    fn layout_from_env(&self) -> bool {
+        matches!(self.origin, Some(Origin::ServerEnv { .. }))
+    }
+}
+
+/// Facts whose image is not the catalog's: its VOLUMEs, user and
+/// entrypoint are unknown, so none is assumed.
+fn without_image<'c>(mut f: ImageFacts<'c>) -> ImageFacts<'c> {
+    f.volumes.clear();
+    f.volumes_unknown = true;
+    f.user = None;
+    f.fixes_ownership = false;
+    f
+}
+
+/// Does a word, or a run of consecutive words, spell `phrase`
+/// (`--appendonly yes`, or the config line `appendonly yes` in one word)?
+fn says(words: &[Word], phrase: &str) -> bool {
+    let tokens: Vec<&str> = phrase.split_whitespace().collect();
+    words.iter().any(|w| w.text.trim() == phrase)
+        || words
+            .windows(tokens.len().max(1))
+            .any(|run| run.iter().zip(&tokens).all(|(w, t)| w.text == *t))
 }
 
 /// Step 1: the catalog entry when the image runs its server (no `command`,
 /// and `args` empty, a flag, or naming the server), else the family that
-/// variables only a server reads reveal (for images built on it).
+/// variables only a server reads reveal (for images built on it). An
+/// image matched only by its short name is a guess unless such a variable
+/// says it is built on the official image.
 fn identify<'w, 'c>(c: &ContainerRef<'w>, catalog: &'c Catalog) -> Identity<'w, 'c> {
     let container = c.container;
     let image = container.image().unwrap_or("");
     let image_ref = ImageRef::parse(image);
     let words = command_words(container);
-    let entry = (!image.is_empty())
+    let matched = (!image.is_empty())
         .then(|| catalog.lookup(&image_ref))
         .flatten();
-    let runs_server = entry.is_some_and(|e| {
-        if container.has_command() {
-            return command::names_server(&words, &e.server_commands);
-        }
-        match container.args().next() {
-            None => true,
-            Some(first) if first.starts_with('-') => true,
-            Some(_) => command::names_server(&words, &e.server_commands),
-        }
+    let runs_server = matched.is_some_and(|m| {
+        let e = m.entry;
+        let runs = if container.has_command() {
+            command::names_server(&words, &e.server_commands)
+        } else {
+            match container.args().next() {
+                None => true,
+                Some(first) if first.starts_with('-') => true,
+                Some(_) => command::names_server(&words, &e.server_commands),
+            }
+        };
+        // A server that keeps data only when told to (nats `-js`).
+        runs && (e.data_only_with.is_empty() || e.data_only_with.iter().any(|p| says(&words, p)))
     });
+    let server_env = SERVER_ENV
+        .iter()
+        .find(|(var, _)| container.env(var).is_some())
+        .and_then(|(var, family)| {
+            catalog
+                .by_name(family)
+                .or_else(|| catalog.by_family(family))
+                .map(|e| (*var, e))
+        });
     let mut identity = Identity {
         image,
         image_ref,
         words,
-        entry,
+        entry: matched.map(|m| m.entry),
         facts: None,
-        from_catalog: false,
-        from_env: false,
+        origin: None,
+        runs_image_server: false,
     };
-    if let (Some(e), true) = (entry, runs_server) {
-        identity.facts = Some(facts_for(e, &identity.image_ref));
-        identity.from_catalog = true;
-    } else if entry.is_none()
-        && let Some((_, family)) = SERVER_ENV
-            .iter()
-            .find(|(var, _)| container.env(var).is_some())
-        && let Some(e) = catalog
-            .by_name(family)
-            .or_else(|| catalog.by_family(family))
-    {
-        identity.facts = Some(facts_for(e, &ImageRef::named(&e.name)));
-        identity.from_env = true;
+    let env_origin = |var: &'static str, e: &CatalogEntry| Origin::ServerEnv {
+        var,
+        entry: e.name.clone(),
+    };
+    match matched {
+        Some(m) if runs_server && m.publisher => {
+            identity.facts = Some(facts_for(m.entry, &identity.image_ref));
+            identity.origin = Some(Origin::Image);
+            identity.runs_image_server = true;
+        }
+        Some(m) if runs_server => match server_env {
+            Some((var, e)) => {
+                // The tag still reads the version when the variable names
+                // the guessed image's own family.
+                let r = if e.name == m.entry.name {
+                    identity.image_ref.clone()
+                } else {
+                    ImageRef::named(&e.name)
+                };
+                identity.facts = Some(facts_for(e, &r));
+                identity.origin = Some(env_origin(var, e));
+                identity.runs_image_server = e.family == m.entry.family;
+            }
+            None => {
+                identity.facts = Some(without_image(facts_for(m.entry, &identity.image_ref)));
+                identity.origin = Some(Origin::Guess {
+                    entry: m.entry.name.clone(),
+                });
+                identity.runs_image_server = true;
+            }
+        },
+        Some(_) => {}
+        None => {
+            if let Some((var, e)) = server_env {
+                identity.facts = Some(facts_for(e, &ImageRef::named(&e.name)));
+                identity.origin = Some(env_origin(var, e));
+            }
+        }
     }
     identity
 }
@@ -198,15 +319,35 @@ mod gather {
     use super::*;
 
     /// Data paths from server flags, each with the family of its program.
+    /// Args without a `command` go to the image's own server: a first
+    /// word that is not a program pvc-guard knows is that server's
+    /// subcommand (`minio` + `server /data`), not a program of its own.
     pub fn flags(id: &Identity<'_, '_>, c: &ContainerRef<'_>) -> Vec<(String, &'static str)> {
-        let implicit_program = match &id.facts {
-            Some(f) if id.from_catalog && !c.container.has_command() => command::SERVER_FLAGS
+        let implicit = match &id.facts {
+            Some(f) if id.runs_image_server && !c.container.has_command() => command::SERVER_FLAGS
                 .iter()
                 .find(|(_, fam, _)| *fam == f.entry.family)
                 .map(|(p, _, _)| *p),
             _ => None,
         };
-        command::flag_paths(&id.words, implicit_program)
+        match implicit {
+            Some(program)
+                if id
+                    .words
+                    .first()
+                    .is_some_and(|w| !command::is_known_program(&w.text)) =>
+            {
+                let mut words = Vec::with_capacity(id.words.len() + 1);
+                words.push(Word {
+                    text: program.to_string(),
+                    program: true,
+                });
+                words.extend(id.words.iter().cloned());
+                words[1].program = false;
+                command::flag_paths(&words, None)
+            }
+            _ => command::flag_paths(&id.words, implicit),
+        }
     }
 
     pub fn pgdata(c: &ContainerRef<'_>) -> Pgdata {
@@ -218,6 +359,34 @@ mod gather {
                 _ => Pgdata::Unknown,
             },
         }
+    }
+
+    /// `KEY=/path` settings the catalog names, in command, args and env
+    /// values (a config file written by the container's own script).
+    pub fn settings(keys: &[String], id: &Identity<'_, '_>, c: &ContainerRef<'_>) -> Vec<String> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let env_values = c.container.env.iter().filter_map(|e| e.value.as_deref());
+        let texts = id.words.iter().map(|w| w.text.as_str()).chain(env_values);
+        let mut out: Vec<String> = Vec::new();
+        for text in texts {
+            for key in keys {
+                let value = text
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix(key.as_str())?.strip_prefix('='));
+                if let Some(v) = value.map(|v| v.trim_matches(|c| c == '"' || c == '\''))
+                    && v.starts_with('/')
+                    && !v.contains("$(")
+                {
+                    let p = normalize_path(v);
+                    if !out.contains(&p) {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// SQLite files in env values, command and args, resolved against the
@@ -278,6 +447,70 @@ mod gather {
             })
             .collect()
     }
+
+    /// A mount exactly where the guessed family keeps its data (its data
+    /// paths, its claim's mount path, its VOLUMEs, its distinctive paths):
+    /// the manifest shows where the data goes.
+    pub fn usual_mount<'w>(
+        c: &ContainerRef<'w>,
+        entry: &CatalogEntry,
+        facts: &ImageFacts<'_>,
+    ) -> Option<&'w str> {
+        let usual = |mp: &&str| {
+            facts.data_paths.iter().any(|p| p == mp)
+                || facts.mount_path.as_deref() == Some(*mp)
+                || entry.volumes.iter().any(|v| v == mp)
+                || entry.distinctive_paths.iter().any(|p| p == mp)
+        };
+        c.container
+            .mounts()
+            .filter_map(|m| m.mount_path.as_deref())
+            .find(usual)
+    }
+
+    /// A mount at or under one of the entry's provisioning paths.
+    pub fn provisioned(c: &ContainerRef<'_>, entry: &CatalogEntry) -> Option<String> {
+        c.container
+            .mounts()
+            .filter_map(|m| m.mount_path.as_deref())
+            .find(|mp| entry.provisioned_by.iter().any(|p| path_contains(p, mp)))
+            .map(str::to_string)
+    }
+}
+
+/// The catalog's data paths as this container will use them: the layout
+/// its environment picks (`variants`), `{--flag|default}` replaced by the
+/// flag's value, relative paths resolved against the container's
+/// `workingDir` or else the image's.
+fn applied_paths(
+    entry: &CatalogEntry,
+    facts: &mut ImageFacts<'_>,
+    words: &[Word],
+    c: &ContainerRef<'_>,
+) {
+    if let Some(v) = entry.variants.iter().find(|v| {
+        v.env.split_once('=').is_some_and(|(name, value)| {
+            c.container.env(name).and_then(|e| e.value.as_deref()) == Some(value)
+        })
+    }) {
+        facts.data_paths = v.data_paths.clone();
+        if v.mount_path.is_some() {
+            facts.mount_path = v.mount_path.clone();
+        }
+    }
+    let working_dir = c.container.working_dir().or(entry.working_dir.as_deref());
+    facts.data_paths = facts
+        .data_paths
+        .iter()
+        .filter_map(|p| {
+            let p = command::expand_flags(p, words);
+            if p.starts_with('/') {
+                Some(normalize_path(&p))
+            } else {
+                working_dir.map(|wd| normalize_path(&format!("{wd}/{p}")))
+            }
+        })
+        .collect();
 }
 
 /// Everything gathered for one container, before the precedence.
@@ -285,6 +518,8 @@ mod gather {
 struct Gathered<'c> {
     annotation: Vec<String>,
     flags: Vec<(String, &'static str)>,
+    /// `KEY=/path` settings the catalog names.
+    settings: Vec<String>,
     /// `PGDATA`, when it is a path this container's program reads.
     pgdata: Option<String>,
     sqlite: Vec<String>,
@@ -301,8 +536,9 @@ struct Gathered<'c> {
 ///
 /// - The annotation, when it names paths for this container, is the whole
 ///   answer.
-/// - Otherwise: server flags, then `PGDATA`, then SQLite files; the
-///   catalog's own paths only when no flag or `PGDATA` moved them.
+/// - Otherwise: server flags, then settings, then `PGDATA`, then SQLite
+///   files; the catalog's own paths only when no flag, setting or
+///   `PGDATA` moved them.
 /// - Redis run explicitly as a cache keeps no catalog or flag path.
 /// - With nothing found, a mount at a distinctive database path.
 fn resolve(g: &Gathered<'_>) -> Vec<DataPath> {
@@ -326,6 +562,9 @@ fn resolve(g: &Gathered<'_>) -> Vec<DataPath> {
         for (p, _) in &g.flags {
             push(&mut paths, p, Source::Flag, false);
         }
+        for p in &g.settings {
+            push(&mut paths, p, Source::Setting, false);
+        }
     }
     if let Some(p) = &g.pgdata {
         push(&mut paths, p, Source::Pgdata, false);
@@ -333,7 +572,7 @@ fn resolve(g: &Gathered<'_>) -> Vec<DataPath> {
     for p in &g.sqlite {
         push(&mut paths, p, Source::Sqlite, true);
     }
-    let moved = !g.flags.is_empty() || g.pgdata.is_some();
+    let moved = !g.flags.is_empty() || !g.settings.is_empty() || g.pgdata.is_some();
     if !moved && !g.explicit_cache {
         let source = if g.catalog_from_env {
             Source::ServerEnv
@@ -375,11 +614,17 @@ pub fn detect<'w, 'c>(
         let annotated_here = !g.annotation.is_empty();
         if !annotated_here {
             g.flags = gather::flags(&id, c);
-            // A server flag names the family of a program the catalog did not.
+            if let Some(f) = &id.facts {
+                g.settings = gather::settings(&f.entry.config_keys, &id, c);
+            }
+            // A server flag names the family of a program the catalog did
+            // not; the image is not that family's, so nothing of its image
+            // is assumed.
             if id.facts.is_none()
                 && let Some(e) = g.flags.iter().find_map(|(_, f)| catalog.by_family(f))
             {
-                id.facts = Some(facts_for(e, &id.image_ref));
+                id.facts = Some(without_image(facts_for(e, &id.image_ref)));
+                id.origin = Some(Origin::Manifest);
             }
         }
         let is_pg = id
@@ -397,7 +642,8 @@ pub fn detect<'w, 'c>(
                 if id.facts.is_none() {
                     id.facts = catalog
                         .by_family("postgres")
-                        .map(|e| facts_for(e, &id.image_ref));
+                        .map(|e| without_image(facts_for(e, &id.image_ref)));
+                    id.origin = Some(Origin::Manifest);
                 }
             }
             Pgdata::Path(_) | Pgdata::Unknown if is_pg => pgdata_hidden = true,
@@ -407,12 +653,49 @@ pub fn detect<'w, 'c>(
         if !annotated_here {
             gather::sqlite(c, &mut g.sqlite, &mut unresolved);
         }
-        let mut cache_like = false;
+        // The layout this container's environment, flags and working
+        // directory pick, and variables that move it out of sight.
+        let mut moved_by = None;
+        if let Some(f) = id.facts.as_mut() {
+            let entry = f.entry;
+            applied_paths(entry, f, &id.words, c);
+            moved_by = entry
+                .unknown_with_env
+                .iter()
+                .find(|v| c.container.env(v).is_some())
+                .cloned();
+            if moved_by.is_some() {
+                f.data_paths.clear();
+            }
+        }
+        // A guess the manifest confirms (a flag, setting or PGDATA of the
+        // family, or a mount where it keeps data) is judged as the
+        // manifest shows; only an unconfirmed guess stays a guess.
+        if matches!(id.origin, Some(Origin::Guess { .. }))
+            && let (Some(f), Some(e)) = (id.facts.as_mut(), id.entry)
+        {
+            let named = !g.flags.is_empty() || !g.settings.is_empty() || g.pgdata.is_some();
+            if named {
+                id.origin = Some(Origin::Manifest);
+            } else if let Some(mount) = gather::usual_mount(c, e, f) {
+                // The data is where the mount is, unless the guessed
+                // layout already puts it there (another version's
+                // directory is no sign of this one's).
+                if !f.data_paths.iter().any(|p| path_contains(mount, p)) {
+                    f.data_paths = vec![mount.to_string()];
+                }
+                id.origin = Some(Origin::Manifest);
+            }
+        }
+        let mut soft = None;
         if let Some(f) = &id.facts {
-            if id.from_catalog || id.from_env {
+            if id.origin.is_some() {
                 g.catalog = f.data_paths.clone();
-                g.catalog_from_env = id.from_env;
-                if f.version_assumed_from_digest && f.entry.family == "postgres" {
+                g.catalog_from_env = id.layout_from_env();
+                if f.version_assumed_from_digest
+                    && f.entry.family == "postgres"
+                    && matches!(id.origin, Some(Origin::Image | Origin::ServerEnv { .. }))
+                {
                     unresolved.push(Unresolved {
                         path: f.data_paths.first().cloned().unwrap_or_default(),
                         why: Why::Digest {
@@ -422,11 +705,18 @@ pub fn detect<'w, 'c>(
                     });
                 }
             }
-            cache_like = f.entry.cache_like
-                && !durable_images.iter().any(|d| d == &f.entry.name)
-                && !annotated_here;
+            let entry = f.entry;
+            let durable = durable_images.iter().any(|d| d == &entry.name)
+                || entry.durable_with.iter().any(|p| says(&id.words, p));
+            if !annotated_here {
+                if entry.cache_like && !durable {
+                    soft = Some(Soft::Cache);
+                } else if let Some(mount) = gather::provisioned(c, entry) {
+                    soft = Some(Soft::Provisioned { mount });
+                }
+            }
             g.explicit_cache =
-                f.entry.family == "redis" && command::explicit_cache(&id.words) && !annotated_here;
+                entry.family == "redis" && command::explicit_cache(&id.words) && !annotated_here;
         }
         if !annotated_here && !g.explicit_cache {
             g.distinctive = gather::distinctive(c, catalog);
@@ -450,11 +740,26 @@ pub fn detect<'w, 'c>(
             && let Some(first) = paths.iter().find(|p| p.source == Source::DistinctiveMount)
             && let Some((_, e)) = g.distinctive.iter().find(|(p, _)| *p == first.path)
         {
-            let mut f = facts_for(e, &ImageRef::named(&e.name));
-            f.volumes.clear();
-            f.user = None;
-            f.fixes_ownership = false;
-            id.facts = Some(f);
+            id.facts = Some(without_image(facts_for(e, &ImageRef::named(&e.name))));
+            id.origin = Some(Origin::Manifest);
+        }
+        // The image runs a database the catalog knows, but nothing says
+        // where this image keeps its data: a warning, never a silent allow.
+        if let (Some(f), Some(origin)) = (&id.facts, &id.origin)
+            && !annotated_here
+            && !g.explicit_cache
+            && !matches!(origin, Origin::Manifest)
+            && paths.iter().all(|p| p.source == Source::Sqlite)
+        {
+            unresolved.push(Unresolved {
+                path: String::new(),
+                why: Why::UnknownDataPath {
+                    family: f.entry.family.clone(),
+                    guessed: matches!(origin, Origin::Guess { .. }),
+                    hint: f.entry.data_hint.clone(),
+                    moved_by: moved_by.clone(),
+                },
+            });
         }
         if paths.is_empty() && unresolved.is_empty() {
             continue;
@@ -472,13 +777,23 @@ pub fn detect<'w, 'c>(
                 .as_ref()
                 .and_then(|f| f.data_paths.first().cloned());
         }
+        let server = id.facts.is_some()
+            && match &id.origin {
+                Some(Origin::Image | Origin::ServerEnv { .. }) => true,
+                Some(Origin::Manifest) => paths
+                    .iter()
+                    .any(|p| p.source.is_database() && p.source != Source::Sqlite),
+                Some(Origin::Guess { .. }) | None => false,
+            };
         out.push(DbContainer {
             container: *c,
             image: id.image,
             facts: id.facts,
+            origin: id.origin,
+            server,
             paths,
             unresolved,
-            cache_like,
+            soft,
             pgdata_hidden,
             pgdata,
         });
