@@ -302,7 +302,38 @@ pub mod yaml {
             && !s.ends_with([' ', ':'])
             && !s.contains(": ")
             && !s.contains(" #")
-            && !s.chars().any(|c| c.is_control() || c == '\u{feff}')
+            && !s.chars().any(escaped)
+    }
+
+    /// Characters written only as an escape: those YAML does not allow raw
+    /// (C0 and C1 controls, DEL, U+FFFE, U+FFFF), the byte order mark, and
+    /// the line breaks YAML 1.1 adds to `\n` and `\r` (NEL, U+2028,
+    /// U+2029), which kubectl's reader would fold into a space or break the
+    /// line at, even inside double quotes.
+    fn escaped(c: char) -> bool {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+            )
+    }
+
+    /// `s` double-quoted, every character [`escaped`] as `\uXXXX` or its
+    /// short form (which JSON and YAML share).
+    fn quoted(s: &str, out: &mut String) {
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if escaped(c) => out.push_str(&format!("\\u{:04X}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
     }
 
     /// Would a YAML 1.1 or 1.2 reader, or Go's (which strips `_` and
@@ -340,7 +371,7 @@ pub mod yaml {
         if plain(s) {
             out.push_str(s);
         } else {
-            out.push_str(&serde_json::to_string(s).expect("a string serializes"));
+            quoted(s, out);
         }
     }
 
@@ -349,9 +380,7 @@ pub mod yaml {
     fn literal(s: &str) -> bool {
         s.contains('\n')
             && !s.starts_with([' ', '\n'])
-            && !s
-                .chars()
-                .any(|c| (c.is_control() && c != '\n') || c == '\u{feff}')
+            && !s.chars().any(|c| c != '\n' && escaped(c))
             && s.lines().all(|l| !l.ends_with([' ', '\t']))
     }
 
@@ -505,6 +534,11 @@ pub mod yaml {
                 "x:",
                 "tab\tin",
                 "\u{feff}bom",
+                "line\u{2028}separator",
+                "paragraph\u{2029}separator",
+                "next\u{85}line",
+                "del\u{7f}",
+                "not\u{fffe}a character",
             ] {
                 assert!(!plain(s), "{s:?} must be quoted");
             }
@@ -531,7 +565,8 @@ pub mod yaml {
             let v = json!({
                 "kind": "ConfigMap",
                 "data": {"DEBUG": "no", "N": "1_000", "script": "set -e\necho hi\n", "raw": "a\nb",
-                    "many": "x\n\n\n", "lead": " x\ny"},
+                    "many": "x\n\n\n", "lead": " x\ny", "ls": "a\u{2028}b\n", "nel": "a\u{85}b",
+                    "del": "\u{7f}\u{fffe}\u{feff}", "quote": "\"\\\t\r"},
                 "spec": {"args": ["--appendonly", "no", 1, true, null, [], {}, [["a"]]],
                     "list": [{"name": "a", "x": {"y": 1}}, {}], "empty": {}, "none": []},
             });
@@ -540,6 +575,8 @@ pub mod yaml {
             let back: Value = serde_yaml_ng::from_str(&out).unwrap();
             assert_eq!(back, v, "{out}");
             assert!(out.contains("DEBUG: \"no\""), "{out}");
+            assert!(out.contains(r#"ls: "a\u2028b\n""#), "{out}");
+            assert!(out.contains(r#"nel: "a\u0085b""#), "{out}");
             assert!(
                 out.contains("script: |\n    set -e\n    echo hi\n"),
                 "{out}"
