@@ -4,6 +4,7 @@
 //! position, and the rest are still read. Output is YAML that kubectl
 //! (a YAML 1.1 reader) reads back as the same strings.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -39,47 +40,76 @@ pub struct Loaded {
 
 const KUSTOMIZATION_FILES: &[&str] = &["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
-/// Files a kustomization in `dir` names as patches: fragments of objects,
-/// not objects.
-fn kustomize_patches(dir: &Path) -> Vec<PathBuf> {
+/// Files a kustomization in `dir` reads that are not objects of their own
+/// (patches, replacements, generator inputs), by canonical path, each with
+/// why it is skipped. A patch often sits in a directory of its own
+/// (`patches/`) or beside the overlay (`../common/`), so these are
+/// collected for the whole scan, not per directory.
+fn kustomization_inputs(dir: &Path, out: &mut BTreeMap<PathBuf, &'static str>) {
     let Some(text) = KUSTOMIZATION_FILES
         .iter()
         .find_map(|name| std::fs::read_to_string(dir.join(name)).ok())
     else {
-        return Vec::new();
+        return;
     };
     let Ok(k) = serde_yaml_ng::from_str::<Value>(&text) else {
-        return Vec::new();
+        return;
     };
-    let mut out = Vec::new();
+    let mut named = |p: &str, why: &'static str| {
+        // An inline patch is YAML text, not a path.
+        if !p.contains('\n')
+            && let Ok(path) = std::fs::canonicalize(dir.join(p))
+        {
+            out.entry(path).or_insert(why);
+        }
+    };
+    const PATCH: &str = "a patch the kustomization applies, not an object of its own";
     for key in ["patches", "patchesStrategicMerge", "patchesJson6902"] {
         for entry in k.get(key).and_then(Value::as_array).into_iter().flatten() {
-            let path = entry
+            if let Some(p) = entry
                 .as_str()
-                .or_else(|| entry.get("path").and_then(Value::as_str));
-            if let Some(p) = path.filter(|p| !p.contains('\n')) {
-                out.push(dir.join(p));
+                .or_else(|| entry.get("path").and_then(Value::as_str))
+            {
+                named(p, PATCH);
             }
         }
     }
-    out
+    for entry in k
+        .get("replacements")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(p) = entry.get("path").and_then(Value::as_str) {
+            named(p, "replacements the kustomization reads, not an object");
+        }
+    }
+    for key in ["configMapGenerator", "secretGenerator"] {
+        for generator in k.get(key).and_then(Value::as_array).into_iter().flatten() {
+            for field in ["files", "envs", "env"] {
+                let values = match generator.get(field) {
+                    Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+                    Some(Value::String(s)) => vec![s.as_str()],
+                    _ => Vec::new(),
+                };
+                for v in values {
+                    // `files` entries may be `key=path`.
+                    let p = v.split_once('=').map_or(v, |(_, p)| p);
+                    named(p, "data a kustomization generator reads, not an object");
+                }
+            }
+        }
+    }
 }
 
-fn collect_files(path: &Path, out: &mut Vec<PathBuf>, loaded: &mut Loaded) {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => {
-            loaded.unreadable.push(Problem {
-                source: path.display().to_string(),
-                reason: e.to_string(),
-            });
-            return;
-        }
-    };
-    if !meta.is_dir() {
-        out.push(path.to_path_buf());
-        return;
-    }
+/// Every file under `path` to read, recursively; kustomization files are
+/// noted as skipped, and what they name as inputs is gathered in `inputs`.
+fn collect_files(
+    path: &Path,
+    out: &mut Vec<PathBuf>,
+    inputs: &mut BTreeMap<PathBuf, &'static str>,
+    loaded: &mut Loaded,
+) {
     let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
         Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
         Err(e) => {
@@ -91,26 +121,55 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, loaded: &mut Loaded) {
         }
     };
     entries.sort();
-    let patches = kustomize_patches(path);
+    kustomization_inputs(path, inputs);
     for entry in entries {
         let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if entry.is_dir() {
-            collect_files(&entry, out, loaded);
+            collect_files(&entry, out, inputs, loaded);
         } else if KUSTOMIZATION_FILES.contains(&name) {
             loaded.skipped.push(Problem {
                 source: entry.display().to_string(),
                 reason: "a kustomization file, not an object".into(),
-            });
-        } else if patches.contains(&entry) {
-            loaded.skipped.push(Problem {
-                source: entry.display().to_string(),
-                reason: "a patch the kustomization applies, not an object of its own".into(),
             });
         } else if matches!(
             entry.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml" | "json")
         ) {
             out.push(entry);
+        }
+    }
+}
+
+/// The files to read for one path given: the file itself, or the files of
+/// a directory without the kustomizations' inputs (noted as skipped).
+fn files_of(path: &Path, loaded: &mut Loaded) -> Vec<PathBuf> {
+    match std::fs::metadata(path) {
+        Err(e) => {
+            loaded.unreadable.push(Problem {
+                source: path.display().to_string(),
+                reason: e.to_string(),
+            });
+            Vec::new()
+        }
+        // A file named on the command line is read, whatever it is.
+        Ok(meta) if !meta.is_dir() => vec![path.to_path_buf()],
+        Ok(_) => {
+            let mut files = Vec::new();
+            let mut inputs = BTreeMap::new();
+            collect_files(path, &mut files, &mut inputs, loaded);
+            files.retain(|file| {
+                let why = std::fs::canonicalize(file)
+                    .ok()
+                    .and_then(|c| inputs.get(&c).copied());
+                if let Some(why) = why {
+                    loaded.skipped.push(Problem {
+                        source: file.display().to_string(),
+                        reason: why.into(),
+                    });
+                }
+                why.is_none()
+            });
+            files
         }
     }
 }
@@ -226,9 +285,7 @@ pub fn load(paths: &[PathBuf]) -> Loaded {
             }
             continue;
         }
-        let mut files = Vec::new();
-        collect_files(path, &mut files, &mut loaded);
-        for file in files {
+        for file in files_of(path, &mut loaded) {
             let name = file.display().to_string();
             match std::fs::read(&file) {
                 Err(e) => loaded.unreadable.push(Problem {
