@@ -641,7 +641,9 @@ fn claims_needed(docs: &[Document], fixed: &[Fixed]) -> BTreeMap<(String, String
 }
 
 /// The input as YAML: a document nothing changed keeps its own text
-/// (comments included), a fixed one is written anew, then the claims.
+/// (comments included), a fixed one is written anew below the comments
+/// that opened it, then the claims. A file with nothing to fix comes out
+/// byte for byte as it went in.
 fn fix_yaml(
     docs: &[Document],
     fixed: &[Fixed],
@@ -650,10 +652,14 @@ fn fix_yaml(
     let mut parts: Vec<String> = Vec::new();
     for f in fixed {
         let doc = &docs[f.doc];
-        match (&doc.text, f.mutation.patch.is_empty()) {
-            (Some(text), true) => parts.push(text.clone()),
-            _ => parts.push(manifest::to_yaml(std::slice::from_ref(&f.after))),
-        }
+        parts.push(match (&doc.text, f.mutation.patch.is_empty()) {
+            (Some(text), true) => text.clone(),
+            (Some(text), false) => {
+                manifest::preamble(text).to_string()
+                    + &manifest::to_yaml(std::slice::from_ref(&f.after))
+            }
+            (None, _) => manifest::to_yaml(std::slice::from_ref(&f.after)),
+        });
     }
     parts.extend(
         claims
@@ -661,14 +667,16 @@ fn fix_yaml(
             .map(|c| manifest::to_yaml(std::slice::from_ref(c))),
     );
     let mut out = String::new();
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            out.push_str("---\n");
+    for part in &parts {
+        if !out.is_empty() {
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            if !manifest::opens_document(part) {
+                out.push_str("---\n");
+            }
         }
         out.push_str(part);
-        if !part.ends_with('\n') {
-            out.push('\n');
-        }
     }
     out
 }

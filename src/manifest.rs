@@ -174,22 +174,44 @@ fn files_of(path: &Path, loaded: &mut Loaded) -> Vec<PathBuf> {
     }
 }
 
-/// The documents of a YAML stream, split at `---` lines, each with its own
-/// text. A `---` at the start of a line always starts a document in YAML,
-/// so splitting there agrees with any YAML reader.
-fn yaml_documents(text: &str) -> Vec<String> {
-    let mut docs = vec![String::new()];
+/// One document of a YAML stream: `text` as written (its `---` line, its
+/// comments, a closing `...`), `body` what a YAML reader parses.
+#[derive(Default)]
+struct Chunk {
+    text: String,
+    body: String,
+}
+
+/// A `---` line: it starts a document; what follows it on the line
+/// belongs to the document.
+fn marker(bare: &str) -> Option<&str> {
+    let rest = bare.strip_prefix("---")?;
+    (rest.is_empty() || rest.starts_with([' ', '\t'])).then(|| rest.trim_start())
+}
+
+/// The documents of a YAML stream, split at `---` lines. A `---` at the
+/// start of a line always starts a document in YAML, so splitting there
+/// agrees with any YAML reader.
+fn yaml_documents(text: &str) -> Vec<Chunk> {
+    let mut docs = vec![Chunk::default()];
     for line in text.split_inclusive('\n') {
         let bare = line.trim_end_matches(['\n', '\r']);
-        if bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t") {
-            docs.push(bare[3..].trim_start().to_string());
-            if !docs.last().is_some_and(|d| d.is_empty()) {
-                docs.last_mut().expect("just pushed").push('\n');
+        if let Some(rest) = marker(bare) {
+            let mut body = rest.to_string();
+            if !body.is_empty() {
+                body.push('\n');
             }
+            docs.push(Chunk {
+                text: line.to_string(),
+                body,
+            });
         } else if bare == "..." {
-            docs.push(String::new());
+            docs.last_mut().expect("never empty").text.push_str(line);
+            docs.push(Chunk::default());
         } else {
-            docs.last_mut().expect("never empty").push_str(line);
+            let last = docs.last_mut().expect("never empty");
+            last.text.push_str(line);
+            last.body.push_str(line);
         }
     }
     docs
@@ -199,6 +221,32 @@ fn yaml_documents(text: &str) -> Vec<String> {
 fn blank(doc: &str) -> bool {
     doc.lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+}
+
+/// The lines that open a document's text before its content: blank lines,
+/// comments and a bare `---` (or `--- # comment`), which a rewritten
+/// document keeps.
+pub fn preamble(text: &str) -> &str {
+    let mut end = 0;
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches(['\n', '\r']).trim();
+        let opening = bare.is_empty()
+            || bare.starts_with('#')
+            || marker(bare).is_some_and(|rest| rest.is_empty() || rest.starts_with('#'));
+        if !opening {
+            break;
+        }
+        end += line.len();
+    }
+    &text[..end]
+}
+
+/// Does this document's text start a document of its own (a `---` line
+/// before its content), so that no separator is needed before it?
+pub fn opens_document(text: &str) -> bool {
+    preamble(text)
+        .lines()
+        .any(|l| marker(l.trim_end_matches('\r')).is_some())
 }
 
 /// Reads one file's text into documents; `List` kinds are expanded.
@@ -221,14 +269,23 @@ pub fn parse_text(name: &str, text: &str, loaded: &mut Loaded) {
             }
         }
     } else {
+        // Comments between documents (a file's header, say) go with the
+        // document after them, or the last one, so that `fix` prints a
+        // file it does not change exactly as it was.
+        let mut pending = String::new();
         let mut n = 0;
-        for doc in yaml_documents(text) {
-            if blank(&doc) {
+        for chunk in yaml_documents(text) {
+            if blank(&chunk.body) {
+                pending.push_str(&chunk.text);
                 continue;
             }
             n += 1;
-            let parsed = serde_yaml_ng::from_str::<Value>(&doc).map_err(|e| e.to_string());
-            raw.push((format!("{name}#{n}"), parsed, Some(doc)));
+            let parsed = serde_yaml_ng::from_str::<Value>(&chunk.body).map_err(|e| e.to_string());
+            let text = std::mem::take(&mut pending) + &chunk.text;
+            raw.push((format!("{name}#{n}"), parsed, Some(text)));
+        }
+        if let Some((_, _, Some(text))) = raw.last_mut() {
+            text.push_str(&pending);
         }
     }
     for (source, value, doc_text) in raw {
