@@ -18,6 +18,15 @@ use crate::mutate::{self, Mutation};
 use crate::policy::{Caller, ClusterFacts, Policy, Severity};
 use crate::report;
 
+/// `eprintln!` without its panic when stderr is gone (`2>&1 | head`):
+/// what was found still decides the exit code.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// The version, with the commit it was built from.
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -200,6 +209,20 @@ pub fn command() -> clap::Command {
     }
 }
 
+/// Writes to stdout. A reader that went away (`| head`) is not an error:
+/// the rest of the output is dropped and the exit code still says what
+/// was found.
+fn emit(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("writing the output: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Parses the process's arguments (exits with usage on a bad one).
 pub fn parse() -> Cli {
     let matches = command().get_matches();
@@ -233,15 +256,12 @@ pub fn run(cli: Cli) -> ExitCode {
             clap_complete::generate(args.shell, &mut cmd, name, &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Version => {
-            println!("pvc-guard {VERSION}");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Version => emit(&format!("pvc-guard {VERSION}\n")).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("pvc-guard: {message}");
+            say!("pvc-guard: {message}");
             ExitCode::from(2)
         }
     }
@@ -334,10 +354,10 @@ fn object_name(o: &Value) -> (String, String, String) {
 /// Notes about skipped files and unreadable documents, on stderr.
 fn note_problems(skipped: &[Problem], unreadable: &[Problem]) {
     for p in skipped {
-        eprintln!("note: {}: skipped, {}", p.source, p.reason);
+        say!("note: {}: skipped, {}", p.source, p.reason);
     }
     for p in unreadable {
-        eprintln!("error: {}: {}", p.source, p.reason);
+        say!("error: {}: {}", p.source, p.reason);
     }
 }
 
@@ -421,7 +441,7 @@ fn check(args: CheckArgs) -> Result<ExitCode, String> {
         });
     }
     note_problems(&loaded.skipped, &unreadable);
-    print_report(&entries, &unreadable, args.output, true, false);
+    print_report(&entries, &unreadable, args.output, true, false)?;
     let denied = entries.iter().filter(|e| e.decision() == "deny").count();
     if args.output == Output::Text {
         let warned = entries.iter().filter(|e| e.decision() == "warn").count();
@@ -439,9 +459,9 @@ fn check(args: CheckArgs) -> Result<ExitCode, String> {
 /// The closing line of text output, on stderr.
 fn summary(objects: usize, denied: usize, warned: usize, fixed: String, unreadable: usize) {
     if objects == 0 {
-        eprintln!("no objects in the input");
+        say!("no objects in the input");
     } else {
-        eprintln!(
+        say!(
             "{objects} objects: {denied} denied, {warned} warned, {fixed}, {unreadable} unreadable"
         );
     }
@@ -453,21 +473,14 @@ fn print_report(
     output: Output,
     files: bool,
     as_table: bool,
-) {
-    match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report::json(entries, unreadable))
-                .expect("JSON serializes")
-        ),
-        Output::Sarif => println!(
-            "{}",
-            serde_json::to_string_pretty(&report::sarif(entries, unreadable, files))
-                .expect("JSON serializes")
-        ),
-        Output::Text if as_table => print!("{}", report::table(entries)),
-        Output::Text => print!("{}", report::text(entries)),
-    }
+) -> Result<(), String> {
+    let json = |v: Value| serde_json::to_string_pretty(&v).expect("JSON serializes") + "\n";
+    emit(&match output {
+        Output::Json => json(report::json(entries, unreadable)),
+        Output::Sarif => json(report::sarif(entries, unreadable, files)),
+        Output::Text if as_table => report::table(entries),
+        Output::Text => report::text(entries),
+    })
 }
 
 fn audit(args: AuditArgs) -> Result<ExitCode, String> {
@@ -508,12 +521,12 @@ fn audit(args: AuditArgs) -> Result<ExitCode, String> {
             )
         };
         let client = kube::Client::try_from(config).map_err(|e| format!("kube client: {e}"))?;
-        let mut progress = |line: &str| eprintln!("audit: {line}");
+        let mut progress = |line: &str| say!("audit: {line}");
         crate::cluster::audit::audit(&client, &policy, namespace.as_deref(), &url, &mut progress)
             .await
             .map_err(|e| crate::cluster::audit::describe_error(&e, &url))
     })?;
-    print_report(&entries, &[], args.output, false, true);
+    print_report(&entries, &[], args.output, false, true)?;
     let denied = entries.iter().filter(|e| e.decision() == "deny").count();
     Ok(worst(0, denied))
 }
@@ -560,10 +573,10 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
         })?;
         let (_, _, name) = object_name(&doc.object);
         for line in &mutation.unfixed {
-            eprintln!("{} {name}: not fixed: {line}", doc.source);
+            say!("{} {name}: not fixed: {line}", doc.source);
         }
         for line in &mutation.warnings {
-            eprintln!("{} {name}: {line}", doc.source);
+            say!("{} {name}: {line}", doc.source);
         }
         if let Some(w) = &w {
             let view_after = if mutation.patch.is_empty() {
@@ -578,7 +591,7 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
             if findings.iter().any(|f| f.severity == Severity::Deny) {
                 denied += 1;
                 for f in findings.iter().filter(|f| f.severity == Severity::Deny) {
-                    eprintln!("{}: still denied: {}", doc.source, f.short());
+                    say!("{}: still denied: {}", doc.source, f.short());
                 }
             } else if !findings.is_empty() {
                 warned += 1;
@@ -597,13 +610,13 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
         .filter(|f| !f.mutation.patch.is_empty())
         .count();
     match args.output {
-        FixOutput::Yaml => print!("{}", fix_yaml(docs, &fixed, &claims)),
+        FixOutput::Yaml => emit(&fix_yaml(docs, &fixed, &claims))?,
         FixOutput::Json => {
             let mut objects: Vec<Value> = fixed.iter().map(|f| f.after.clone()).collect();
             objects.extend(claims.into_values());
-            print!("{}", manifest::to_json(&objects));
+            emit(&manifest::to_json(&objects))?;
         }
-        FixOutput::Patch => print!("{}", fix_patches(docs, &fixed, claims)),
+        FixOutput::Patch => emit(&fix_patches(docs, &fixed, claims))?,
     }
     if args.output != FixOutput::Json {
         summary(
@@ -737,7 +750,7 @@ fn convert(args: ConvertArgs) -> Result<ExitCode, String> {
                 yaml.push_str(&manifest::to_yaml(&c.objects));
             }
             ObjectsOutput::Json => {
-                eprint!("{}", c.steps);
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), c.steps.as_bytes());
                 objects.extend(c.objects);
             }
         }
@@ -750,8 +763,8 @@ fn convert(args: ConvertArgs) -> Result<ExitCode, String> {
         });
     }
     match args.output {
-        ObjectsOutput::Yaml => print!("{yaml}"),
-        ObjectsOutput::Json => print!("{}", manifest::to_json(&objects)),
+        ObjectsOutput::Yaml => emit(&yaml)?,
+        ObjectsOutput::Json => emit(&manifest::to_json(&objects))?,
     }
     Ok(worst(loaded.unreadable.len(), 0))
 }
