@@ -732,15 +732,25 @@ fn fix_patches(
 fn convert(args: ConvertArgs) -> Result<ExitCode, String> {
     let policy = load_policy(args.config.as_ref())?;
     let loaded = manifest::load(&args.files);
-    note_problems(&loaded.skipped, &loaded.unreadable);
+    let mut unreadable = loaded.unreadable;
     let mut objects = Vec::new();
     let mut yaml = String::new();
     for doc in &loaded.documents {
         if doc.object.get("kind").and_then(Value::as_str) != Some("Deployment") {
             continue;
         }
-        let c = crate::convert::convert(&policy, &doc.object)
-            .map_err(|e| format!("{}: {e}", doc.source))?;
+        // One Deployment that cannot be converted is reported; the others
+        // still are.
+        let c = match crate::convert::convert(&policy, &doc.object) {
+            Ok(c) => c,
+            Err(reason) => {
+                unreadable.push(Problem {
+                    source: doc.source.clone(),
+                    reason,
+                });
+                continue;
+            }
+        };
         match args.output {
             ObjectsOutput::Yaml => {
                 if !yaml.is_empty() {
@@ -755,8 +765,9 @@ fn convert(args: ConvertArgs) -> Result<ExitCode, String> {
             }
         }
     }
+    note_problems(&loaded.skipped, &unreadable);
     if objects.is_empty() && yaml.is_empty() {
-        return Err(if loaded.unreadable.is_empty() {
+        return Err(if unreadable.is_empty() {
             "the input holds no Deployment to convert".into()
         } else {
             "no readable Deployment to convert".into()
@@ -766,5 +777,5 @@ fn convert(args: ConvertArgs) -> Result<ExitCode, String> {
         ObjectsOutput::Yaml => emit(&yaml)?,
         ObjectsOutput::Json => emit(&manifest::to_json(&objects))?,
     }
-    Ok(worst(loaded.unreadable.len(), 0))
+    Ok(worst(unreadable.len(), 0))
 }
