@@ -188,25 +188,53 @@ pub struct CompletionArgs {
     pub shell: clap_complete::Shell,
 }
 
-/// The command-line parser. Installed as `kubectl-pvc_guard`, pvc-guard
-/// is a kubectl plugin, and its help names it `kubectl pvc-guard`.
-pub fn command() -> clap::Command {
-    let plugin = std::env::args_os()
+/// Is this process the kubectl plugin, an executable named
+/// `kubectl-pvc_guard` that kubectl runs for `kubectl pvc-guard`?
+fn plugin() -> bool {
+    std::env::args_os()
         .next()
         .and_then(|a| {
             std::path::Path::new(&a)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
         })
-        .is_some_and(|n| n.starts_with("kubectl-pvc_guard"));
+        .is_some_and(|n| n.starts_with("kubectl-pvc_guard"))
+}
+
+/// The command-line parser. Installed as `kubectl-pvc_guard`, pvc-guard
+/// is a kubectl plugin, and its help names it `kubectl pvc-guard`.
+pub fn command() -> clap::Command {
     let command = Cli::command();
-    if plugin {
+    if plugin() {
         command
             .name("kubectl pvc-guard")
             .bin_name("kubectl pvc-guard")
     } else {
         command
     }
+}
+
+/// A completion script for the executable's own name: `pvc-guard`, or
+/// `kubectl-pvc_guard` when installed as the plugin (a name with a space,
+/// `kubectl pvc-guard`, is not one a shell completes).
+fn completion(shell: clap_complete::Shell) -> String {
+    let name = if plugin() {
+        "kubectl-pvc_guard"
+    } else {
+        "pvc-guard"
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), name, &mut script);
+    let script = String::from_utf8(script).expect("clap_complete writes UTF-8");
+    if shell != clap_complete::Shell::Bash {
+        return script;
+    }
+    // clap_complete spells the state of a hyphenated program's subcommand
+    // two ways in bash (`pvc__guard__subcmd__fix` where it is found,
+    // `pvc__subcmd__guard__subcmd__fix` where its options are offered), so
+    // nothing after a subcommand would complete (clap-rs/clap#6421). One
+    // spelling throughout; nothing to replace once clap_complete is fixed.
+    script.replace(&name.replace('-', "__subcmd__"), &name.replace('-', "__"))
 }
 
 /// Writes to stdout. A reader that went away (`| head`) is not an error:
@@ -250,12 +278,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Convert(args) => convert(args),
         Command::Certs(args) => crate::certs::run(args),
         Command::Audit(args) => audit(args),
-        Command::Completion(args) => {
-            let mut cmd = command();
-            let name = cmd.get_name().to_string();
-            clap_complete::generate(args.shell, &mut cmd, name, &mut std::io::stdout());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Completion(args) => emit(&completion(args.shell)).map(|()| ExitCode::SUCCESS),
         Command::Version => emit(&format!("pvc-guard {VERSION}\n")).map(|()| ExitCode::SUCCESS),
     };
     match result {
