@@ -5,6 +5,8 @@
 //! and rule settings, validated annotations, and bad input reported while
 //! the rest is still judged.
 //!
+//! "Item N" is the item of issue 16 a test holds the CLI to.
+//!
 //! kubectl is the reference reader: `kubectl annotate --local` decodes a
 //! file offline with kubectl's own YAML 1.1 reader and prints JSON. The
 //! tests that need kubectl print why and pass without it, unless
@@ -123,9 +125,9 @@ fn assert_same_objects(read: &[Value], meant: &[Value], what: &[String]) {
     }
 }
 
-/// Item 1 of the issue: every object `fix` and `convert` print as YAML,
-/// for every fixture, case and corpus file, is what kubectl's YAML 1.1
-/// reader gets back the same as the JSON they print for it (`-o json`).
+/// Item 1: kubectl's YAML 1.1 reader reads every object `fix` and
+/// `convert` print as YAML, for every fixture, case and corpus file, as
+/// the JSON they print for it (`-o json`) says.
 /// tests/data/cli/yaml11-strings.json carries every kind of string a YAML
 /// 1.1 reader takes for another type (`no`, `1_000`, `0x1F`, `12:30:00`,
 /// a date, `~`, `<<`, ...) or reads differently (U+2028, NEL, a BOM) in
