@@ -10,7 +10,9 @@
 
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /build
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
+# Cargo reads every target the manifest declares, the benchmarks' too.
+COPY benches ./benches
 COPY src ./src
 # BuildKit cache mounts keep the crate registry and the target directory
 # between builds, so a source change does not refetch or rebuild every crate.

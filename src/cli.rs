@@ -18,6 +18,15 @@ use crate::mutate::{self, Mutation};
 use crate::policy::{Caller, ClusterFacts, Policy, Severity};
 use crate::report;
 
+/// `eprintln!` without its panic when stderr is gone (`2>&1 | head`):
+/// what was found still decides the exit code.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// The version, with the commit it was built from.
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -179,24 +188,66 @@ pub struct CompletionArgs {
     pub shell: clap_complete::Shell,
 }
 
-/// The command-line parser. Installed as `kubectl-pvc_guard`, pvc-guard
-/// is a kubectl plugin, and its help names it `kubectl pvc-guard`.
-pub fn command() -> clap::Command {
-    let plugin = std::env::args_os()
+/// Is this process the kubectl plugin, an executable named
+/// `kubectl-pvc_guard` that kubectl runs for `kubectl pvc-guard`?
+fn plugin() -> bool {
+    std::env::args_os()
         .next()
         .and_then(|a| {
             std::path::Path::new(&a)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
         })
-        .is_some_and(|n| n.starts_with("kubectl-pvc_guard"));
+        .is_some_and(|n| n.starts_with("kubectl-pvc_guard"))
+}
+
+/// The command-line parser. Installed as `kubectl-pvc_guard`, pvc-guard
+/// is a kubectl plugin, and its help names it `kubectl pvc-guard`.
+pub fn command() -> clap::Command {
     let command = Cli::command();
-    if plugin {
+    if plugin() {
         command
             .name("kubectl pvc-guard")
             .bin_name("kubectl pvc-guard")
     } else {
         command
+    }
+}
+
+/// A completion script for the executable's own name: `pvc-guard`, or
+/// `kubectl-pvc_guard` when installed as the plugin (a name with a space,
+/// `kubectl pvc-guard`, is not one a shell completes).
+fn completion(shell: clap_complete::Shell) -> String {
+    let name = if plugin() {
+        "kubectl-pvc_guard"
+    } else {
+        "pvc-guard"
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), name, &mut script);
+    let script = String::from_utf8(script).expect("clap_complete writes UTF-8");
+    if shell != clap_complete::Shell::Bash {
+        return script;
+    }
+    // clap_complete spells the state of a hyphenated program's subcommand
+    // two ways in bash (`pvc__guard__subcmd__fix` where it is found,
+    // `pvc__subcmd__guard__subcmd__fix` where its options are offered), so
+    // nothing after a subcommand would complete (clap-rs/clap#6421). One
+    // spelling throughout; nothing to replace once clap_complete is fixed.
+    script.replace(&name.replace('-', "__subcmd__"), &name.replace('-', "__"))
+}
+
+/// Writes to stdout. A reader that went away (`| head`) is not an error:
+/// the rest of the output is dropped and the exit code still says what
+/// was found.
+fn emit(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("writing the output: {e}"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -227,21 +278,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Convert(args) => convert(args),
         Command::Certs(args) => crate::certs::run(args),
         Command::Audit(args) => audit(args),
-        Command::Completion(args) => {
-            let mut cmd = command();
-            let name = cmd.get_name().to_string();
-            clap_complete::generate(args.shell, &mut cmd, name, &mut std::io::stdout());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Version => {
-            println!("pvc-guard {VERSION}");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Completion(args) => emit(&completion(args.shell)).map(|()| ExitCode::SUCCESS),
+        Command::Version => emit(&format!("pvc-guard {VERSION}\n")).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("pvc-guard: {message}");
+            say!("pvc-guard: {message}");
             ExitCode::from(2)
         }
     }
@@ -334,10 +377,10 @@ fn object_name(o: &Value) -> (String, String, String) {
 /// Notes about skipped files and unreadable documents, on stderr.
 fn note_problems(skipped: &[Problem], unreadable: &[Problem]) {
     for p in skipped {
-        eprintln!("note: {}: skipped, {}", p.source, p.reason);
+        say!("note: {}: skipped, {}", p.source, p.reason);
     }
     for p in unreadable {
-        eprintln!("error: {}: {}", p.source, p.reason);
+        say!("error: {}: {}", p.source, p.reason);
     }
 }
 
@@ -421,7 +464,7 @@ fn check(args: CheckArgs) -> Result<ExitCode, String> {
         });
     }
     note_problems(&loaded.skipped, &unreadable);
-    print_report(&entries, &unreadable, args.output, true, false);
+    print_report(&entries, &unreadable, args.output, true, false)?;
     let denied = entries.iter().filter(|e| e.decision() == "deny").count();
     if args.output == Output::Text {
         let warned = entries.iter().filter(|e| e.decision() == "warn").count();
@@ -439,9 +482,9 @@ fn check(args: CheckArgs) -> Result<ExitCode, String> {
 /// The closing line of text output, on stderr.
 fn summary(objects: usize, denied: usize, warned: usize, fixed: String, unreadable: usize) {
     if objects == 0 {
-        eprintln!("no objects in the input");
+        say!("no objects in the input");
     } else {
-        eprintln!(
+        say!(
             "{objects} objects: {denied} denied, {warned} warned, {fixed}, {unreadable} unreadable"
         );
     }
@@ -453,21 +496,14 @@ fn print_report(
     output: Output,
     files: bool,
     as_table: bool,
-) {
-    match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report::json(entries, unreadable))
-                .expect("JSON serializes")
-        ),
-        Output::Sarif => println!(
-            "{}",
-            serde_json::to_string_pretty(&report::sarif(entries, unreadable, files))
-                .expect("JSON serializes")
-        ),
-        Output::Text if as_table => print!("{}", report::table(entries)),
-        Output::Text => print!("{}", report::text(entries)),
-    }
+) -> Result<(), String> {
+    let json = |v: Value| serde_json::to_string_pretty(&v).expect("JSON serializes") + "\n";
+    emit(&match output {
+        Output::Json => json(report::json(entries, unreadable)),
+        Output::Sarif => json(report::sarif(entries, unreadable, files)),
+        Output::Text if as_table => report::table(entries),
+        Output::Text => report::text(entries),
+    })
 }
 
 fn audit(args: AuditArgs) -> Result<ExitCode, String> {
@@ -508,12 +544,12 @@ fn audit(args: AuditArgs) -> Result<ExitCode, String> {
             )
         };
         let client = kube::Client::try_from(config).map_err(|e| format!("kube client: {e}"))?;
-        let mut progress = |line: &str| eprintln!("audit: {line}");
+        let mut progress = |line: &str| say!("audit: {line}");
         crate::cluster::audit::audit(&client, &policy, namespace.as_deref(), &url, &mut progress)
             .await
             .map_err(|e| crate::cluster::audit::describe_error(&e, &url))
     })?;
-    print_report(&entries, &[], args.output, false, true);
+    print_report(&entries, &[], args.output, false, true)?;
     let denied = entries.iter().filter(|e| e.decision() == "deny").count();
     Ok(worst(0, denied))
 }
@@ -560,10 +596,10 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
         })?;
         let (_, _, name) = object_name(&doc.object);
         for line in &mutation.unfixed {
-            eprintln!("{} {name}: not fixed: {line}", doc.source);
+            say!("{} {name}: not fixed: {line}", doc.source);
         }
         for line in &mutation.warnings {
-            eprintln!("{} {name}: {line}", doc.source);
+            say!("{} {name}: {line}", doc.source);
         }
         if let Some(w) = &w {
             let view_after = if mutation.patch.is_empty() {
@@ -578,7 +614,7 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
             if findings.iter().any(|f| f.severity == Severity::Deny) {
                 denied += 1;
                 for f in findings.iter().filter(|f| f.severity == Severity::Deny) {
-                    eprintln!("{}: still denied: {}", doc.source, f.short());
+                    say!("{}: still denied: {}", doc.source, f.short());
                 }
             } else if !findings.is_empty() {
                 warned += 1;
@@ -597,13 +633,13 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
         .filter(|f| !f.mutation.patch.is_empty())
         .count();
     match args.output {
-        FixOutput::Yaml => print!("{}", fix_yaml(docs, &fixed, &claims)),
+        FixOutput::Yaml => emit(&fix_yaml(docs, &fixed, &claims))?,
         FixOutput::Json => {
             let mut objects: Vec<Value> = fixed.iter().map(|f| f.after.clone()).collect();
             objects.extend(claims.into_values());
-            print!("{}", manifest::to_json(&objects));
+            emit(&manifest::to_json(&objects))?;
         }
-        FixOutput::Patch => print!("{}", fix_patches(docs, &fixed, claims)),
+        FixOutput::Patch => emit(&fix_patches(docs, &fixed, claims))?,
     }
     if args.output != FixOutput::Json {
         summary(
@@ -641,7 +677,9 @@ fn claims_needed(docs: &[Document], fixed: &[Fixed]) -> BTreeMap<(String, String
 }
 
 /// The input as YAML: a document nothing changed keeps its own text
-/// (comments included), a fixed one is written anew, then the claims.
+/// (comments included), a fixed one is written anew below the comments
+/// that opened it, then the claims. A file with nothing to fix comes out
+/// byte for byte as it went in.
 fn fix_yaml(
     docs: &[Document],
     fixed: &[Fixed],
@@ -650,10 +688,14 @@ fn fix_yaml(
     let mut parts: Vec<String> = Vec::new();
     for f in fixed {
         let doc = &docs[f.doc];
-        match (&doc.text, f.mutation.patch.is_empty()) {
-            (Some(text), true) => parts.push(text.clone()),
-            _ => parts.push(manifest::to_yaml(std::slice::from_ref(&f.after))),
-        }
+        parts.push(match (&doc.text, f.mutation.patch.is_empty()) {
+            (Some(text), true) => text.clone(),
+            (Some(text), false) => {
+                manifest::preamble(text).to_string()
+                    + &manifest::to_yaml(std::slice::from_ref(&f.after))
+            }
+            (None, _) => manifest::to_yaml(std::slice::from_ref(&f.after)),
+        });
     }
     parts.extend(
         claims
@@ -661,14 +703,16 @@ fn fix_yaml(
             .map(|c| manifest::to_yaml(std::slice::from_ref(c))),
     );
     let mut out = String::new();
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            out.push_str("---\n");
+    for part in &parts {
+        if !out.is_empty() {
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            if !manifest::opens_document(part) {
+                out.push_str("---\n");
+            }
         }
         out.push_str(part);
-        if !part.ends_with('\n') {
-            out.push('\n');
-        }
     }
     out
 }
@@ -711,15 +755,25 @@ fn fix_patches(
 fn convert(args: ConvertArgs) -> Result<ExitCode, String> {
     let policy = load_policy(args.config.as_ref())?;
     let loaded = manifest::load(&args.files);
-    note_problems(&loaded.skipped, &loaded.unreadable);
+    let mut unreadable = loaded.unreadable;
     let mut objects = Vec::new();
     let mut yaml = String::new();
     for doc in &loaded.documents {
         if doc.object.get("kind").and_then(Value::as_str) != Some("Deployment") {
             continue;
         }
-        let c = crate::convert::convert(&policy, &doc.object)
-            .map_err(|e| format!("{}: {e}", doc.source))?;
+        // One Deployment that cannot be converted is reported; the others
+        // still are.
+        let c = match crate::convert::convert(&policy, &doc.object) {
+            Ok(c) => c,
+            Err(reason) => {
+                unreadable.push(Problem {
+                    source: doc.source.clone(),
+                    reason,
+                });
+                continue;
+            }
+        };
         match args.output {
             ObjectsOutput::Yaml => {
                 if !yaml.is_empty() {
@@ -729,21 +783,22 @@ fn convert(args: ConvertArgs) -> Result<ExitCode, String> {
                 yaml.push_str(&manifest::to_yaml(&c.objects));
             }
             ObjectsOutput::Json => {
-                eprint!("{}", c.steps);
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), c.steps.as_bytes());
                 objects.extend(c.objects);
             }
         }
     }
+    note_problems(&loaded.skipped, &unreadable);
     if objects.is_empty() && yaml.is_empty() {
-        return Err(if loaded.unreadable.is_empty() {
+        return Err(if unreadable.is_empty() {
             "the input holds no Deployment to convert".into()
         } else {
             "no readable Deployment to convert".into()
         });
     }
     match args.output {
-        ObjectsOutput::Yaml => print!("{yaml}"),
-        ObjectsOutput::Json => print!("{}", manifest::to_json(&objects)),
+        ObjectsOutput::Yaml => emit(&yaml)?,
+        ObjectsOutput::Json => emit(&manifest::to_json(&objects))?,
     }
-    Ok(worst(loaded.unreadable.len(), 0))
+    Ok(worst(unreadable.len(), 0))
 }

@@ -38,6 +38,9 @@ pub struct Converted {
 
 /// The StatefulSet, its headless Service and the migration steps.
 pub fn convert(policy: &Policy, deployment: &Value) -> Result<Converted, String> {
+    // What cannot be read is said of the Deployment, not of the
+    // StatefulSet made from it.
+    workload(deployment)?;
     let name = str_at(deployment, "/metadata/name")
         .ok_or("the Deployment has no name")?
         .to_string();

@@ -4,6 +4,7 @@
 //! position, and the rest are still read. Output is YAML that kubectl
 //! (a YAML 1.1 reader) reads back as the same strings.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -39,47 +40,76 @@ pub struct Loaded {
 
 const KUSTOMIZATION_FILES: &[&str] = &["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
-/// Files a kustomization in `dir` names as patches: fragments of objects,
-/// not objects.
-fn kustomize_patches(dir: &Path) -> Vec<PathBuf> {
+/// Files a kustomization in `dir` reads that are not objects of their own
+/// (patches, replacements, generator inputs), by canonical path, each with
+/// why it is skipped. A patch often sits in a directory of its own
+/// (`patches/`) or beside the overlay (`../common/`), so these are
+/// collected for the whole scan, not per directory.
+fn kustomization_inputs(dir: &Path, out: &mut BTreeMap<PathBuf, &'static str>) {
     let Some(text) = KUSTOMIZATION_FILES
         .iter()
         .find_map(|name| std::fs::read_to_string(dir.join(name)).ok())
     else {
-        return Vec::new();
+        return;
     };
     let Ok(k) = serde_yaml_ng::from_str::<Value>(&text) else {
-        return Vec::new();
+        return;
     };
-    let mut out = Vec::new();
+    let mut named = |p: &str, why: &'static str| {
+        // An inline patch is YAML text, not a path.
+        if !p.contains('\n')
+            && let Ok(path) = std::fs::canonicalize(dir.join(p))
+        {
+            out.entry(path).or_insert(why);
+        }
+    };
+    const PATCH: &str = "a patch the kustomization applies, not an object of its own";
     for key in ["patches", "patchesStrategicMerge", "patchesJson6902"] {
         for entry in k.get(key).and_then(Value::as_array).into_iter().flatten() {
-            let path = entry
+            if let Some(p) = entry
                 .as_str()
-                .or_else(|| entry.get("path").and_then(Value::as_str));
-            if let Some(p) = path.filter(|p| !p.contains('\n')) {
-                out.push(dir.join(p));
+                .or_else(|| entry.get("path").and_then(Value::as_str))
+            {
+                named(p, PATCH);
             }
         }
     }
-    out
+    for entry in k
+        .get("replacements")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(p) = entry.get("path").and_then(Value::as_str) {
+            named(p, "replacements the kustomization reads, not an object");
+        }
+    }
+    for key in ["configMapGenerator", "secretGenerator"] {
+        for generator in k.get(key).and_then(Value::as_array).into_iter().flatten() {
+            for field in ["files", "envs", "env"] {
+                let values = match generator.get(field) {
+                    Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+                    Some(Value::String(s)) => vec![s.as_str()],
+                    _ => Vec::new(),
+                };
+                for v in values {
+                    // `files` entries may be `key=path`.
+                    let p = v.split_once('=').map_or(v, |(_, p)| p);
+                    named(p, "data a kustomization generator reads, not an object");
+                }
+            }
+        }
+    }
 }
 
-fn collect_files(path: &Path, out: &mut Vec<PathBuf>, loaded: &mut Loaded) {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => {
-            loaded.unreadable.push(Problem {
-                source: path.display().to_string(),
-                reason: e.to_string(),
-            });
-            return;
-        }
-    };
-    if !meta.is_dir() {
-        out.push(path.to_path_buf());
-        return;
-    }
+/// Every file under `path` to read, recursively; kustomization files are
+/// noted as skipped, and what they name as inputs is gathered in `inputs`.
+fn collect_files(
+    path: &Path,
+    out: &mut Vec<PathBuf>,
+    inputs: &mut BTreeMap<PathBuf, &'static str>,
+    loaded: &mut Loaded,
+) {
     let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
         Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
         Err(e) => {
@@ -91,20 +121,15 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, loaded: &mut Loaded) {
         }
     };
     entries.sort();
-    let patches = kustomize_patches(path);
+    kustomization_inputs(path, inputs);
     for entry in entries {
         let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if entry.is_dir() {
-            collect_files(&entry, out, loaded);
+            collect_files(&entry, out, inputs, loaded);
         } else if KUSTOMIZATION_FILES.contains(&name) {
             loaded.skipped.push(Problem {
                 source: entry.display().to_string(),
                 reason: "a kustomization file, not an object".into(),
-            });
-        } else if patches.contains(&entry) {
-            loaded.skipped.push(Problem {
-                source: entry.display().to_string(),
-                reason: "a patch the kustomization applies, not an object of its own".into(),
             });
         } else if matches!(
             entry.extension().and_then(|e| e.to_str()),
@@ -115,22 +140,78 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, loaded: &mut Loaded) {
     }
 }
 
-/// The documents of a YAML stream, split at `---` lines, each with its own
-/// text. A `---` at the start of a line always starts a document in YAML,
-/// so splitting there agrees with any YAML reader.
-fn yaml_documents(text: &str) -> Vec<String> {
-    let mut docs = vec![String::new()];
+/// The files to read for one path given: the file itself, or the files of
+/// a directory without the kustomizations' inputs (noted as skipped).
+fn files_of(path: &Path, loaded: &mut Loaded) -> Vec<PathBuf> {
+    match std::fs::metadata(path) {
+        Err(e) => {
+            loaded.unreadable.push(Problem {
+                source: path.display().to_string(),
+                reason: e.to_string(),
+            });
+            Vec::new()
+        }
+        // A file named on the command line is read, whatever it is.
+        Ok(meta) if !meta.is_dir() => vec![path.to_path_buf()],
+        Ok(_) => {
+            let mut files = Vec::new();
+            let mut inputs = BTreeMap::new();
+            collect_files(path, &mut files, &mut inputs, loaded);
+            files.retain(|file| {
+                let why = std::fs::canonicalize(file)
+                    .ok()
+                    .and_then(|c| inputs.get(&c).copied());
+                if let Some(why) = why {
+                    loaded.skipped.push(Problem {
+                        source: file.display().to_string(),
+                        reason: why.into(),
+                    });
+                }
+                why.is_none()
+            });
+            files
+        }
+    }
+}
+
+/// One document of a YAML stream: `text` as written (its `---` line, its
+/// comments, a closing `...`), `body` what a YAML reader parses.
+#[derive(Default)]
+struct Chunk {
+    text: String,
+    body: String,
+}
+
+/// A `---` line: it starts a document; what follows it on the line
+/// belongs to the document.
+fn marker(bare: &str) -> Option<&str> {
+    let rest = bare.strip_prefix("---")?;
+    (rest.is_empty() || rest.starts_with([' ', '\t'])).then(|| rest.trim_start())
+}
+
+/// The documents of a YAML stream, split at `---` lines. A `---` at the
+/// start of a line always starts a document in YAML, so splitting there
+/// agrees with any YAML reader.
+fn yaml_documents(text: &str) -> Vec<Chunk> {
+    let mut docs = vec![Chunk::default()];
     for line in text.split_inclusive('\n') {
         let bare = line.trim_end_matches(['\n', '\r']);
-        if bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t") {
-            docs.push(bare[3..].trim_start().to_string());
-            if !docs.last().is_some_and(|d| d.is_empty()) {
-                docs.last_mut().expect("just pushed").push('\n');
+        if let Some(rest) = marker(bare) {
+            let mut body = rest.to_string();
+            if !body.is_empty() {
+                body.push('\n');
             }
+            docs.push(Chunk {
+                text: line.to_string(),
+                body,
+            });
         } else if bare == "..." {
-            docs.push(String::new());
+            docs.last_mut().expect("never empty").text.push_str(line);
+            docs.push(Chunk::default());
         } else {
-            docs.last_mut().expect("never empty").push_str(line);
+            let last = docs.last_mut().expect("never empty");
+            last.text.push_str(line);
+            last.body.push_str(line);
         }
     }
     docs
@@ -140,6 +221,32 @@ fn yaml_documents(text: &str) -> Vec<String> {
 fn blank(doc: &str) -> bool {
     doc.lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+}
+
+/// The lines that open a document's text before its content: blank lines,
+/// comments and a bare `---` (or `--- # comment`), which a rewritten
+/// document keeps.
+pub fn preamble(text: &str) -> &str {
+    let mut end = 0;
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches(['\n', '\r']).trim();
+        let opening = bare.is_empty()
+            || bare.starts_with('#')
+            || marker(bare).is_some_and(|rest| rest.is_empty() || rest.starts_with('#'));
+        if !opening {
+            break;
+        }
+        end += line.len();
+    }
+    &text[..end]
+}
+
+/// Does this document's text start a document of its own (a `---` line
+/// before its content), so that no separator is needed before it?
+pub fn opens_document(text: &str) -> bool {
+    preamble(text)
+        .lines()
+        .any(|l| marker(l.trim_end_matches('\r')).is_some())
 }
 
 /// Reads one file's text into documents; `List` kinds are expanded.
@@ -162,14 +269,23 @@ pub fn parse_text(name: &str, text: &str, loaded: &mut Loaded) {
             }
         }
     } else {
+        // Comments between documents (a file's header, say) go with the
+        // document after them, or the last one, so that `fix` prints a
+        // file it does not change exactly as it was.
+        let mut pending = String::new();
         let mut n = 0;
-        for doc in yaml_documents(text) {
-            if blank(&doc) {
+        for chunk in yaml_documents(text) {
+            if blank(&chunk.body) {
+                pending.push_str(&chunk.text);
                 continue;
             }
             n += 1;
-            let parsed = serde_yaml_ng::from_str::<Value>(&doc).map_err(|e| e.to_string());
-            raw.push((format!("{name}#{n}"), parsed, Some(doc)));
+            let parsed = serde_yaml_ng::from_str::<Value>(&chunk.body).map_err(|e| e.to_string());
+            let text = std::mem::take(&mut pending) + &chunk.text;
+            raw.push((format!("{name}#{n}"), parsed, Some(text)));
+        }
+        if let Some((_, _, Some(text))) = raw.last_mut() {
+            text.push_str(&pending);
         }
     }
     for (source, value, doc_text) in raw {
@@ -226,9 +342,7 @@ pub fn load(paths: &[PathBuf]) -> Loaded {
             }
             continue;
         }
-        let mut files = Vec::new();
-        collect_files(path, &mut files, &mut loaded);
-        for file in files {
+        for file in files_of(path, &mut loaded) {
             let name = file.display().to_string();
             match std::fs::read(&file) {
                 Err(e) => loaded.unreadable.push(Problem {
@@ -302,7 +416,38 @@ pub mod yaml {
             && !s.ends_with([' ', ':'])
             && !s.contains(": ")
             && !s.contains(" #")
-            && !s.chars().any(|c| c.is_control() || c == '\u{feff}')
+            && !s.chars().any(escaped)
+    }
+
+    /// Characters written only as an escape: those YAML does not allow raw
+    /// (C0 and C1 controls, DEL, U+FFFE, U+FFFF), the byte order mark, and
+    /// the line breaks YAML 1.1 adds to `\n` and `\r` (NEL, U+2028,
+    /// U+2029), which kubectl's reader would fold into a space or break the
+    /// line at, even inside double quotes.
+    fn escaped(c: char) -> bool {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+            )
+    }
+
+    /// `s` double-quoted, every character [`escaped`] as `\uXXXX` or its
+    /// short form (which JSON and YAML share).
+    fn quoted(s: &str, out: &mut String) {
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if escaped(c) => out.push_str(&format!("\\u{:04X}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
     }
 
     /// Would a YAML 1.1 or 1.2 reader, or Go's (which strips `_` and
@@ -340,7 +485,7 @@ pub mod yaml {
         if plain(s) {
             out.push_str(s);
         } else {
-            out.push_str(&serde_json::to_string(s).expect("a string serializes"));
+            quoted(s, out);
         }
     }
 
@@ -349,9 +494,7 @@ pub mod yaml {
     fn literal(s: &str) -> bool {
         s.contains('\n')
             && !s.starts_with([' ', '\n'])
-            && !s
-                .chars()
-                .any(|c| (c.is_control() && c != '\n') || c == '\u{feff}')
+            && !s.chars().any(|c| c != '\n' && escaped(c))
             && s.lines().all(|l| !l.ends_with([' ', '\t']))
     }
 
@@ -505,6 +648,11 @@ pub mod yaml {
                 "x:",
                 "tab\tin",
                 "\u{feff}bom",
+                "line\u{2028}separator",
+                "paragraph\u{2029}separator",
+                "next\u{85}line",
+                "del\u{7f}",
+                "not\u{fffe}a character",
             ] {
                 assert!(!plain(s), "{s:?} must be quoted");
             }
@@ -531,7 +679,8 @@ pub mod yaml {
             let v = json!({
                 "kind": "ConfigMap",
                 "data": {"DEBUG": "no", "N": "1_000", "script": "set -e\necho hi\n", "raw": "a\nb",
-                    "many": "x\n\n\n", "lead": " x\ny"},
+                    "many": "x\n\n\n", "lead": " x\ny", "ls": "a\u{2028}b\n", "nel": "a\u{85}b",
+                    "del": "\u{7f}\u{fffe}\u{feff}", "quote": "\"\\\t\r"},
                 "spec": {"args": ["--appendonly", "no", 1, true, null, [], {}, [["a"]]],
                     "list": [{"name": "a", "x": {"y": 1}}, {}], "empty": {}, "none": []},
             });
@@ -540,6 +689,8 @@ pub mod yaml {
             let back: Value = serde_yaml_ng::from_str(&out).unwrap();
             assert_eq!(back, v, "{out}");
             assert!(out.contains("DEBUG: \"no\""), "{out}");
+            assert!(out.contains(r#"ls: "a\u2028b\n""#), "{out}");
+            assert!(out.contains(r#"nel: "a\u0085b""#), "{out}");
             assert!(
                 out.contains("script: |\n    set -e\n    echo hi\n"),
                 "{out}"

@@ -417,3 +417,51 @@ pub fn json_body_of(response: &str) -> Value {
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
 }
+
+/// Is kubectl installed? Without it a test that needs it prints why and
+/// passes, as the manifest tests do, unless `PVC_GUARD_E2E_REQUIRED=1`
+/// (CI, which installs kubectl) makes that a failure.
+pub fn kubectl_or_skip() -> bool {
+    let found = Command::new("kubectl")
+        .args(["version", "--client"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        let why = "kubectl is not installed";
+        if std::env::var("PVC_GUARD_E2E_REQUIRED").as_deref() == Ok("1") {
+            panic!("PVC_GUARD_E2E_REQUIRED=1, but {why}");
+        }
+        let test = std::thread::current().name().unwrap_or("").to_string();
+        // Past libtest's capture, which would hide it for a passing test.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("SKIPPED {test}: {why}\n").as_bytes(),
+        );
+    }
+    found
+}
+
+/// Runs `command` with `stdin`, returning the exit code, stdout and stderr.
+pub fn run_command(mut command: Command, stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    {
+        let mut si = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            si.write_all(s.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
