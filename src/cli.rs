@@ -4,7 +4,7 @@
 //! input or usage.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -143,6 +143,15 @@ pub struct FixArgs {
     /// Judge the fixed objects in this mode instead of the config's.
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
+    /// With -o patch: write an overlay here instead of printing it:
+    /// kustomization.yaml, and the claims in pvc-guard-claims.yaml, which
+    /// it lists. Existing files are never overwritten.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// With --out-dir: also list this under the overlay's resources (the
+    /// base, relative to DIR, e.g. ../../base); repeatable.
+    #[arg(long = "resource", value_name = "PATH", requires = "out_dir")]
+    pub resources: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -562,6 +571,9 @@ struct Fixed {
 }
 
 fn fix(args: FixArgs) -> Result<ExitCode, String> {
+    if args.out_dir.is_some() && args.output != FixOutput::Patch {
+        return Err("--out-dir writes an overlay: it needs -o patch".into());
+    }
     let policy = load_policy(args.config.as_ref())?;
     let mode = args.mode.map_or(policy.config.mode, Mode::from);
     let loaded = manifest::load(&args.files);
@@ -577,6 +589,12 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
                 unreadable.push(Problem {
                     source: doc.source.clone(),
                     reason,
+                });
+                // Printed as it came: `fix -f dir > out` must not lose it.
+                fixed.push(Fixed {
+                    doc: i,
+                    mutation: Mutation::default(),
+                    after: doc.object.clone(),
                 });
                 continue;
             }
@@ -639,11 +657,22 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
             objects.extend(claims.into_values());
             emit(&manifest::to_json(&objects))?;
         }
-        FixOutput::Patch => emit(&fix_patches(docs, &fixed, claims))?,
+        FixOutput::Patch => match &args.out_dir {
+            Some(dir) => write_overlay(dir, &args.resources, docs, &fixed, claims)?,
+            None => {
+                if !claims.is_empty() {
+                    say!(
+                        "kustomize reads only the first document of a kustomization.yaml: put the {} claim(s) after it in a file it lists under resources, or use --out-dir",
+                        claims.len()
+                    );
+                }
+                emit(&fix_patches(docs, &fixed, &[], claims))?
+            }
+        },
     }
     if args.output != FixOutput::Json {
         summary(
-            fixed.len() + unreadable.len(),
+            docs.len() + loaded.unreadable.len(),
             denied,
             warned,
             format!("{changed} fixed"),
@@ -717,11 +746,60 @@ fn fix_yaml(
     out
 }
 
-/// A Kustomization carrying each fix as a JSON Patch with its target, then
-/// the claims as documents of their own.
+/// The file of an overlay written by `fix -o patch --out-dir` that holds
+/// the claims.
+const OVERLAY_CLAIMS: &str = "pvc-guard-claims.yaml";
+
+/// `fix -o patch --out-dir`: the Kustomization (listing `resources` and the
+/// claims file) and the claims, each in a file of its own, so no claim
+/// hides in a second document kustomize never reads. A file already there
+/// is someone's work: refused, never overwritten.
+fn write_overlay(
+    dir: &Path,
+    resources: &[String],
+    docs: &[Document],
+    fixed: &[Fixed],
+    claims: BTreeMap<(String, String), Value>,
+) -> Result<(), String> {
+    let mut listed = resources.to_vec();
+    let claims_text = (!claims.is_empty()).then(|| {
+        listed.push(OVERLAY_CLAIMS.to_string());
+        manifest::to_yaml(&claims.into_values().collect::<Vec<_>>())
+    });
+    let kustomization = fix_patches(docs, fixed, &listed, BTreeMap::new());
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files = vec![("kustomization.yaml", kustomization)];
+    if let Some(text) = claims_text {
+        files.push((OVERLAY_CLAIMS, text));
+    }
+    for (name, _) in &files {
+        let path = dir.join(name);
+        if path.exists() {
+            return Err(format!(
+                "{} exists: pvc-guard does not overwrite it; remove it or choose another --out-dir",
+                path.display()
+            ));
+        }
+    }
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        say!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// A Kustomization listing `resources` and carrying each fix as a JSON
+/// Patch with its target, then the claims as documents of their own.
 fn fix_patches(
     docs: &[Document],
     fixed: &[Fixed],
+    resources: &[String],
     claims: BTreeMap<(String, String), Value>,
 ) -> String {
     let patches: Vec<Value> = fixed
@@ -742,11 +820,14 @@ fn fix_patches(
             json!({"target": target, "patch": manifest::to_yaml(&[Value::Array(ops)])})
         })
         .collect();
-    let kustomization = json!({
+    let mut kustomization = json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "patches": patches,
     });
+    if !resources.is_empty() {
+        kustomization["resources"] = json!(resources);
+    }
     let mut objects = vec![kustomization];
     objects.extend(claims.into_values());
     manifest::to_yaml(&objects)

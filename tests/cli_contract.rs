@@ -369,20 +369,44 @@ fn kustomize_builds_from_fix_o_patch_the_objects_fix_prints() {
             format!("resources:\n- {name}\n"),
         )
         .unwrap();
-        // The Kustomization as printed, with the resources it patches; the
-        // claims in a file of their own, since kustomize reads only the
-        // first document of a kustomization.yaml.
+        // The overlay as --out-dir writes it: the Kustomization listing the
+        // base and the claims file, since kustomize reads only the first
+        // document of a kustomization.yaml.
+        let out_dir = path_str(&overlay).to_string();
+        let write = [
+            "fix",
+            "-o",
+            "patch",
+            "--out-dir",
+            &out_dir,
+            "--resource",
+            "../base",
+            "-f",
+            path_str(&file),
+        ];
+        let (code, stdout, err) = run_cli(&write, None);
+        assert!(code == 0 || code == 1, "{err}");
+        assert!(stdout.is_empty(), "the overlay goes to files: {stdout}");
+        let written = std::fs::read_to_string(overlay.join("kustomization.yaml")).unwrap();
         let (first, claims) = patch.split_once("\n---\n").unwrap_or((&patch, ""));
-        let mut resources = "resources:\n- ../base\n".to_string();
-        if !claims.is_empty() {
-            std::fs::write(overlay.join("claims.yaml"), claims).unwrap();
-            resources.push_str("- claims.yaml\n");
-        }
-        std::fs::write(
-            overlay.join("kustomization.yaml"),
-            format!("{first}\n{resources}"),
-        )
-        .unwrap();
+        assert_eq!(
+            yaml_docs(&written)[0]["patches"],
+            yaml_docs(first)[0]["patches"],
+            "the same patches as printed"
+        );
+        assert_eq!(
+            overlay.join("pvc-guard-claims.yaml").exists(),
+            !claims.is_empty(),
+            "{err}"
+        );
+        // Run again: the overlay is someone's work now, never overwritten.
+        let (again, _, refused) = run_cli(&write, None);
+        assert_eq!(again, 2, "{refused}");
+        assert!(refused.contains("does not overwrite"), "{refused}");
+        assert_eq!(
+            std::fs::read_to_string(overlay.join("kustomization.yaml")).unwrap(),
+            written
+        );
 
         let (_, json_out, _) = run_cli(&["fix", "-o", "json", "-f", path_str(&file)], None);
         let want: Vec<Value> = list_items(&json_out).into_iter().map(marked).collect();
@@ -790,6 +814,13 @@ fn a_bad_document_is_reported_and_the_rest_still_judged_then_summed_up() {
     assert!(
         fixed_out.contains("kind: PersistentVolumeClaim"),
         "fix still fixed the rest"
+    );
+    // An object pvc-guard cannot read is printed as it came, not dropped
+    // from `fix -f dir > out`.
+    assert!(
+        fixed_out
+            .contains("metadata: {name: broken}\nspec: {template: {spec: {containers: oops}}}\n"),
+        "{fixed_out}"
     );
     for u in report.iter().filter(|e| e["decision"] == "unreadable") {
         assert!(u["source"].is_string() && u["error"].is_string(), "{u}");
