@@ -449,6 +449,7 @@ pub fn judge(
     }
     let a = policy.evaluate(workload, facts);
     let blocked = blocked_fixes(policy, facts, &a, owned.mutable());
+    let opted_out = a.opted_out.clone();
     let mut findings = settled(policy, a.findings);
     for f in &mut findings {
         if let (crate::policy::Detail::Site { blocked: b, .. }, Some(why)) = (
@@ -485,6 +486,7 @@ pub fn judge(
         findings,
         mode,
         omitted,
+        opted_out,
     })
 }
 
@@ -538,6 +540,9 @@ pub struct Judgement {
     pub mode: Mode,
     /// Findings beyond the cap, counted only.
     pub omitted: usize,
+    /// The accepted `pvc-guard.io/allow-ephemeral` reason, if any (what
+    /// a policy report shows as skipped).
+    pub opted_out: Option<String>,
 }
 
 /// The validating webhook.

@@ -77,6 +77,18 @@ pub enum Output {
     Sarif,
 }
 
+/// `audit`'s formats: the reports' and the controller's policy reports.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuditOutput {
+    Text,
+    Json,
+    /// SARIF 2.1.0, for code-scanning tools.
+    Sarif,
+    /// wgpolicyk8s.io/v1alpha2 PolicyReports (YAML), one per namespace, as
+    /// `pvc-guard controller` keeps them.
+    Policyreport,
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ObjectsOutput {
     /// Multi-document YAML that kubectl reads back unchanged.
@@ -184,7 +196,7 @@ pub struct AuditArgs {
     pub all_namespaces: bool,
     /// Report format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
-    pub output: Output,
+    pub output: AuditOutput,
     /// Policy config (YAML) to judge with (not the kubeconfig).
     #[arg(long = "config", value_name = "POLICY_FILE")]
     pub config: Option<PathBuf>,
@@ -521,7 +533,7 @@ fn audit(args: AuditArgs) -> Result<ExitCode, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    let entries = runtime.block_on(async {
+    let audited = runtime.block_on(async {
         let options = kube::config::KubeConfigOptions {
             context: args.context.clone(),
             ..Default::default()
@@ -558,7 +570,27 @@ fn audit(args: AuditArgs) -> Result<ExitCode, String> {
             .await
             .map_err(|e| crate::cluster::audit::describe_error(&e, &url))
     })?;
-    print_report(&entries, &[], args.output, false, true)?;
+    let entries = &audited.entries;
+    let output = match args.output {
+        AuditOutput::Text => Output::Text,
+        AuditOutput::Json => Output::Json,
+        AuditOutput::Sarif => Output::Sarif,
+        AuditOutput::Policyreport => {
+            use crate::report::policy_report::{self, ReportApi, Timestamp};
+            let docs = policy_report::documents(
+                ReportApi::PolicyReport,
+                &audited.subjects,
+                Timestamp::now(),
+            );
+            if docs.is_empty() {
+                eprintln!("audit: no workloads to report on");
+            }
+            emit(&manifest::to_yaml(&docs))?;
+            let denied = entries.iter().filter(|e| e.decision() == "deny").count();
+            return Ok(worst(0, denied));
+        }
+    };
+    print_report(entries, &[], output, false, true)?;
     let denied = entries.iter().filter(|e| e.decision() == "deny").count();
     Ok(worst(0, denied))
 }

@@ -1,5 +1,8 @@
 //! Reports of findings, shared by `check` and `audit`: text, JSON and SARIF
-//! 2.1.0 (what code-scanning tools read).
+//! 2.1.0 (what code-scanning tools read); and the policy reports the
+//! claim controller keeps in the cluster ([`policy_report`]).
+
+pub mod policy_report;
 
 use serde_json::{Value, json};
 

@@ -6,6 +6,8 @@
 mod api;
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,9 +16,64 @@ use clap::Parser;
 use common::*;
 use pvc_guard::cli::{Cli, Command};
 use pvc_guard::cluster::claims;
+use pvc_guard::cluster::events::Events;
 use pvc_guard::cluster::metrics::ControllerMetrics;
+use pvc_guard::cluster::reports;
 use pvc_guard::config::Config;
 use serde_json::{Value, json};
+
+/// Counts the bytes each thread holds, so a test on a current-thread
+/// runtime can measure what the code it runs keeps, whatever other tests
+/// do meanwhile on their threads.
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<i64> = const { Cell::new(0) };
+}
+
+fn count(delta: i64) {
+    let _ = LIVE.try_with(|c| c.set(c.get() + delta));
+}
+
+// SAFETY: every call is passed to the system allocator unchanged; the
+// counting touches a const-initialised thread-local, which never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            count(layout.size() as i64);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            count(layout.size() as i64);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        count(-(layout.size() as i64));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            count(new_size as i64 - layout.size() as i64);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+fn live_bytes() -> i64 {
+    LIVE.with(Cell::get)
+}
 
 /// The controller's series, as `pvc-guard controller` serves them.
 fn encode(metrics: &ControllerMetrics) -> String {
@@ -414,21 +471,29 @@ async fn the_claim_controller_creates_each_missing_claim_once_and_409_is_success
     api.close();
     let stores = claims::Stores::start(&client, &metrics.cluster);
     let (_config, config_rx) = tokio::sync::watch::channel(Arc::new(Config::default()));
+    let events = Events::new(client.clone(), "test", metrics.clone());
     let controller = tokio::spawn(claims::run(
         client,
         stores,
         config_rx,
         "pvc-guard".into(),
         metrics.clone(),
+        events,
         Duration::from_millis(200),
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(api.writes().is_empty(), "no claim before the caches sync");
     api.open();
-    eventually("two claims posted", async || api.writes().len() >= 2).await;
+    let claim_writes = || -> Vec<api::Seen> {
+        api.writes()
+            .into_iter()
+            .filter(|w| !w.path.starts_with("/apis/events.k8s.io/"))
+            .collect()
+    };
+    eventually("two claims posted", async || claim_writes().len() >= 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     controller.abort();
-    let writes = api.writes();
+    let writes = claim_writes();
     assert_eq!(
         writes.len(),
         2,
@@ -592,12 +657,14 @@ async fn the_claim_controller_creates_only_what_admission_would_and_counts_why()
     let client = api.client();
     let stores = claims::Stores::start(&client, &metrics.cluster);
     let (config_tx, config_rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
+    let events = Events::new(client.clone(), "test", metrics.clone());
     let controller = tokio::spawn(claims::run(
         client,
         stores,
         config_rx,
         "pvc-guard".into(),
         metrics.clone(),
+        events,
         Duration::from_secs(3600),
     ));
     let expected: std::collections::BTreeMap<String, u64> = [
@@ -929,13 +996,16 @@ async fn two_replicas_elect_one_claim_controller_through_the_lease() {
                     lease_namespace: "pvc-guard".into(),
                     identity: identity.into(),
                 },
+                reports::Options::default(),
                 stop.subscribe(),
             ));
             (identity, metrics, task)
         })
         .collect();
     eventually("a leader creates the claim", async || {
-        !api.writes().iter().all(|w| w.path.contains("leases"))
+        api.writes()
+            .iter()
+            .any(|w| w.path.ends_with("/persistentvolumeclaims"))
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -974,4 +1044,940 @@ async fn two_replicas_elect_one_claim_controller_through_the_lease() {
         );
     }
     assert_eq!(api.lease_holder(), None, "the Lease was released");
+}
+
+/// `fixture`'s object stored as `namespace/name`, with the uid, generation
+/// and resourceVersion the API server gives it.
+fn stored_as(fixture_name: &str, namespace: &str, name: &str, generation: i64) -> Value {
+    let mut object = fixture(fixture_name)["request"]["object"].clone();
+    let meta = &mut object["metadata"];
+    meta["namespace"] = json!(namespace);
+    meta["name"] = json!(name);
+    meta["uid"] = json!(format!("uid-{namespace}-{name}"));
+    meta["generation"] = json!(generation);
+    meta["resourceVersion"] = json!((600 + generation).to_string());
+    object
+}
+
+const WGPOLICY: &str = "wgpolicyk8s.io/v1alpha2";
+const OPENREPORTS: &str = "openreports.io/v1alpha1";
+
+fn report_path(api_version: &str, namespace: &str) -> String {
+    let plural = if api_version == WGPOLICY {
+        "policyreports"
+    } else {
+        "reports"
+    };
+    format!("/apis/{api_version}/namespaces/{namespace}/{plural}/pvc-guard")
+}
+
+/// (Kind/name, result, rule) of each result of a report, in its order.
+fn results_in(report: &Value) -> Vec<(String, String, String)> {
+    report["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let s = &r["resources"][0];
+            (
+                format!(
+                    "{}/{}",
+                    s["kind"].as_str().unwrap(),
+                    s["name"].as_str().unwrap()
+                ),
+                r["result"].as_str().unwrap().to_string(),
+                r["rule"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn triples(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    list.iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect()
+}
+
+/// The events published about `kind/name`: (type, reason, note).
+fn events_about(api: &ApiServer, kind: &str, name: &str) -> Vec<(String, String, String)> {
+    api.events()
+        .iter()
+        .filter(|e| e["regarding"]["kind"] == kind && e["regarding"]["name"] == name)
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["reason"].as_str().unwrap_or("").to_string(),
+                e["note"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn report_writes(api: &ApiServer, path: &str) -> usize {
+    api.writes().iter().filter(|w| w.path == path).count()
+}
+
+/// The reports keeper on the mock's client, computing a namespace at most
+/// every `min_interval`.
+fn start_reports(
+    api: &Arc<ApiServer>,
+    config: Config,
+    min_interval: Duration,
+) -> (ControllerMetrics, tokio::task::JoinHandle<()>) {
+    let metrics = ControllerMetrics::default();
+    let client = api.client();
+    let stores = claims::Stores::start(&client, &metrics.cluster);
+    let events = Events::new(client.clone(), "test", metrics.clone());
+    let (_, config_rx) = tokio::sync::watch::channel(Arc::new(config));
+    let task = tokio::spawn(reports::run(
+        client,
+        stores,
+        config_rx,
+        "pvc-guard".into(),
+        metrics.clone(),
+        events,
+        reports::Options {
+            batch: Duration::from_millis(100),
+            min_interval,
+            resync: Duration::from_secs(3600),
+            reads: 4,
+        },
+    ));
+    (metrics, task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controller_reports_every_stored_workload_and_follows_the_cluster() {
+    let api = ApiServer::new();
+    api.serve_reports(WGPOLICY);
+    api.serve_reports(OPENREPORTS);
+    let deployments = "/apis/apps/v1/deployments";
+    let orders = stored_as("pg-no-volume.create", "shop", "orders-db", 1);
+    let mut cache = stored_as("pg-opt-out.create", "shop", "cache-db", 1);
+    cache["metadata"]["annotations"]["pvc-guard.io/allow-ephemeral"] =
+        json!("rebuilt from the ledger at start");
+    let mut replica_set = stored_as("pg-no-volume.create", "shop", "orders-db-7d9", 1);
+    replica_set["kind"] = json!("ReplicaSet");
+    replica_set["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "Deployment",
+        "name": "orders-db", "uid": "uid-shop-orders-db", "controller": true}]);
+    let list = |kind: &str, items: Vec<Value>| {
+        vec![
+            json!({"kind": format!("{kind}List"), "apiVersion": "apps/v1", "metadata": {"resourceVersion": "600"}, "items": items}),
+        ]
+    };
+    api.set_list(
+        deployments,
+        list(
+            "Deployment",
+            vec![
+                orders.clone(),
+                stored_as("nginx-stateless.create", "shop", "web", 1),
+                cache,
+                stored_as("redis-emptydir.create", "shop", "sessions", 1),
+                // Never judged: pvc-guard.io/ignore=true, and pvc-guard's own namespace.
+                stored_as("pg-no-volume.create", "ci", "e2e-db", 1),
+                stored_as("pg-no-volume.create", "pvc-guard", "own-db", 1),
+            ],
+        ),
+    );
+    api.set_list(
+        "/apis/apps/v1/replicasets",
+        list("ReplicaSet", vec![replica_set]),
+    );
+    let mut system = stored_as("mariadb-pod.create", "kube-system", "etcd-backup", 1);
+    system["kind"] = json!("Pod");
+    api.set_list(
+        "/api/v1/pods",
+        vec![json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "600"}, "items": [system]})],
+    );
+    // What an earlier run wrote: shop's report (orders-db already failing)
+    // and finance's, where nothing is left to report.
+    let earlier = |ns: &str, results: Value| {
+        json!({"apiVersion": WGPOLICY, "kind": "PolicyReport",
+            "metadata": {"name": "pvc-guard", "namespace": ns, "uid": format!("uid-report-{ns}"),
+                "labels": {"app.kubernetes.io/managed-by": "pvc-guard"}},
+            "results": results})
+    };
+    let subject = json!([{"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "shop",
+        "name": "orders-db", "uid": "uid-shop-orders-db"}]);
+    api.objects.lock().unwrap().extend([
+        (
+            report_path(WGPOLICY, "shop"),
+            earlier("shop", json!([
+                {"source": "pvc-guard", "policy": "pvc-guard", "rule": "ephemeral-data-path", "result": "fail", "resources": subject},
+                {"source": "pvc-guard", "policy": "pvc-guard", "rule": "database-in-deployment", "result": "warn", "resources": subject}])),
+        ),
+        (
+            report_path(WGPOLICY, "finance"),
+            earlier("finance", json!([{"source": "pvc-guard", "policy": "pvc-guard", "result": "pass",
+                "resources": [{"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "finance", "name": "gone"}]}])),
+        ),
+    ]);
+    let (metrics, task) = start_reports(&api, Config::default(), Duration::from_millis(1500));
+
+    let shop = report_path(WGPOLICY, "shop");
+    let first = triples(&[
+        ("Deployment/cache-db", "warn", "database-in-deployment"),
+        ("Deployment/cache-db", "skip", "config-volume-data-path"),
+        ("Deployment/cache-db", "skip", "ephemeral-data-path"),
+        ("Deployment/orders-db", "fail", "ephemeral-data-path"),
+        ("Deployment/orders-db", "warn", "database-in-deployment"),
+        ("Deployment/sessions", "warn", "ephemeral-data-path"),
+        ("Deployment/web", "pass", ""),
+    ]);
+    eventually("shop's report holds every workload", async || {
+        api.object(&shop).is_some_and(|r| results_in(&r) == first)
+    })
+    .await;
+    let report = api.object(&shop).unwrap();
+    assert_eq!(
+        report["metadata"]["uid"], "uid-report-shop",
+        "updated in place"
+    );
+    assert_eq!(
+        report["summary"],
+        json!({"pass": 1, "fail": 1, "warn": 3, "error": 0, "skip": 2})
+    );
+    let fail = &report["results"].as_array().unwrap()[3];
+    assert_eq!(fail["resources"][0]["uid"], "uid-shop-orders-db");
+    assert_eq!(
+        fail["properties"]["mode"], "warn",
+        "shop is labelled mode=warn"
+    );
+    assert!(
+        fail["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("[ephemeral-data-path] Deployment shop/orders-db"),
+        "{fail}"
+    );
+    let skip = &report["results"].as_array().unwrap()[1];
+    assert_eq!(
+        skip["properties"]["reason"],
+        "rebuilt from the ledger at start"
+    );
+    // The Report of openreports.io holds the same results.
+    let open = report_path(OPENREPORTS, "shop");
+    eventually("the openreports Report is written too", async || {
+        api.object(&open)
+            .is_some_and(|r| r["results"] == api.object(&shop).unwrap()["results"])
+    })
+    .await;
+    assert_eq!(api.object(&open).unwrap()["source"], "pvc-guard");
+    // An ignored namespace: a skip with the reason; pvc-guard's own and
+    // the control plane's: no report; finance: nothing left, deleted.
+    let ci_path = report_path(WGPOLICY, "ci");
+    eventually("ci's report", async || api.object(&ci_path).is_some()).await;
+    let ci = api.object(&ci_path).unwrap();
+    assert_eq!(
+        results_in(&ci),
+        triples(&[("Deployment/e2e-db", "skip", "")])
+    );
+    assert!(
+        ci["results"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pvc-guard.io/ignore=true"),
+        "{ci}"
+    );
+    for ns in ["pvc-guard", "kube-system"] {
+        assert!(api.object(&report_path(WGPOLICY, ns)).is_none(), "{ns}");
+    }
+    eventually("finance's stale report is deleted", async || {
+        api.object(&report_path(WGPOLICY, "finance")).is_none()
+    })
+    .await;
+    // Each judged workload is read once; nothing owned, skipped or
+    // unreported is read at all.
+    let gets: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|s| s.method == "GET" && !s.is_watch() && s.path.contains("/namespaces/"))
+        .filter(|s| !s.path.contains("wgpolicyk8s.io") && !s.path.contains("openreports.io"))
+        .map(|s| s.path)
+        .collect();
+    let mut expected: Vec<String> = ["cache-db", "orders-db", "sessions", "web"]
+        .iter()
+        .map(|n| format!("/apis/apps/v1/namespaces/shop/deployments/{n}"))
+        .collect();
+    let mut sorted = gets.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected);
+    // Events for what changed since the earlier report: one for each newly
+    // found violation, none for orders-db (already reported; decided
+    // before sessions, in the same pass).
+    eventually("sessions' violation is announced", async || {
+        !events_about(&api, "Deployment", "sessions").is_empty()
+    })
+    .await;
+    assert!(events_about(&api, "Deployment", "orders-db").is_empty());
+    assert!(events_about(&api, "Deployment", "web").is_empty());
+    let sessions = events_about(&api, "Deployment", "sessions");
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(
+        (sessions[0].0.as_str(), sessions[0].1.as_str()),
+        ("Warning", "PolicyViolation")
+    );
+    assert!(
+        sessions[0].2.contains("warn ephemeral-data-path"),
+        "{sessions:?}"
+    );
+
+    // Fixed: its failure goes, the report is changed in place, and an
+    // event says what is left.
+    let policy = pvc_guard::policy::Policy::new(Config::default());
+    let mut fixed = common::fixed(&policy, &orders);
+    fixed["metadata"]["generation"] = json!(2);
+    fixed["metadata"]["resourceVersion"] = json!("602");
+    api.send_watch(deployments, &json!({"type": "MODIFIED", "object": fixed}));
+    eventually("the fixed workload's failure is gone", async || {
+        let results = results_in(&api.object(&shop).unwrap());
+        !results
+            .iter()
+            .any(|(w, r, _)| w == "Deployment/orders-db" && r == "fail")
+    })
+    .await;
+    assert_eq!(
+        api.object(&shop).unwrap()["metadata"]["uid"],
+        "uid-report-shop"
+    );
+    eventually(
+        "an event says what is left of orders-db's findings",
+        async || {
+            events_about(&api, "Deployment", "orders-db")
+                .iter()
+                .any(|(t, reason, note)| {
+                    t == "Warning" && reason == "PolicyViolation" && !note.contains("fail")
+                })
+        },
+    )
+    .await;
+
+    // Deleted: its result goes.
+    let mut web = stored_as("nginx-stateless.create", "shop", "web", 1);
+    web["metadata"]["resourceVersion"] = json!("700");
+    api.send_watch(deployments, &json!({"type": "DELETED", "object": web}));
+    eventually("the deleted workload's pass is gone", async || {
+        !results_in(&api.object(&shop).unwrap())
+            .iter()
+            .any(|(w, _, _)| w == "Deployment/web")
+    })
+    .await;
+
+    // Changes that keep coming cost one computation per interval (1.5 s):
+    // ten changes over two seconds, at most three writes.
+    let before = report_writes(&api, &shop);
+    for generation in 2..12 {
+        let mut sessions = stored_as("redis-emptydir.create", "shop", "sessions", generation);
+        if generation == 11 {
+            sessions["metadata"]["annotations"]["pvc-guard.io/allow-ephemeral"] = json!("a cache");
+        } else {
+            // Each a change of the report: a new container name.
+            sessions["spec"]["template"]["spec"]["containers"][0]["name"] =
+                json!(format!("redis-{generation}"));
+        }
+        api.send_watch(
+            deployments,
+            &json!({"type": "MODIFIED", "object": sessions}),
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eventually("the last change is reported", async || {
+        results_in(&api.object(&shop).unwrap())
+            .iter()
+            .any(|(w, r, _)| w == "Deployment/sessions" && r == "skip")
+    })
+    .await;
+    let burst = report_writes(&api, &shop) - before;
+    assert!(burst <= 3, "{burst} writes for ten changes in two seconds");
+    eventually("a violation that goes is announced", async || {
+        events_about(&api, "Deployment", "sessions")
+            .iter()
+            .any(|(t, reason, _)| t == "Normal" && reason == "PolicyPass")
+    })
+    .await;
+    assert!(encode(&metrics).contains("pvc_guard_events_published_total"));
+    task.abort();
+    assert!(
+        api.unexpected.lock().unwrap().is_empty(),
+        "{:?}",
+        api.unexpected.lock().unwrap()
+    );
+}
+
+/// What RBAC must allow for a request: (namespace, apiGroup, resource,
+/// name, verb) each; none for discovery, which every user may read. A
+/// server-side apply (a PATCH with a fieldManager) is authorized as a
+/// patch, and also as a create when it creates the object, which the API
+/// server checks then: both are required.
+fn authorized_as(seen: &api::Seen) -> Vec<(String, String, String, String, String)> {
+    let parts: Vec<&str> = seen.path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => panic!("not an API path: {seen:?}"),
+    };
+    let (namespace, resource, name) = match rest {
+        [] => return Vec::new(),
+        ["namespaces", ns, resource, name @ ..] => (*ns, *resource, name.first().copied()),
+        [resource, name @ ..] => ("", *resource, name.first().copied()),
+    };
+    let verbs: &[&str] = match (seen.method.as_str(), name) {
+        ("GET", Some(_)) => &["get"],
+        ("GET", None) if seen.is_watch() => &["watch"],
+        ("GET", None) => &["list"],
+        ("POST", _) => &["create"],
+        ("PATCH", _) if seen.param("fieldManager").is_some() => &["patch", "create"],
+        ("PATCH", _) => &["patch"],
+        ("PUT", _) => &["update"],
+        ("DELETE", _) => &["delete"],
+        (other, _) => panic!("{other} {seen:?}"),
+    };
+    verbs
+        .iter()
+        .map(|verb| {
+            (
+                namespace.into(),
+                group.into(),
+                resource.into(),
+                name.unwrap_or("").into(),
+                verb.to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Does manifests/base/rbac.yaml let `account` (in pvc-guard) make `request`?
+fn granted(
+    docs: &[Value],
+    account: &str,
+    request: &(String, String, String, String, String),
+) -> bool {
+    let (namespace, group, resource, name, verb) = request;
+    let has = |list: &Value, want: &str| {
+        list.as_array()
+            .is_some_and(|l| l.iter().any(|v| v == want || v == "*"))
+    };
+    docs.iter()
+        .filter(|b| b["kind"] == "ClusterRoleBinding" || b["kind"] == "RoleBinding")
+        .filter(|b| {
+            b["subjects"].as_array().into_iter().flatten().any(|s| {
+                s["kind"] == "ServiceAccount"
+                    && s["name"] == account
+                    && s["namespace"] == "pvc-guard"
+            })
+        })
+        .any(|binding| {
+            let role_kind = binding["roleRef"]["kind"].as_str().unwrap();
+            if role_kind == "Role" && binding["metadata"]["namespace"] != namespace.as_str() {
+                return false;
+            }
+            let role = docs
+                .iter()
+                .find(|d| {
+                    d["kind"] == role_kind && d["metadata"]["name"] == binding["roleRef"]["name"]
+                })
+                .expect("the bound role");
+            role["rules"].as_array().into_iter().flatten().any(|rule| {
+                has(&rule["apiGroups"], group)
+                    && has(&rule["resources"], resource)
+                    && has(&rule["verbs"], verb)
+                    && (rule.get("resourceNames").is_none() || has(&rule["resourceNames"], name))
+            })
+        })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_the_controller_makes_is_granted_to_its_service_account() {
+    let api = ApiServer::new();
+    api.serve_reports(WGPOLICY);
+    api.serve_reports(OPENREPORTS);
+    api.set_list(
+        "/apis/apps/v1/deployments",
+        vec![json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "600"},
+            "items": [stored_mutated("orders-db"), stored_as("redis-emptydir.create", "shop", "sessions", 1)]})],
+    );
+    for (api_version, plural) in [(WGPOLICY, "policyreports"), (OPENREPORTS, "reports")] {
+        api.objects.lock().unwrap().insert(
+            report_path(api_version, "finance"),
+            json!({"apiVersion": api_version, "metadata": {"name": "pvc-guard", "namespace": "finance",
+                "labels": {"app.kubernetes.io/managed-by": "pvc-guard"}}, "kind": plural, "results": []}),
+        );
+    }
+    let metrics = ControllerMetrics::default();
+    let client = api.client();
+    let stores = claims::Stores::start(&client, &metrics.cluster);
+    let (_config, config) = tokio::sync::watch::channel(Arc::new(Config::default()));
+    let stop = tokio::sync::watch::channel(false).0;
+    let task = tokio::spawn(claims::run_elected(
+        client,
+        stores,
+        config,
+        metrics,
+        claims::Election {
+            lease_namespace: "pvc-guard".into(),
+            identity: "controller-0".into(),
+        },
+        reports::Options {
+            batch: Duration::from_millis(50),
+            ..reports::Options::default()
+        },
+        stop.subscribe(),
+    ));
+    // Every kind of call: the Lease, the caches and watches, a GET, a
+    // claim and its event, a report written and one deleted.
+    eventually("the controller has done one of everything", async || {
+        let w = api.writes();
+        let did = |method: &str, part: &str| {
+            w.iter()
+                .any(|s| s.method == method && s.path.contains(part))
+        };
+        did("POST", "/persistentvolumeclaims")
+            && did("POST", "/events")
+            && did("PATCH", "/policyreports/")
+            && did("PATCH", "/reports/")
+            && did("DELETE", "/policyreports/")
+            && did("DELETE", "/reports/")
+            && did("PATCH", "/leases/")
+    })
+    .await;
+    stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops promptly")
+        .unwrap();
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/rbac.yaml"),
+    )
+    .unwrap();
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let mut calls: Vec<_> = api.requests().iter().flat_map(authorized_as).collect();
+    calls.sort();
+    calls.dedup();
+    assert!(calls.iter().any(|c| c.4 == "get" && c.2 == "deployments"));
+    let refused: Vec<_> = calls
+        .iter()
+        .filter(|c| !granted(&docs, "pvc-guard-controller", c))
+        .collect();
+    assert!(refused.is_empty(), "calls RBAC would refuse: {refused:?}");
+    // The check can fail: the webhook's account may make none of these writes.
+    assert!(
+        calls
+            .iter()
+            .filter(|c| c.4 != "list" && c.4 != "watch")
+            .all(|c| !granted(&docs, "pvc-guard", c))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claim_events_say_what_was_created_and_why_the_api_server_refused() {
+    let api = ApiServer::new();
+    api.set_list(
+        "/apis/apps/v1/deployments",
+        vec![json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "600"},
+            "items": [
+                recorded("shop", "orders-db", "orders-db-data", RWO_10G, true),
+                recorded("platform", "ledger-db", "ledger-db-data", RWO_10G, true),
+            ]})],
+    );
+    let metrics = ControllerMetrics::default();
+    let client = api.client();
+    let stores = claims::Stores::start(&client, &metrics.cluster);
+    let (_config, config_rx) = tokio::sync::watch::channel(Arc::new(Config::default()));
+    let events = Events::new(client.clone(), "controller-0", metrics.clone());
+    let controller = tokio::spawn(claims::run(
+        client,
+        stores,
+        config_rx,
+        "pvc-guard".into(),
+        metrics.clone(),
+        events,
+        Duration::from_secs(3600),
+    ));
+    eventually("an event for each outcome", async || {
+        api.events().len() >= 2
+    })
+    .await;
+    controller.abort();
+    let created = events_about(&api, "Deployment", "orders-db");
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(
+        (created[0].0.as_str(), created[0].1.as_str()),
+        ("Normal", "ClaimCreated")
+    );
+    assert!(
+        created[0].2.contains("orders-db-data (10Gi, ReadWriteOnce"),
+        "{created:?}"
+    );
+    let refused = events_about(&api, "Deployment", "ledger-db");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        (refused[0].0.as_str(), refused[0].1.as_str()),
+        ("Warning", "ClaimCreateFailed")
+    );
+    assert!(
+        refused[0].2.contains("Forbidden (403): persistentvolumeclaims \"ledger-db-data\" is forbidden: exceeded quota: no-claims"),
+        "the API server's reason and words: {refused:?}"
+    );
+    let event = api
+        .events()
+        .into_iter()
+        .find(|e| e["reason"] == "ClaimCreateFailed")
+        .unwrap();
+    assert_eq!(event["regarding"]["uid"], "uid-platform-ledger-db");
+    assert_eq!(event["related"]["kind"], "PersistentVolumeClaim");
+    assert_eq!(event["related"]["name"], "ledger-db-data");
+    assert_eq!(event["reportingController"], "pvc-guard.io/controller");
+    assert_eq!(event["reportingInstance"], "controller-0");
+    assert!(encode(&metrics).contains("pvc_guard_events_published_total 2"));
+}
+
+/// The directory of the policy report CRDs (`$PVC_GUARD_CRDS`, else the
+/// copies in tests/data/crds, which the end-to-end tests install too);
+/// `None` after saying why when it is absent, unless
+/// `PVC_GUARD_E2E_REQUIRED=1` (CI) makes that a failure.
+fn crds_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("PVC_GUARD_CRDS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/crds")
+        });
+    if dir.join("wgpolicyk8s.io_policyreports.yaml").exists() {
+        return Some(dir);
+    }
+    let why = format!(
+        "no policy report CRDs in {} (set PVC_GUARD_CRDS to the directory holding wgpolicyk8s.io_policyreports.yaml and openreports.io_reports.yaml)",
+        dir.display()
+    );
+    assert!(
+        std::env::var("PVC_GUARD_E2E_REQUIRED").as_deref() != Ok("1"),
+        "{why}"
+    );
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+/// The openAPIV3Schema of `version` in the CRD file `file`, held to its
+/// fields the way the API server's strict field validation holds a
+/// server-side apply: an object that lists its properties takes no other.
+fn crd_schema(dir: &std::path::Path, file: &str, version: &str) -> Value {
+    fn strict(schema: &mut Value) {
+        let Some(object) = schema.as_object_mut() else {
+            return;
+        };
+        if object.contains_key("properties")
+            && !object.contains_key("additionalProperties")
+            && !object.contains_key("x-kubernetes-preserve-unknown-fields")
+        {
+            object.insert("additionalProperties".into(), json!(false));
+        }
+        for value in object.values_mut() {
+            match value {
+                Value::Object(_) => strict(value),
+                Value::Array(items) => items.iter_mut().for_each(strict),
+                _ => {}
+            }
+        }
+    }
+    let text = std::fs::read_to_string(dir.join(file)).unwrap();
+    let crd: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let mut schema = crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == version)
+        .unwrap_or_else(|| panic!("{file} has no version {version}"))["schema"]["openAPIV3Schema"]
+        .clone();
+    strict(&mut schema);
+    schema
+}
+
+fn schema_errors(validator: &jsonschema::Validator, doc: &Value) -> Vec<String> {
+    validator
+        .iter_errors(doc)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_prints_the_controllers_policy_reports_and_they_fit_the_crds() {
+    let Some(crds) = crds_dir() else {
+        return;
+    };
+    let wgpolicy = jsonschema::validator_for(&crd_schema(
+        &crds,
+        "wgpolicyk8s.io_policyreports.yaml",
+        "v1alpha2",
+    ))
+    .unwrap();
+    let openreports = jsonschema::validator_for(&crd_schema(
+        &crds,
+        "openreports.io_reports.yaml",
+        "v1alpha1",
+    ))
+    .unwrap();
+    let lists = |api: &ApiServer| {
+        let mut owned = stored_as("pg-no-volume.create", "data", "orders-db-5d9c7", 1);
+        owned["kind"] = json!("Pod");
+        owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "name": "orders-db", "uid": "u", "controller": true}]);
+        let mut system = stored_as("mariadb-pod.create", "kube-system", "etcd-backup", 1);
+        system["kind"] = json!("Pod");
+        api.set_list(
+            "/apis/apps/v1/deployments",
+            vec![json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "600"}, "items": [
+                stored_as("pg-no-volume.create", "data", "orders-db", 1),
+                stored_as("nginx-stateless.create", "data", "web", 1),
+                stored_as("pg-opt-out.create", "data", "cache-db", 1),
+                stored_as("pg-no-volume.create", "ci", "e2e-db", 1),
+            ]})],
+        );
+        api.set_list(
+            "/api/v1/pods",
+            vec![json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "600"}, "items": [owned, system]})],
+        );
+    };
+    let api = ApiServer::new();
+    lists(&api);
+    let (url, ca) = api.serve_https().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), &url, &ca);
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        run_cli_env(
+            &["audit", "-A", "-o", "policyreport"],
+            &[("KUBECONFIG", config.to_str().unwrap())],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        code, 1,
+        "a denial exits 1, as with every format: {out}{err}"
+    );
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&out)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let namespaces: Vec<&str> = docs
+        .iter()
+        .map(|d| d["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["ci", "data"], "no report for kube-system");
+    for doc in &docs {
+        assert_eq!(doc["apiVersion"], WGPOLICY);
+        assert_eq!(doc["kind"], "PolicyReport");
+        assert_eq!(doc["metadata"]["name"], "pvc-guard");
+        let errors = schema_errors(&wgpolicy, doc);
+        assert!(errors.is_empty(), "{errors:?}\n{doc}");
+        // The same results as an openreports.io Report fit its CRD too.
+        let results = pvc_guard::report::policy_report::results_of(doc);
+        let open = pvc_guard::report::policy_report::document(
+            pvc_guard::report::policy_report::ReportApi::OpenReports,
+            doc["metadata"]["namespace"].as_str().unwrap(),
+            &results,
+        );
+        let errors = schema_errors(&openreports, &open);
+        assert!(errors.is_empty(), "{errors:?}\n{open}");
+    }
+    let data = &docs[1];
+    assert_eq!(
+        results_in(data),
+        triples(&[
+            ("Deployment/cache-db", "warn", "database-in-deployment"),
+            ("Deployment/cache-db", "skip", "config-volume-data-path"),
+            ("Deployment/cache-db", "skip", "ephemeral-data-path"),
+            ("Deployment/orders-db", "fail", "ephemeral-data-path"),
+            ("Deployment/orders-db", "warn", "database-in-deployment"),
+            ("Deployment/web", "pass", ""),
+        ])
+    );
+    assert_eq!(
+        results_in(&docs[0]),
+        triples(&[("Deployment/e2e-db", "skip", "")])
+    );
+    // The schema check can fail: an outcome or a field the CRD does not know.
+    let mut broken = data.clone();
+    broken["results"][0]["result"] = json!("denied");
+    assert!(!wgpolicy.is_valid(&broken));
+    let mut broken = data.clone();
+    broken["results"][0]["rules"] = json!(["x"]);
+    assert!(!wgpolicy.is_valid(&broken));
+
+    // The controller writes the same results for the same stored objects.
+    let cluster = ApiServer::new();
+    lists(&cluster);
+    cluster.serve_reports(WGPOLICY);
+    let (_metrics, task) = start_reports(&cluster, Config::default(), Duration::from_millis(100));
+    let path = report_path(WGPOLICY, "data");
+    eventually("the controller reports on data", async || {
+        cluster.object(&path).is_some()
+    })
+    .await;
+    task.abort();
+    let strip = |doc: &Value| {
+        let mut results = doc["results"].clone();
+        for r in results.as_array_mut().unwrap() {
+            r.as_object_mut().unwrap().remove("timestamp");
+        }
+        results
+    };
+    let written = cluster.object(&path).unwrap();
+    assert_eq!(strip(&written), strip(data));
+    assert_eq!(written["summary"], data["summary"]);
+}
+
+/// A Pod a ReplicaSet owns, with the status a running pod carries.
+fn owned_pod(namespace: &str, name: &str) -> Value {
+    let mut pod = stored_as("mariadb-pod.create", namespace, name, 1);
+    pod["kind"] = json!("Pod");
+    pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "name": format!("{name}-rs"), "uid": format!("uid-{name}-rs"), "controller": true, "blockOwnerDeletion": true}]);
+    let time = "2026-11-22T03:40:00Z";
+    let conditions: Vec<Value> = [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+        "PodScheduled",
+    ]
+    .iter()
+    .map(
+        |t| json!({"type": t, "status": "True", "lastProbeTime": null, "lastTransitionTime": time}),
+    )
+    .collect();
+    pod["status"] = json!({"phase": "Running", "hostIP": "10.0.3.17", "podIP": "10.244.3.41",
+        "podIPs": [{"ip": "10.244.3.41"}], "qosClass": "Burstable", "startTime": time,
+        "conditions": conditions,
+        "containerStatuses": [{"name": "mariadb", "ready": true, "restartCount": 0, "started": true,
+            "image": "docker.io/library/mariadb:11.4", "imageID": format!("docker.io/library/mariadb@sha256:{}", "ab12".repeat(16)),
+            "containerID": format!("containerd://{}", "cd34".repeat(16)),
+            "state": {"running": {"startedAt": time}}, "lastState": {}}]});
+    pod
+}
+
+/// What the reports keeper keeps for 2,000 stored workloads beside 8,000
+/// owned Pods, against what reflector caches of the full objects keep
+/// (managedFields dropped, as pvc-guard's own caches do), counted on this
+/// thread. The keeper holds metadata streams, the typed view of each
+/// workload without an owner and the reports; the caches would hold every
+/// object of every kind. Run with --nocapture to see the numbers.
+#[tokio::test(flavor = "current_thread")]
+async fn the_reports_keeper_keeps_far_less_than_caches_of_full_objects() {
+    const WORKLOADS: usize = 2_000;
+    const PODS: usize = 8_000;
+    let namespaces = [
+        "data",
+        "default",
+        "finance",
+        "logging",
+        "monitoring",
+        "platform",
+        "shop",
+        "wordpress",
+    ];
+    let api = ApiServer::new();
+    api.serve_reports(WGPOLICY);
+    let deployments: Vec<Value> = (0..WORKLOADS)
+        .map(|i| {
+            let fixture = [
+                "pg-no-volume.create",
+                "nginx-stateless.create",
+                "redis-emptydir.create",
+            ][i % 3];
+            stored_as(
+                fixture,
+                namespaces[i % namespaces.len()],
+                &format!("app-{i}"),
+                1,
+            )
+        })
+        .collect();
+    let pods: Vec<Value> = (0..PODS)
+        .map(|i| {
+            owned_pod(
+                namespaces[i % namespaces.len()],
+                &format!("app-{}-5d9c7-{i}", i % WORKLOADS),
+            )
+        })
+        .collect();
+    let bytes = |items: &[Value]| items.iter().map(|i| i.to_string().len()).sum::<usize>();
+    eprintln!(
+        "stored: {WORKLOADS} Deployments ({} KiB of JSON), {PODS} owned Pods ({} KiB)",
+        bytes(&deployments) / 1024,
+        bytes(&pods) / 1024
+    );
+    api.set_list(
+        "/apis/apps/v1/deployments",
+        vec![json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "600"}, "items": deployments})],
+    );
+    api.set_list(
+        "/api/v1/pods",
+        vec![json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "600"}, "items": pods})],
+    );
+    let settle = || tokio::time::sleep(Duration::from_millis(300));
+
+    let before = live_bytes();
+    let (_metrics, keeper) = start_reports(&api, Config::default(), Duration::from_millis(100));
+    eventually("every namespace is reported", async || {
+        namespaces
+            .iter()
+            .all(|ns| api.object(&report_path(WGPOLICY, ns)).is_some())
+    })
+    .await;
+    settle().await;
+    // The mock's own records (requests seen, reports as stored) are not
+    // the keeper's.
+    api.seen.lock().unwrap().clear();
+    api.objects.lock().unwrap().clear();
+    let keeper_bytes = live_bytes() - before;
+    keeper.abort();
+    let _ = keeper.await;
+    settle().await;
+
+    let before = live_bytes();
+    let client = api.client();
+    let mut stores = Vec::new();
+    for (group, version, kind, plural) in pvc_guard::cluster::audit::WORKLOADS {
+        let resource = kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(group, version, kind),
+            plural,
+        );
+        let writer = kube::runtime::reflector::store::Writer::new(resource.clone());
+        let reader = writer.as_reader();
+        use kube::runtime::WatchStreamExt;
+        let stream = kube::runtime::watcher(
+            kube::Api::<kube::api::DynamicObject>::all_with(client.clone(), &resource),
+            kube::runtime::watcher::Config::default(),
+        )
+        .modify(|o| o.metadata.managed_fields = None);
+        let stream = kube::runtime::reflector(writer, stream);
+        stores.push((
+            reader.clone(),
+            tokio::spawn(async move {
+                use futures_util::StreamExt;
+                let mut stream = std::pin::pin!(stream);
+                while stream.next().await.is_some() {}
+            }),
+        ));
+    }
+    for (reader, _) in &stores {
+        reader.wait_until_ready().await.unwrap();
+    }
+    settle().await;
+    let cache_bytes = live_bytes() - before;
+    let cached: usize = stores.iter().map(|(r, _)| r.len()).sum();
+    eprintln!(
+        "reports keeper: {} KiB ({} B per workload judged); full-object caches: {} KiB for {cached} objects ({} B per object)",
+        keeper_bytes / 1024,
+        keeper_bytes / WORKLOADS as i64,
+        cache_bytes / 1024,
+        cache_bytes / cached as i64,
+    );
+    assert_eq!(cached, WORKLOADS + PODS);
+    assert!(
+        keeper_bytes * 4 < cache_bytes,
+        "the keeper keeps {keeper_bytes} B, caches of full objects {cache_bytes} B"
+    );
 }

@@ -1304,3 +1304,414 @@ fn exemption_labels_are_set_only_by_the_named_groups() {
     assert!(labels().get("pvc-guard.io/ignore").is_none());
     label(&dev, "team=ledger", false).ok("ordinary labels stay the developers'");
 }
+
+/// The policy report CRDs are installed, or (after saying why) the test is
+/// skipped; `PVC_GUARD_E2E_REQUIRED=1` makes that a failure.
+fn reports_installed(t: &Scenario) -> bool {
+    if t.install.crds.is_some() {
+        return true;
+    }
+    let why = "no policy report CRDs in $PVC_GUARD_CRDS";
+    assert!(
+        std::env::var("PVC_GUARD_E2E_REQUIRED").as_deref() != Ok("1"),
+        "{why}"
+    );
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
+/// (Kind/name, result, rule) of each result of a report.
+fn report_results(report: &Value) -> Vec<(String, String, String)> {
+    report["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let s = &r["resources"][0];
+            (
+                format!(
+                    "{}/{}",
+                    s["kind"].as_str().unwrap(),
+                    s["name"].as_str().unwrap()
+                ),
+                r["result"].as_str().unwrap().to_string(),
+                r["rule"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The report `pvc-guard` of `resource` (policyreport, reports.openreports.io)
+/// in `namespace`, once `ready` holds for its results.
+fn report_when(
+    t: &Scenario,
+    resource: &str,
+    namespace: &str,
+    what: &str,
+    ready: impl Fn(&[(String, String, String)]) -> bool,
+) -> Value {
+    envtest::eventually(what, || {
+        let run = t.kubectl(&["get", resource, "pvc-guard", "-n", namespace, "-o", "json"]);
+        if run.code != 0 {
+            // What the controller said about reports, if anything.
+            let said: Vec<String> = t.install.with_controller(|c| {
+                c.log()
+                    .lines()
+                    .filter(|l| l.contains("report") || l.contains("ERROR"))
+                    .map(str::to_string)
+                    .collect()
+            });
+            return Err(format!("{run}\n--- controller\n{}", said.join("\n")));
+        }
+        let report = run.json();
+        let results = report_results(&report);
+        if ready(&results) {
+            Ok(report)
+        } else {
+            Err(format!("{results:?}"))
+        }
+    })
+}
+
+fn has(results: &[(String, String, String)], workload: &str, result: &str, rule: &str) -> bool {
+    results
+        .iter()
+        .any(|(w, r, rule_id)| w == workload && r == result && rule_id == rule)
+}
+
+/// The events about `kind/name` in `namespace`: (type, reason, note).
+fn events_about(
+    t: &Scenario,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+) -> Vec<(String, String, String)> {
+    let selector = format!("regarding.kind={kind},regarding.name={name}");
+    let run = t
+        .kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            namespace,
+            "--field-selector",
+            &selector,
+            "-o",
+            "json",
+        ])
+        .ok("kubectl get events");
+    run.json()["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["reason"].as_str().unwrap_or("").to_string(),
+                e["note"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// postgres:16.4 with its data on claim `claim`, rolled out by Recreate:
+/// nothing pvc-guard denies.
+fn postgres_on_claim(namespace: &str, name: &str, claim: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  replicas: 1
+  strategy: {{type: Recreate}}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+      - name: postgres
+        image: postgres:16.4
+        volumeMounts:
+        - {{name: data, mountPath: /var/lib/postgresql/data, subPath: pgdata}}
+      volumes:
+      - name: data
+        persistentVolumeClaim: {{claimName: {claim}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {claim}
+  namespace: {namespace}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 1Gi}}}}
+"#
+    )
+}
+
+#[test]
+fn policy_reports_show_every_stored_workload_and_follow_the_cluster() {
+    let Some(t) = Scenario::start(
+        "reports",
+        &[(
+            "audit",
+            &[
+                ("pvc-guard.io/mode", "audit"),
+                ("pvc-guard.io/mutate", "false"),
+            ],
+        )],
+    ) else {
+        return;
+    };
+    if !reports_installed(&t) {
+        return;
+    }
+    let ns = t.ns("audit");
+    // Stored while the namespace only audits (and fixes nothing): what
+    // enforce mode would deny is in the cluster.
+    t.kubectl_stdin(
+        &["create", "-f", "-"],
+        &postgres_no_volume(&ns, "orders-db"),
+    )
+    .ok("create orders-db");
+    t.kubectl_stdin(
+        &["create", "-f", "-"],
+        &postgres_daemonset(&ns, "replicated-db"),
+    )
+    .ok("create replicated-db");
+    t.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.27",
+        "-n",
+        &ns,
+    ])
+    .ok("create web");
+    let scratch = postgres_no_volume(&ns, "scratch-db").replace(
+        "  namespace:",
+        "  annotations: {pvc-guard.io/allow-ephemeral: \"a scratch copy, restored from backup every night\"}\n  namespace:",
+    );
+    t.kubectl_stdin(&["create", "-f", "-"], &scratch)
+        .ok("create scratch-db");
+
+    let report = report_when(&t, "policyreport", &ns, "every workload is reported", |r| {
+        has(r, "Deployment/orders-db", "fail", "ephemeral-data-path")
+            && has(r, "DaemonSet/replicated-db", "fail", "ephemeral-data-path")
+            && has(r, "Deployment/web", "pass", "")
+            && has(r, "Deployment/scratch-db", "skip", "ephemeral-data-path")
+    });
+    let results = report_results(&report);
+    assert!(
+        !results
+            .iter()
+            .any(|(w, r, _)| w == "Deployment/web" && r != "pass"),
+        "{results:?}"
+    );
+    assert!(
+        !has(
+            &results,
+            "Deployment/scratch-db",
+            "fail",
+            "ephemeral-data-path"
+        ),
+        "{results:?}"
+    );
+    let uid = report["metadata"]["uid"].as_str().unwrap().to_string();
+    let fail = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["result"] == "fail" && r["resources"][0]["name"] == "orders-db")
+        .unwrap();
+    assert_eq!(fail["properties"]["mode"], "audit", "{fail}");
+    assert_eq!(fail["source"], "pvc-guard");
+    assert!(
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["result"] == "skip"
+                && r["properties"]["reason"] == "a scratch copy, restored from backup every night"),
+        "{report}"
+    );
+    let listed = t
+        .kubectl(&["get", "policyreport", "-n", &ns])
+        .ok("kubectl get policyreport");
+    eprintln!("$ kubectl get policyreport -n {ns}\n{}", listed.stdout);
+    let yaml = t
+        .kubectl(&["get", "policyreport", "pvc-guard", "-n", &ns, "-o", "yaml"])
+        .ok("kubectl get policyreport -o yaml");
+    eprintln!(
+        "$ kubectl get policyreport pvc-guard -n {ns} -o yaml\n{}",
+        yaml.stdout
+    );
+    let header: Vec<&str> = listed
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "PASS", "FAIL", "WARN", "ERROR", "SKIP", "AGE"]
+    );
+    let row: Vec<&str> = listed
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let summary = &report["summary"];
+    assert_eq!(row[0], "pvc-guard");
+    assert_eq!(row[1], summary["pass"].to_string(), "{}", listed.stdout);
+    assert_eq!(row[2], summary["fail"].to_string(), "{}", listed.stdout);
+    assert_eq!(summary["fail"], 2, "{summary}");
+    // The openreports.io Report, where its CRD is installed: the same results.
+    let open = report_when(
+        &t,
+        "reports.openreports.io",
+        &ns,
+        "the Report is written too",
+        |r| r == results.as_slice(),
+    );
+    assert_eq!(open["source"], "pvc-guard");
+
+    // An Event on the workload, where `kubectl describe` shows it.
+    envtest::eventually("orders-db's PolicyViolation event", || {
+        let events = events_about(&t, &ns, "Deployment", "orders-db");
+        events
+            .iter()
+            .any(|(ty, reason, note)| {
+                ty == "Warning"
+                    && reason == "PolicyViolation"
+                    && note.contains("fail ephemeral-data-path")
+            })
+            .then_some(())
+            .ok_or_else(|| format!("{events:?}"))
+    });
+    let described = t
+        .kubectl(&["describe", "deployment", "orders-db", "-n", &ns])
+        .ok("kubectl describe");
+    let events = &described.stdout[described.stdout.find("Events:").expect("an Events section")..];
+    eprintln!("$ kubectl describe deployment orders-db -n {ns}\n...\n{events}");
+    assert!(events.contains("PolicyViolation"), "{events}");
+    assert!(events.contains("pvc-guard.io/controller"), "{events}");
+
+    // Fixed: its failure goes; deleted: its results go; the same report.
+    let fixed = postgres_on_claim(&ns, "orders-db", "orders-db-data");
+    let (deployment, claim) = fixed.split_once("---").unwrap();
+    t.kubectl_stdin(&["replace", "-f", "-"], deployment)
+        .ok("replace orders-db");
+    t.kubectl_stdin(&["create", "-f", "-"], claim)
+        .ok("create orders-db-data");
+    t.kubectl(&["delete", "daemonset", "replicated-db", "-n", &ns])
+        .ok("delete replicated-db");
+    let after = report_when(
+        &t,
+        "policyreport",
+        &ns,
+        "the fixed and the deleted are gone",
+        |r| {
+            !r.iter().any(|(w, result, _)| {
+                (w == "Deployment/orders-db" && result == "fail") || w == "DaemonSet/replicated-db"
+            }) && r.iter().any(|(w, _, _)| w == "Deployment/orders-db")
+        },
+    );
+    assert_eq!(
+        after["metadata"]["uid"],
+        uid.as_str(),
+        "updated in place, never recreated"
+    );
+    assert_eq!(after["summary"]["fail"], 0, "{after}");
+    envtest::eventually("an event says what is left of orders-db's findings", || {
+        let events = events_about(&t, &ns, "Deployment", "orders-db");
+        events
+            .iter()
+            .any(|(_, reason, note)| reason == "PolicyViolation" && !note.contains("fail "))
+            .then_some(())
+            .ok_or_else(|| format!("{events:?}"))
+    });
+}
+
+#[test]
+fn claim_events_show_on_the_deployment_with_the_api_servers_reason() {
+    let Some(t) = Scenario::start("claimevents", &[("shop", &[]), ("quota", &[])]) else {
+        return;
+    };
+    let (shop, quota) = (t.ns("shop"), t.ns("quota"));
+    // A quota that allows no claim. The quota's usage is the controller
+    // manager's to write, and none runs here: the admin writes it.
+    t.kubectl(&[
+        "create",
+        "quota",
+        "no-claims",
+        "--hard=persistentvolumeclaims=0",
+        "-n",
+        &quota,
+    ])
+    .ok("create quota");
+    t.kubectl(&[
+        "patch",
+        "resourcequota",
+        "no-claims",
+        "-n",
+        &quota,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"hard":{"persistentvolumeclaims":"0"},"used":{"persistentvolumeclaims":"0"}}}"#,
+    ])
+    .ok("set the quota's usage");
+    for ns in [&shop, &quota] {
+        t.kubectl_stdin(&["create", "-f", "-"], &postgres_no_volume(ns, "orders-db"))
+            .ok("create orders-db");
+    }
+    let created = envtest::eventually("the ClaimCreated event", || {
+        let events = events_about(&t, &shop, "Deployment", "orders-db");
+        events
+            .iter()
+            .find(|(ty, reason, _)| ty == "Normal" && reason == "ClaimCreated")
+            .cloned()
+            .ok_or_else(|| format!("{events:?}"))
+    });
+    assert!(
+        created
+            .2
+            .contains("orders-db-postgres-data (10Gi, ReadWriteOnce"),
+        "{created:?}"
+    );
+    let refused = envtest::eventually("the ClaimCreateFailed event", || {
+        let events = events_about(&t, &quota, "Deployment", "orders-db");
+        events
+            .iter()
+            .find(|(ty, reason, _)| ty == "Warning" && reason == "ClaimCreateFailed")
+            .cloned()
+            .ok_or_else(|| format!("{events:?}"))
+    });
+    assert!(
+        refused.2.contains("Forbidden (403)") && refused.2.contains("exceeded quota: no-claims"),
+        "the API server's reason: {refused:?}"
+    );
+    for ns in [&shop, &quota] {
+        let described = t
+            .kubectl(&["describe", "deployment", "orders-db", "-n", ns])
+            .ok("kubectl describe");
+        let events =
+            &described.stdout[described.stdout.find("Events:").expect("an Events section")..];
+        eprintln!("$ kubectl describe deployment orders-db -n {ns}\n...\n{events}");
+        let reason = if ns == &shop {
+            "ClaimCreated"
+        } else {
+            "ClaimCreateFailed"
+        };
+        assert!(events.contains(reason), "{events}");
+    }
+    let claim = t.kubectl(&["get", "pvc", "orders-db-postgres-data", "-n", &quota]);
+    assert_ne!(claim.code, 0, "the quota refused it: {claim}");
+}

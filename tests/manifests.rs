@@ -775,29 +775,38 @@ fn webhook_grants() -> std::collections::BTreeSet<String> {
     want
 }
 
-/// What the claim controller calls (src/cluster/claims.rs): list and watch
-/// of namespaces and claims (`Stores`), list and watch of the metadata of
-/// five workload kinds and a get of each that carries a record, create
-/// claims, and its Lease.
+/// What the claim controller calls (src/cluster/claims.rs, reports.rs,
+/// events.rs): list and watch of namespaces, claims and autoscalers
+/// (`Stores`), list and watch of the metadata of every workload kind and a
+/// get of each without a controller owner, create claims, its Lease, and
+/// list, server-side apply (patch, and create when the apply creates) and
+/// delete of its reports, create and patch of events. tests/cluster.rs checks the requests it makes against
+/// these grants.
 fn controller_grants() -> std::collections::BTreeSet<String> {
     let mut want = std::collections::BTreeSet::new();
-    for resource in ["/namespaces", "/persistentvolumeclaims"] {
+    for resource in [
+        "/namespaces",
+        "/persistentvolumeclaims",
+        "autoscaling/horizontalpodautoscalers",
+    ] {
         for verb in ["list", "watch"] {
             want.insert(format!("* {resource} * {verb}"));
         }
     }
-    for resource in [
-        "apps/deployments",
-        "apps/replicasets",
-        "/replicationcontrollers",
-        "/pods",
-        "batch/jobs",
-    ] {
+    for (group, resource) in WORKLOAD_RESOURCES {
         for verb in ["list", "watch", "get"] {
-            want.insert(format!("* {resource} * {verb}"));
+            want.insert(format!("* {group}/{resource} * {verb}"));
         }
     }
     want.insert("* /persistentvolumeclaims * create".into());
+    for resource in ["wgpolicyk8s.io/policyreports", "openreports.io/reports"] {
+        for verb in ["list", "create", "patch", "delete"] {
+            want.insert(format!("* {resource} * {verb}"));
+        }
+    }
+    for verb in ["create", "patch"] {
+        want.insert(format!("* events.k8s.io/events * {verb}"));
+    }
     want.insert(format!("{NAMESPACE} coordination.k8s.io/leases * create"));
     for verb in ["get", "patch"] {
         want.insert(format!(

@@ -13,12 +13,14 @@ use serde_json::Value;
 
 use crate::config::Mode;
 use crate::model::Object;
-use crate::policy::{Caller, Finding, Policy, Rule};
+use crate::policy::{Finding, Policy, Rule, Severity};
 use crate::report::Entry;
+use crate::report::policy_report::{Subject, Verdict};
 
-/// The kinds audited: (group, version, kind, plural). Owned Pods, ReplicaSets
-/// and Jobs are skipped by the core, which judges their owners instead.
-const WORKLOADS: &[(&str, &str, &str, &str)] = &[
+/// The kinds audited (and reported by the controller): (group, version,
+/// kind, plural). Owned Pods, ReplicaSets and Jobs are skipped, and their
+/// owners judged instead.
+pub const WORKLOADS: &[(&str, &str, &str, &str)] = &[
     ("apps", "v1", "Deployment", "deployments"),
     ("apps", "v1", "StatefulSet", "statefulsets"),
     ("apps", "v1", "DaemonSet", "daemonsets"),
@@ -63,6 +65,17 @@ where
     }
 }
 
+/// What `audit` found.
+#[derive(Debug, Clone, Default)]
+pub struct Audited {
+    /// Each judged object (and each claim whose class deletes its volume)
+    /// with its findings as admission would answer in its namespace's mode.
+    pub entries: Vec<Entry>,
+    /// Each stored workload as the claim controller's policy report has
+    /// it: the same verdicts, made by [`super::reports::verdict`].
+    pub subjects: Vec<Subject>,
+}
+
 /// Judges every stored workload (in `namespace`, or everywhere) and lists
 /// claims and StatefulSets that delete data on their own.
 pub async fn audit(
@@ -71,7 +84,7 @@ pub async fn audit(
     namespace: Option<&str>,
     source: &str,
     progress: &mut dyn FnMut(&str),
-) -> Result<Vec<Entry>, kube::Error> {
+) -> Result<Audited, kube::Error> {
     // A user audits with what they may read: one namespace needs only a get,
     // and without access to StorageClasses the reclaim check is skipped.
     let namespaces = match namespace {
@@ -152,6 +165,7 @@ pub async fn audit(
         )
     };
     let mut entries = Vec::new();
+    let mut subjects = Vec::new();
     for (group, version, kind, plural) in WORKLOADS {
         let resource =
             ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
@@ -169,27 +183,54 @@ pub async fn audit(
             let name = item.name_any();
             let object = serde_json::to_value(&item).map_err(kube::Error::SerdeError)?;
             let facts = facts(&ns);
-            if policy.config.excluded_namespaces.contains(&ns) || facts.namespace_ignored() {
+            // The controller reports on no workload of these.
+            let reported = !super::reports::unreported(&ns, None);
+            let subject = |verdict| Subject {
+                api_version: resource.api_version.clone(),
+                kind: kind.to_string(),
+                namespace: ns.clone(),
+                name: name.clone(),
+                uid: item.metadata.uid.clone(),
+                verdict,
+            };
+            if let Some(why) = super::reports::not_judged(&policy.config, &ns, &facts) {
+                if reported && !super::controlled(&item.metadata) {
+                    subjects.push(subject(Verdict::Skipped(why)));
+                }
                 continue;
             }
-            let mode = match facts.mode(&policy.config) {
-                Mode::Enforce => Mode::Enforce,
-                Mode::Warn | Mode::Audit => Mode::Warn,
-            };
-            let findings = match Object::from_value(&object) {
+            let mode = facts.mode(&policy.config);
+            let (findings, verdict) = match Object::from_value(&object) {
                 // Owned objects are judged through their owner (as the
                 // webhook's matchConditions skip the control plane's
                 // writes): an operator's Pods are its business.
                 Ok(Object::Workload(w)) if w.controller_owner().is_some() => continue,
-                Ok(Object::Workload(w)) => {
-                    match crate::admission::judge(policy, &w, None, &facts, mode, Caller::Offline) {
-                        Some(j) => j.findings,
-                        None => continue,
+                Ok(Object::Workload(w)) => match super::reports::verdict(policy, &w, &facts) {
+                    Some(verdict) => {
+                        let mut findings = match &verdict {
+                            Verdict::Judged { findings, .. } => findings.clone(),
+                            Verdict::Skipped(_) | Verdict::Unreadable(_) => Vec::new(),
+                        };
+                        // As admission answers in this namespace: in warn
+                        // and audit mode nothing is denied.
+                        if mode != Mode::Enforce {
+                            for f in &mut findings {
+                                f.severity = Severity::Warn;
+                            }
+                        }
+                        (findings, verdict)
                     }
-                }
+                    None => continue,
+                },
                 Ok(Object::Other) => continue,
-                Err(e) => vec![unreadable(kind, &ns, &name, &e.to_string())],
+                Err(e) => (
+                    vec![unreadable(kind, &ns, &name, &e.to_string())],
+                    Verdict::Unreadable(e.to_string()),
+                ),
             };
+            if reported {
+                subjects.push(subject(verdict));
+            }
             let mut findings = findings;
             if *kind == "StatefulSet" {
                 findings.extend(retention_deletes(&object, &ns, &name));
@@ -206,7 +247,7 @@ pub async fn audit(
     if let Some(classes) = &classes {
         entries.extend(reclaim_deletes(&claims, classes, source));
     }
-    Ok(entries)
+    Ok(Audited { entries, subjects })
 }
 
 fn unreadable(kind: &str, ns: &str, name: &str, why: &str) -> Finding {

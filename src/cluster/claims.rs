@@ -28,22 +28,22 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{self, BoxStream};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
+use futures_util::stream;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{ApiResource, DynamicObject, PartialObjectMeta, PostParams};
-use kube::runtime::WatchStreamExt;
+use kube::api::{ApiResource, DynamicObject, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use super::events::Events;
 use super::metrics::{ClusterMetrics, ControllerMetrics, RefusalLabels, ResourceLabels};
+use super::{Changed, Seen, controlled};
 use crate::config::{ClaimDefaults, Config};
 use crate::k8s;
 use crate::model::{Object, Volume, Workload};
@@ -318,40 +318,67 @@ fn transient(e: &kube::Error) -> bool {
     }
 }
 
-/// The caches the controller reads: namespaces (their labels) and claims
-/// (which exist). The webhook's caches are not reused: this process has
-/// no use for storage classes or autoscalers, nor rights to read them.
+/// The caches the controller reads: namespaces (their labels), claims
+/// (which exist) and autoscalers, the cluster facts its reports judge
+/// with. The webhook's caches are not reused: this process has no use for
+/// storage classes, nor rights to read them.
 #[derive(Clone)]
 pub struct Stores {
     pub namespaces: Store<Namespace>,
     pub claims: Store<PersistentVolumeClaim>,
+    pub autoscalers: Store<HorizontalPodAutoscaler>,
+    /// The namespaces whose facts changed, for the reports.
+    pub changed: Arc<Changed>,
     synced: watch::Receiver<bool>,
 }
 
 impl Stores {
-    /// Starts both watches on the current runtime, each restarted with
-    /// backoff when it breaks.
+    /// Starts the three watches on the current runtime, each restarted
+    /// with backoff when it breaks.
     pub fn start(client: &Client, metrics: &ClusterMetrics) -> Stores {
-        let namespaces = super::watch(Api::all(client.clone()), "namespaces", metrics);
-        let claims = super::watch(Api::all(client.clone()), "persistentvolumeclaims", metrics);
+        let changed = Arc::new(Changed::default());
+        let namespaces = super::watch(
+            Api::all(client.clone()),
+            "namespaces",
+            metrics,
+            Some(changed.clone()),
+        );
+        let claims = super::watch(
+            Api::all(client.clone()),
+            "persistentvolumeclaims",
+            metrics,
+            Some(changed.clone()),
+        );
+        let autoscalers = super::watch(
+            Api::all(client.clone()),
+            "horizontalpodautoscalers",
+            metrics,
+            Some(changed.clone()),
+        );
         let (set_synced, synced) = watch::channel(false);
-        let (n, c) = (namespaces.clone(), claims.clone());
+        let (n, c, a) = (namespaces.clone(), claims.clone(), autoscalers.clone());
         let synced_gauge = metrics.caches_synced.clone();
         // The one waiter on the stores themselves: a store's readiness
         // wakes only the last task that polled it (see `Caches::synced`).
         tokio::spawn(async move {
-            let ready = async { tokio::join!(n.wait_until_ready(), c.wait_until_ready()) };
+            let ready = async {
+                tokio::join!(
+                    n.wait_until_ready(),
+                    c.wait_until_ready(),
+                    a.wait_until_ready()
+                )
+            };
             tokio::pin!(ready);
             let ready = match tokio::time::timeout(Duration::from_secs(30), &mut ready).await {
                 Ok(ready) => ready,
                 Err(_) => {
                     error!(
-                        "the namespaces and claims caches have not synced after 30 s (see the watch errors above; check the API server and the controller's RBAC): /readyz answers 503 until they do"
+                        "the namespaces, claims and autoscalers caches have not synced after 30 s (see the watch errors above; check the API server and the controller's RBAC): /readyz answers 503 until they do"
                     );
                     ready.await
                 }
             };
-            if let (Ok(()), Ok(())) = ready {
+            if let (Ok(()), Ok(()), Ok(())) = ready {
                 set_synced.send_replace(true);
                 synced_gauge.set(1);
                 info!("claim controller caches synced");
@@ -360,6 +387,8 @@ impl Stores {
         Stores {
             namespaces,
             claims,
+            autoscalers,
+            changed,
             synced,
         }
     }
@@ -381,6 +410,8 @@ impl Stores {
 /// claims come from its own controller, a CronJob is never fixed).
 struct WorkloadKind {
     kind: &'static str,
+    /// The plural, for logs and metric labels.
+    collection: &'static str,
     resource: ApiResource,
 }
 
@@ -390,63 +421,9 @@ where
 {
     WorkloadKind {
         kind: <K as k8s_openapi::Resource>::KIND,
+        collection: <K as k8s_openapi::Resource>::URL_PATH_SEGMENT,
         resource: ApiResource::erase::<K>(&()),
     }
-}
-
-/// One event of a workload metadata watch.
-enum Seen {
-    /// The object as stored now (also each object of a re-list).
-    Applied(ObjectMeta),
-    Deleted(ObjectMeta),
-    /// A re-list starts: whatever it does not list was deleted meanwhile.
-    Relist,
-    RelistDone,
-}
-
-/// A workload watch failed: which collection, and why.
-type WatchFailure = (&'static str, watcher::Error);
-
-/// Metadata events of stored workloads of one kind, tagged with `index`.
-fn workload_events<K>(
-    client: &Client,
-    index: usize,
-    collection: &'static str,
-) -> BoxStream<'static, Result<(usize, Seen), WatchFailure>>
-where
-    K: k8s_openapi::Resource
-        + kube::Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    // Metadata only: the record is an annotation, and specs are large.
-    let api: Api<PartialObjectMeta<K>> = Api::all(client.clone());
-    watcher(api, watcher::Config::default())
-        .default_backoff()
-        .map_ok(move |event| {
-            let seen = match event {
-                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                    Seen::Applied(o.metadata)
-                }
-                watcher::Event::Delete(o) => Seen::Deleted(o.metadata),
-                watcher::Event::Init => Seen::Relist,
-                watcher::Event::InitDone => Seen::RelistDone,
-            };
-            (index, seen)
-        })
-        .map_err(move |e| (collection, e))
-        .boxed()
-}
-
-fn controlled(meta: &ObjectMeta) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true))
 }
 
 /// What identifies one version of a workload for the controller: its uid
@@ -521,6 +498,7 @@ struct Controller {
     stores: Stores,
     own_namespace: String,
     metrics: ControllerMetrics,
+    events: Events,
     kinds: Vec<WorkloadKind>,
 }
 
@@ -647,11 +625,39 @@ impl Controller {
                 &owner,
             )
             .await;
+            let kind = &self.kinds[t.kind];
+            let regarding = super::events::reference(
+                &kind.resource.api_version,
+                kind.kind,
+                &t.namespace,
+                &t.name,
+                t.version.0.as_deref(),
+            );
+            let claim_ref =
+                super::events::reference("v1", "PersistentVolumeClaim", &t.namespace, &claim, None);
             match created {
                 Ok(outcome) => {
                     if outcome == Outcome::Created {
                         self.metrics.claims_created.inc();
                         info!(namespace = %t.namespace, claim = %claim, workload = %owner, size = %spec.size, "created claim");
+                        let note = format!(
+                            "created PersistentVolumeClaim {claim} ({}, {}, storage class {}) that the pvc-guard.io/mutated record names",
+                            spec.size,
+                            spec.access_mode,
+                            spec.storage_class
+                                .as_deref()
+                                .unwrap_or("(the cluster's default)")
+                        );
+                        self.events
+                            .publish(
+                                &regarding,
+                                false,
+                                super::events::CLAIM_CREATED,
+                                "CreateClaim",
+                                &note,
+                                Some(claim_ref),
+                            )
+                            .await;
                     }
                     t.done.insert(claim);
                 }
@@ -661,6 +667,27 @@ impl Controller {
                         warn!(namespace = %t.namespace, claim = %claim, workload = %owner, error = %e, "creating a claim failed; will retry");
                     } else {
                         error!(namespace = %t.namespace, claim = %claim, workload = %owner, error = %e, "creating a claim was refused; not retrying until the workload changes");
+                        // What the API server said, where the workload's owner looks.
+                        let why = match &e {
+                            kube::Error::Api(status) => {
+                                format!("{} ({}): {}", status.reason, status.code, status.message)
+                            }
+                            other => other.to_string(),
+                        };
+                        let note = format!(
+                            "creating PersistentVolumeClaim {claim} ({}) was refused by the API server: {why}. Not retried until {owner} changes.",
+                            spec.size
+                        );
+                        self.events
+                            .publish(
+                                &regarding,
+                                true,
+                                super::events::CLAIM_CREATE_FAILED,
+                                "CreateClaim",
+                                &note,
+                                Some(claim_ref),
+                            )
+                            .await;
                         t.done.insert(claim);
                     }
                 }
@@ -682,6 +709,7 @@ pub async fn run(
     mut config: watch::Receiver<Arc<Config>>,
     own_namespace: String,
     metrics: ControllerMetrics,
+    events: Events,
     resync: Duration,
 ) {
     stores.wait_synced().await;
@@ -697,15 +725,16 @@ pub async fn run(
         stores,
         own_namespace,
         metrics,
+        events,
     };
     let c = &controller.client;
-    let mut events = stream::select_all([
-        workload_events::<Deployment>(c, 0, "deployments"),
-        workload_events::<ReplicaSet>(c, 1, "replicasets"),
-        workload_events::<ReplicationController>(c, 2, "replicationcontrollers"),
-        workload_events::<Pod>(c, 3, "pods"),
-        workload_events::<Job>(c, 4, "jobs"),
-    ]);
+    let mut events = stream::select_all(
+        controller
+            .kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| super::metadata_events(c, &k.resource, k.collection, i)),
+    );
     let mut tracked: HashMap<Key, Tracked> = HashMap::new();
     // Per kind being re-listed: what it listed so far.
     let mut relisting: HashMap<usize, HashSet<Key>> = HashMap::new();
@@ -825,8 +854,10 @@ pub async fn run_elected(
     config: watch::Receiver<Arc<Config>>,
     metrics: ControllerMetrics,
     election: Election,
+    reports: super::reports::Options,
     mut stop: watch::Receiver<bool>,
 ) {
+    let events = Events::new(client.clone(), &election.identity, metrics.clone());
     let mut stop_for_build = stop.clone();
     let build = async {
         // The Lease may be out of reach at start (API server restarting,
@@ -864,15 +895,30 @@ pub async fn run_elected(
         info!("claim controller: leading");
         // The lease crate logs a renewal that keeps failing but does not
         // report the lease lost, so in a partition two replicas may both run
-        // for a while. That is safe: a claim created twice is a 409, done.
-        let running = run(
+        // for a while. That is safe: a claim created twice is a 409, done,
+        // and two writers of a report write the same document.
+        let claims = run(
             client.clone(),
             stores.clone(),
             config.clone(),
             election.lease_namespace.clone(),
             metrics.clone(),
+            events.clone(),
             Duration::from_secs(30),
         );
+        let reports = super::reports::run(
+            client.clone(),
+            stores.clone(),
+            config.clone(),
+            election.lease_namespace.clone(),
+            metrics.clone(),
+            events.clone(),
+            reports.clone(),
+        );
+        // Either ends only when its watches do, which they never do.
+        let running = async {
+            tokio::join!(claims, reports);
+        };
         let stopped = tokio::select! {
             _ = running => false,
             _ = leader.wait_for(|l| !*l) => false,

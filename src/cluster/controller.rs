@@ -1,10 +1,11 @@
 //! `pvc-guard controller`: the claim controller as a process of its own,
 //! with its own Deployment and ServiceAccount, so that the webhook's token
 //! only reads and the one token that creates claims is held by a pod that
-//! serves nothing but its probes. It keeps the namespaces and claims caches,
-//! competes for the Lease, reloads the config file when it changes, and
-//! answers plain HTTP on the health address: /healthz, /readyz (the caches
-//! have synced) and /metrics.
+//! serves nothing but its probes. It keeps the namespaces, claims and
+//! autoscalers caches, competes for the Lease (the leader creates claims,
+//! keeps the policy reports and publishes events), reloads the config file
+//! when it changes, and answers plain HTTP on the health address:
+//! /healthz, /readyz (the caches have synced) and /metrics.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -60,7 +61,7 @@ async fn readyz(State(health): State<Arc<Health>>) -> Response {
     } else if !health.stores.synced() {
         plain(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the namespaces and claims caches have not synced yet",
+            "the namespaces, claims and autoscalers caches have not synced yet",
         )
     } else {
         plain(StatusCode::OK, "ready")
@@ -195,7 +196,13 @@ pub async fn run(
     };
     info!(lease_namespace = %election.lease_namespace, identity = %election.identity, "claim controller: competing for the Lease {}", claims::LEASE_NAME);
     let mut controller = tokio::spawn(claims::run_elected(
-        client, stores, config_rx, metrics, election, stop_rx,
+        client,
+        stores,
+        config_rx,
+        metrics,
+        election,
+        super::reports::Options::default(),
+        stop_rx,
     ));
     let ended = tokio::select! {
         _ = shutdown => None,

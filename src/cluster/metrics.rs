@@ -61,6 +61,16 @@ pub struct ControllerMetrics {
     /// once per version of the workload, as it is logged.
     pub claims_refused: Family<RefusalLabels, Counter>,
     pub leader: Gauge,
+    /// Policy reports written (created or changed) and deleted.
+    pub report_writes: Counter,
+    /// Policy report writes and deletes that failed (tried again at the
+    /// next resync).
+    pub report_write_errors: Counter,
+    /// Workloads the last computation of each namespace's report judged or
+    /// skipped, summed.
+    pub reported_workloads: Gauge,
+    pub events_published: Counter,
+    pub event_errors: Counter,
     pub config_reloads: Counter,
     pub config_reload_errors: Counter,
     pub config_last_reload_ok: Gauge,
@@ -88,6 +98,31 @@ impl ControllerMetrics {
             "claim_controller_leader",
             "Whether this replica holds the claim controller's Lease (1) or not (0)",
             self.leader.clone(),
+        );
+        registry.register(
+            "policy_report_writes",
+            "Policy reports written or deleted",
+            self.report_writes.clone(),
+        );
+        registry.register(
+            "policy_report_write_errors",
+            "Policy report writes or deletes that failed (tried again at the next resync)",
+            self.report_write_errors.clone(),
+        );
+        registry.register(
+            "policy_report_workloads",
+            "Workloads in the policy reports",
+            self.reported_workloads.clone(),
+        );
+        registry.register(
+            "events_published",
+            "Kubernetes Events published on workloads",
+            self.events_published.clone(),
+        );
+        registry.register(
+            "event_errors",
+            "Kubernetes Events that could not be published",
+            self.event_errors.clone(),
         );
         registry.register(
             "config_reloads",

@@ -6,22 +6,28 @@
 pub mod audit;
 pub mod claims;
 pub mod controller;
+pub mod events;
 pub mod metrics;
+pub mod reports;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::model::Workload;
@@ -51,13 +57,19 @@ impl Caches {
     /// restarted with backoff when it breaks, for as long as the process runs.
     pub fn start(client: &Client, metrics: &ClusterMetrics, claim_controller: bool) -> Caches {
         let caches = Caches {
-            namespaces: watch(Api::all(client.clone()), "namespaces", metrics),
-            claims: watch(Api::all(client.clone()), "persistentvolumeclaims", metrics),
-            storage_classes: watch(Api::all(client.clone()), "storageclasses", metrics),
+            namespaces: watch(Api::all(client.clone()), "namespaces", metrics, None),
+            claims: watch(
+                Api::all(client.clone()),
+                "persistentvolumeclaims",
+                metrics,
+                None,
+            ),
+            storage_classes: watch(Api::all(client.clone()), "storageclasses", metrics, None),
             autoscalers: watch(
                 Api::all(client.clone()),
                 "horizontalpodautoscalers",
                 metrics,
+                None,
             ),
             synced: Arc::new(AtomicBool::new(false)),
             claim_controller,
@@ -178,8 +190,54 @@ fn now_seconds() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// A reflector over `api`, driven on its own task.
-fn watch<K>(api: Api<K>, resource: &'static str, metrics: &ClusterMetrics) -> Store<K>
+/// Namespaces whose cluster facts (labels, claims, autoscalers) changed
+/// since the last [`Changed::take`], so the reports of just those are
+/// computed again. A set, so it holds at most one entry per namespace
+/// however long nobody takes it (a replica that does not lead).
+#[derive(Default)]
+pub struct Changed {
+    namespaces: Mutex<HashSet<String>>,
+    /// A cache was listed again: any namespace may have changed.
+    all: AtomicBool,
+    notify: Notify,
+}
+
+impl Changed {
+    fn mark(&self, namespace: &str) {
+        let mut set = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        if !set.contains(namespace) {
+            set.insert(namespace.to_string());
+        }
+        drop(set);
+        self.notify.notify_one();
+    }
+
+    fn mark_all(&self) {
+        self.all.store(true, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    /// Waits until something is marked.
+    pub async fn wait(&self) {
+        self.notify.notified().await;
+    }
+
+    /// What changed since the last call: every namespace (`true`), or those listed.
+    pub fn take(&self) -> (bool, Vec<String>) {
+        let all = self.all.swap(false, Ordering::Relaxed);
+        let set = std::mem::take(&mut *self.namespaces.lock().unwrap_or_else(|e| e.into_inner()));
+        (all, set.into_iter().collect())
+    }
+}
+
+/// A reflector over `api`, driven on its own task; each change is marked
+/// in `changed`, when given, under the namespace it concerns.
+fn watch<K>(
+    api: Api<K>,
+    resource: &'static str,
+    metrics: &ClusterMetrics,
+    changed: Option<Arc<Changed>>,
+) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
@@ -196,7 +254,20 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => {
+                Ok(event) => {
+                    if let Some(changed) = &changed {
+                        match &event {
+                            watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
+                                // A namespace is its own; anything else is in one.
+                                match o.meta().namespace.as_deref() {
+                                    Some(ns) => changed.mark(ns),
+                                    None => changed.mark(&o.name_any()),
+                                }
+                            }
+                            watcher::Event::InitDone => changed.mark_all(),
+                            watcher::Event::Init | watcher::Event::InitApply(_) => {}
+                        }
+                    }
                     metrics
                         .cache_updated
                         .get_or_create(&labels)
@@ -210,4 +281,53 @@ where
         }
     });
     reader
+}
+
+/// One event of a workload metadata watch.
+pub(crate) enum Seen {
+    /// The object as stored now (also each object of a re-list).
+    Applied(ObjectMeta),
+    Deleted(ObjectMeta),
+    /// A re-list starts: whatever it does not list was deleted meanwhile.
+    Relist,
+    RelistDone,
+}
+
+/// A workload watch failed: which collection, and why.
+pub(crate) type WatchFailure = (&'static str, watcher::Error);
+
+/// Metadata events of the stored objects of `resource`, tagged with
+/// `index`. Metadata only, on the wire too (kube asks the API server for
+/// PartialObjectMetadata): what decides whether an object needs reading is
+/// in its metadata, and specs are large.
+pub(crate) fn metadata_events(
+    client: &Client,
+    resource: &ApiResource,
+    collection: &'static str,
+    index: usize,
+) -> BoxStream<'static, Result<(usize, Seen), WatchFailure>> {
+    let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), resource);
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map_ok(move |event| {
+            let seen = match event {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                    Seen::Applied(o.metadata)
+                }
+                watcher::Event::Delete(o) => Seen::Deleted(o.metadata),
+                watcher::Event::Init => Seen::Relist,
+                watcher::Event::InitDone => Seen::RelistDone,
+            };
+            (index, seen)
+        })
+        .map_err(move |e| (collection, e))
+        .boxed()
+}
+
+/// A controller ownerReference: the object is judged through its owner.
+pub(crate) fn controlled(meta: &ObjectMeta) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true))
 }

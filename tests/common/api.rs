@@ -60,7 +60,20 @@ pub struct ApiServer {
     pub fail_once: Mutex<Vec<String>>,
     /// The one Lease, as stored.
     lease: Mutex<Option<Value>>,
+    /// The report APIs served ("wgpolicyk8s.io/v1alpha2", ...); none by default.
+    pub report_apis: Mutex<Vec<String>>,
+    /// Reports and events as stored, by their path.
+    pub objects: Mutex<BTreeMap<String, Value>>,
+    /// Watches of other collections that stream what tests send, by path.
+    streams: Mutex<BTreeMap<String, Stream>>,
+    uids: AtomicUsize,
 }
+
+/// Where a test's watch events go, and the receiving end until a watch takes it.
+type Stream = (
+    mpsc::UnboundedSender<Bytes>,
+    Option<mpsc::UnboundedReceiver<Bytes>>,
+);
 
 pub fn api_data(name: &str) -> Vec<u8> {
     std::fs::read(super::data(&format!("api/{name}"))).unwrap()
@@ -117,7 +130,55 @@ impl ApiServer {
             posts: AtomicUsize::new(0),
             fail_once: Mutex::new(Vec::new()),
             lease: Mutex::new(None),
+            report_apis: Mutex::new(Vec::new()),
+            objects: Mutex::new(BTreeMap::new()),
+            streams: Mutex::new(BTreeMap::new()),
+            uids: AtomicUsize::new(0),
         })
+    }
+
+    /// Serves the report API `api_version` (its discovery, list, apply and delete).
+    pub fn serve_reports(&self, api_version: &str) {
+        self.report_apis
+            .lock()
+            .unwrap()
+            .push(api_version.to_string());
+    }
+
+    /// Sends `event` (a watch event object) down the watch of `collection`
+    /// (`/apis/apps/v1/deployments`): the first watch of it streams them.
+    /// A scripted list of the collection follows, so a GET of the object
+    /// answers what the event says is stored.
+    pub fn send_watch(&self, collection: &str, event: &Value) {
+        if let Some(pages) = self.lists.lock().unwrap().get_mut(collection) {
+            let object = &event["object"];
+            let same = |i: &Value| {
+                i["metadata"]["namespace"] == object["metadata"]["namespace"]
+                    && i["metadata"]["name"] == object["metadata"]["name"]
+            };
+            for page in pages.iter_mut() {
+                page["items"].as_array_mut().unwrap().retain(|i| !same(i));
+            }
+            if event["type"] != "DELETED" {
+                pages[0]["items"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(object.clone());
+            }
+        }
+        let mut streams = self.streams.lock().unwrap();
+        let (tx, _) = streams.entry(collection.to_string()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (tx, Some(rx))
+        });
+        let mut bytes = serde_json::to_vec(event).unwrap();
+        bytes.push(b'\n');
+        tx.send(Bytes::from(bytes)).unwrap();
+    }
+
+    /// The stored object at `path`, if any.
+    pub fn object(&self, path: &str) -> Option<Value> {
+        self.objects.lock().unwrap().get(path).cloned()
     }
 
     /// Holds the namespaces list (and so cache sync) until [`ApiServer::open`].
@@ -248,6 +309,27 @@ impl ApiServer {
                     .body(BodyExt::boxed_unsync(StreamBody::new(events.boxed())))
                     .unwrap();
             }
+            let rx = self
+                .streams
+                .lock()
+                .unwrap()
+                .entry(path.to_string())
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    (tx, Some(rx))
+                })
+                .1
+                .take();
+            if let Some(rx) = rx {
+                let events = futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|b| (Ok(Frame::data(b)), rx))
+                });
+                return Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(BodyExt::boxed_unsync(StreamBody::new(events.boxed())))
+                    .unwrap();
+            }
             return idle();
         }
         let fail = {
@@ -265,6 +347,9 @@ impl ApiServer {
         }
         if path.starts_with(LEASES) {
             return self.lease(method.as_str(), path, &seen.body);
+        }
+        if let Some(answer) = self.reports_and_events(method.as_str(), path, &seen.body) {
+            return answer;
         }
         match (method.as_str(), path) {
             ("GET", "/api/v1/namespaces") => {
@@ -297,6 +382,15 @@ impl ApiServer {
                     full(409, api_data("pvc-create-conflict.json"))
                 }
             }
+            // A ResourceQuota that allows no claims, as the API server words it.
+            ("POST", "/api/v1/namespaces/platform/persistentvolumeclaims") => full(
+                403,
+                serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "reason": "Forbidden", "code": 403,
+                    "message": "persistentvolumeclaims \"ledger-db-data\" is forbidden: exceeded quota: no-claims, requested: persistentvolumeclaims=1, used: persistentvolumeclaims=0, limited: persistentvolumeclaims=0",
+                    "details": {"name": "ledger-db-data", "kind": "persistentvolumeclaims"}}))
+                .unwrap(),
+            ),
             ("GET", p) if self.scripted_item(p).is_some() => {
                 let (status, body) = self.scripted_item(p).unwrap();
                 full(status, serde_json::to_vec(&body).unwrap())
@@ -325,6 +419,106 @@ impl ApiServer {
 }
 
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/pvc-guard/leases";
+
+/// (apiVersion, kind, plural) of the report APIs.
+const REPORT_APIS: [(&str, &str, &str); 2] = [
+    ("wgpolicyk8s.io/v1alpha2", "PolicyReport", "policyreports"),
+    ("openreports.io/v1alpha1", "Report", "reports"),
+];
+
+impl ApiServer {
+    /// Discovery, list, server-side apply and delete of the report APIs
+    /// served, and events: stored as sent (an apply keeps the uid of what
+    /// it replaces, as the API server does). `None`: not such a path.
+    fn reports_and_events(&self, method: &str, path: &str, body: &[u8]) -> Option<Response<Body>> {
+        let not_found = || full(404, api_data("pvc-not-found.json"));
+        let served = self.report_apis.lock().unwrap().clone();
+        for (api_version, kind, plural) in REPORT_APIS {
+            let root = format!("/apis/{api_version}");
+            if path == root {
+                return Some(if served.iter().any(|s| s == api_version) {
+                    full(200, serde_json::to_vec(&json!({"kind": "APIResourceList", "apiVersion": "v1",
+                        "groupVersion": api_version, "resources": [{"name": plural, "singularName": "",
+                        "namespaced": true, "kind": kind, "verbs": ["delete", "get", "list", "patch", "create", "update", "watch"]}]})).unwrap())
+                } else {
+                    not_found()
+                });
+            }
+            if !path.starts_with(&format!("{root}/")) {
+                continue;
+            }
+            if !served.iter().any(|s| s == api_version) {
+                return Some(not_found());
+            }
+            if method == "GET" && path == format!("{root}/{plural}") {
+                let items: Vec<Value> = self
+                    .objects
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(p, _)| p.starts_with(&format!("{root}/namespaces/")))
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                return Some(full(200, serde_json::to_vec(&json!({"kind": format!("{kind}List"),
+                    "apiVersion": api_version, "metadata": {"resourceVersion": "700"}, "items": items})).unwrap()));
+            }
+            let mut objects = self.objects.lock().unwrap();
+            return Some(match method {
+                "PATCH" => {
+                    let mut object: Value = serde_json::from_slice(body).unwrap();
+                    let uid = objects
+                        .get(path)
+                        .map(|o| o["metadata"]["uid"].clone())
+                        .unwrap_or_else(|| {
+                            json!(format!("uid-{}", self.uids.fetch_add(1, Ordering::SeqCst)))
+                        });
+                    object["metadata"]["uid"] = uid;
+                    objects.insert(path.to_string(), object.clone());
+                    full(200, serde_json::to_vec(&object).unwrap())
+                }
+                "DELETE" => match objects.remove(path) {
+                    Some(_) => full(
+                        200,
+                        serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1",
+                        "metadata": {}, "status": "Success"}))
+                        .unwrap(),
+                    ),
+                    None => not_found(),
+                },
+                _ => full(405, Vec::new()),
+            });
+        }
+        if path.starts_with("/apis/events.k8s.io/v1/namespaces/") {
+            let mut objects = self.objects.lock().unwrap();
+            return Some(match method {
+                "POST" => {
+                    let event: Value = serde_json::from_slice(body).unwrap();
+                    let name = event["metadata"]["name"].as_str().unwrap_or("").to_string();
+                    objects.insert(format!("{path}/{name}"), event.clone());
+                    full(201, serde_json::to_vec(&event).unwrap())
+                }
+                "PATCH" => {
+                    let event: Value = serde_json::from_slice(body).unwrap();
+                    objects.insert(path.to_string(), event.clone());
+                    full(200, serde_json::to_vec(&event).unwrap())
+                }
+                _ => full(405, Vec::new()),
+            });
+        }
+        None
+    }
+
+    /// The events published so far (the last state of each).
+    pub fn events(&self) -> Vec<Value> {
+        self.objects
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p.starts_with("/apis/events.k8s.io/"))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
 
 impl ApiServer {
     /// A GET of one object of a collection whose list is scripted: the

@@ -459,6 +459,8 @@ pub struct Install {
     pub cp: &'static ControlPlane,
     pub layout: Layout,
     pub docs: Vec<Value>,
+    /// Where the policy report CRDs installed came from; `None`: not installed.
+    pub crds: Option<PathBuf>,
     controller: Mutex<Option<Pod>>,
 }
 
@@ -493,10 +495,36 @@ impl Install {
             .cloned()
             .collect();
         cp.apply(&rest);
+        // The policy report CRDs, before the controller starts, so it finds
+        // them at once (it looks them up again only every minute).
+        let crds = super::crds_dir();
+        if let Some(dir) = &crds {
+            let mut args = vec!["apply".to_string()];
+            for file in [
+                "wgpolicyk8s.io_policyreports.yaml",
+                "wgpolicyk8s.io_clusterpolicyreports.yaml",
+                "openreports.io_reports.yaml",
+                "openreports.io_clusterreports.yaml",
+            ] {
+                args.push("-f".into());
+                args.push(dir.join(file).display().to_string());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cp.kubectl(&args).ok("kubectl apply the policy report CRDs");
+            cp.kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/policyreports.wgpolicyk8s.io",
+                "crd/reports.openreports.io",
+            ])
+            .ok("the policy report CRDs are served");
+        }
         let install = Install {
             cp,
             layout,
             docs,
+            crds,
             controller: Mutex::new(None),
         };
         // Started before any webhook pod, so it holds the claim

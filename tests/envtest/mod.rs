@@ -151,6 +151,18 @@ pub fn spawn(mut command: Command) -> std::io::Result<Child> {
     rx.recv().expect("the spawner thread answers")
 }
 
+/// The directory of the policy report CRDs the control plane is given
+/// (`$PVC_GUARD_CRDS`, else the copies in tests/data/crds); `None` when it
+/// holds none.
+pub fn crds_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("PVC_GUARD_CRDS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/crds"));
+    dir.join("wgpolicyk8s.io_policyreports.yaml")
+        .exists()
+        .then_some(dir)
+}
+
 /// A port nothing listens on right now (the kernel's next ephemeral port).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
