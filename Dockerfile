@@ -13,6 +13,8 @@ WORKDIR /build
 COPY Cargo.toml Cargo.lock build.rs ./
 # Cargo reads every target the manifest declares, the benchmarks' too.
 COPY benches ./benches
+# build.rs embeds manifests/ for `pvc-guard install`.
+COPY manifests ./manifests
 COPY src ./src
 # BuildKit cache mounts keep the crate registry and the target directory
 # between builds, so a source change does not refetch or rebuild every crate.

@@ -139,7 +139,8 @@ fn b64(data: &[u8]) -> String {
 
 /// The kustomize component the self-signed overlay includes: the Secret
 /// from tls.crt and tls.key, and the caBundle of both webhook configurations.
-fn kustomize_pieces(namespace: &str, bundle_pem: &str) -> (String, String) {
+/// (`pvc-guard install` renders the overlay with the same component.)
+pub fn kustomize_pieces(namespace: &str, bundle_pem: &str) -> (String, String) {
     let ca = b64(bundle_pem.as_bytes());
     let mut patch = String::from(
         "# Written by pvc-guard certs: ca.crt, the CA that signed tls.crt (after --force, followed by the CA it replaced).\n",
@@ -213,13 +214,17 @@ fn previous_ca(path: &Path) -> Option<String> {
     if !std::fs::symlink_metadata(path).ok()?.is_file() {
         return None;
     }
-    let text = std::fs::read_to_string(path).ok()?;
+    first_certificate(&std::fs::read_to_string(path).ok()?)
+}
+
+/// The first PEM certificate of a bundle, with a final newline, if it
+/// parses: a damaged bundle must not break the one made from it.
+pub fn first_certificate(text: &str) -> Option<String> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     const END: &str = "-----END CERTIFICATE-----";
     let start = text.find(BEGIN)?;
     let end = start + text[start..].find(END)? + END.len();
     let pem = &text[start..end];
-    // Kept only if it parses: a damaged file must not break the new bundle.
     let der = rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()?;
     x509_parser::parse_x509_certificate(&der).ok()?;
     Some(format!("{pem}\n"))

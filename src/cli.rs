@@ -63,6 +63,13 @@ pub enum Command {
     Certs(crate::certs::CertsArgs),
     /// Judge what the cluster already stores (kubeconfig context or in-cluster).
     Audit(AuditArgs),
+    /// Print the whole install for `kubectl apply --server-side -f -`: the
+    /// shipped manifests with a CA and serving certificate (kept from the
+    /// cluster when it has them).
+    Install(InstallArgs),
+    /// Print what to delete for `kubectl delete -f -`, webhook
+    /// configurations first; claims pvc-guard created are kept.
+    Uninstall(UninstallArgs),
     /// Print a shell completion script (bash, zsh, fish, ...).
     Completion(CompletionArgs),
     /// Print the version and the commit it was built from.
@@ -202,6 +209,75 @@ pub struct AuditArgs {
     pub config: Option<PathBuf>,
 }
 
+/// `install`'s choice of the validating webhook's failure policy.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FailurePolicyArg {
+    /// Reject workload writes while no pvc-guard replica answers.
+    #[value(name = "Fail", alias = "fail")]
+    Fail,
+    /// Let workload writes through unjudged while no replica answers.
+    #[value(name = "Ignore", alias = "ignore")]
+    Ignore,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InstallArgs {
+    /// The namespace to install into: every object's, and wherever the
+    /// manifests name it (Service DNS names, webhook exclusions, RBAC
+    /// subjects, alert queries).
+    #[arg(long, short = 'n', default_value = crate::install::SHIPPED_NAMESPACE)]
+    pub namespace: String,
+    /// The image of the webhook and the claim controller (default: the
+    /// manifests' ghcr.io/pvc-guard/pvc-guard:latest).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// The config's mode (default: as shipped, enforce).
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// The validating webhook's failurePolicy (default: as shipped, Fail).
+    /// The mutating webhook stays Ignore: a fix it could not make is
+    /// caught by the validating webhook.
+    #[arg(long, value_enum)]
+    pub failure_policy: Option<FailurePolicyArg>,
+    /// Add manifests/monitoring: a ServiceMonitor, the alerts and the
+    /// Grafana dashboard (needs the Prometheus Operator's CRDs).
+    #[arg(long)]
+    pub monitoring: bool,
+    /// The cert-manager variant: cert-manager issues and renews the
+    /// certificate (install it first); nothing is generated and the
+    /// cluster is not read.
+    #[arg(long, conflicts_with = "rotate_certs")]
+    pub cert_manager: bool,
+    /// A new CA and certificate even when the cluster has them; the
+    /// caBundles trust the new CA and the one it replaces, so running pods
+    /// stay trusted during the rollout.
+    #[arg(long, conflicts_with = "offline")]
+    pub rotate_certs: bool,
+    /// Do not read the cluster: a new CA and certificate every time.
+    #[arg(long)]
+    pub offline: bool,
+    /// The kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UninstallArgs {
+    /// The namespace pvc-guard was installed into.
+    #[arg(long, short = 'n', default_value = crate::install::SHIPPED_NAMESPACE)]
+    pub namespace: String,
+    /// Also the objects of `install --monitoring`.
+    #[arg(long)]
+    pub monitoring: bool,
+    /// The objects of `install --cert-manager` (its Issuers and
+    /// Certificates) instead of the generated Secret.
+    #[arg(long)]
+    pub cert_manager: bool,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct CompletionArgs {
     /// The shell to complete for.
@@ -299,6 +375,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Convert(args) => convert(args),
         Command::Certs(args) => crate::certs::run(args),
         Command::Audit(args) => audit(args),
+        Command::Install(args) => install(args),
+        Command::Uninstall(args) => uninstall(args),
         Command::Completion(args) => emit(&completion(args.shell)).map(|()| ExitCode::SUCCESS),
         Command::Version => emit(&format!("pvc-guard {VERSION}\n")).map(|()| ExitCode::SUCCESS),
     };
@@ -527,6 +605,35 @@ fn print_report(
     })
 }
 
+/// The API server's address and credentials as kubectl finds them:
+/// `--kubeconfig`, else `$KUBECONFIG`, else ~/.kube/config, else the pod's
+/// ServiceAccount; `--context`, else the current context.
+async fn kube_config(
+    kubeconfig: Option<&PathBuf>,
+    context: Option<&String>,
+) -> Result<kube::Config, String> {
+    let options = kube::config::KubeConfigOptions {
+        context: context.cloned(),
+        ..Default::default()
+    };
+    let unusable = |e: &dyn std::fmt::Display| {
+        format!("no usable kubeconfig context or in-cluster config: {e}")
+    };
+    Ok(match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| unusable(&e))?
+        }
+        None if context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| unusable(&e))?,
+        None => kube::Config::infer().await.map_err(|e| unusable(&e))?,
+    })
+}
+
 fn audit(args: AuditArgs) -> Result<ExitCode, String> {
     let policy = load_policy(args.config.as_ref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -534,26 +641,7 @@ fn audit(args: AuditArgs) -> Result<ExitCode, String> {
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     let audited = runtime.block_on(async {
-        let options = kube::config::KubeConfigOptions {
-            context: args.context.clone(),
-            ..Default::default()
-        };
-        let unusable = |e: &dyn std::fmt::Display| {
-            format!("no usable kubeconfig context or in-cluster config: {e}")
-        };
-        let config = match &args.kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(kc, &options)
-                    .await
-                    .map_err(|e| unusable(&e))?
-            }
-            None if args.context.is_some() => kube::Config::from_kubeconfig(&options)
-                .await
-                .map_err(|e| unusable(&e))?,
-            None => kube::Config::infer().await.map_err(|e| unusable(&e))?,
-        };
+        let config = kube_config(args.kubeconfig.as_ref(), args.context.as_ref()).await?;
         let url = config.cluster_url.to_string();
         let namespace = if args.all_namespaces {
             None
@@ -914,4 +1002,151 @@ fn convert(args: ConvertArgs) -> Result<ExitCode, String> {
         ObjectsOutput::Json => emit(&manifest::to_json(&objects))?,
     }
     Ok(worst(unreadable.len(), 0))
+}
+
+/// What `install` found of an earlier install: the Secret's certificate
+/// and key, and the CA bundle its validating webhook trusts.
+struct Found {
+    cert_pem: String,
+    key_pem: String,
+    bundle_pem: Option<String>,
+}
+
+/// The certificate of an earlier install in `namespace`, if there is one.
+async fn installed_certificate(args: &InstallArgs) -> Result<Option<Found>, String> {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::Secret;
+    const HINT: &str = "pass --offline to generate a new certificate without reading the cluster";
+    let config = kube_config(args.kubeconfig.as_ref(), args.context.as_ref())
+        .await
+        .map_err(|e| format!("{e}; {HINT}"))?;
+    let url = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).map_err(|e| format!("kube client: {e}; {HINT}"))?;
+    let failed = |e: kube::Error| {
+        format!(
+            "looking for an existing certificate: {}; {HINT}",
+            crate::cluster::audit::describe_error(&e, &url)
+        )
+    };
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), &args.namespace);
+    let Some(secret) = secrets
+        .get_opt(crate::install::SECRET)
+        .await
+        .map_err(failed)?
+    else {
+        return Ok(None);
+    };
+    let data = secret.data.unwrap_or_default();
+    let text = |key: &str| {
+        data.get(key)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .unwrap_or_default()
+    };
+    let hooks: kube::Api<ValidatingWebhookConfiguration> = kube::Api::all(client);
+    let bundle_pem = hooks
+        .get_opt(crate::install::WEBHOOK_CONFIGURATION)
+        .await
+        .map_err(failed)?
+        .and_then(|c| {
+            c.webhooks?
+                .into_iter()
+                .find_map(|w| w.client_config.ca_bundle)
+        })
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .filter(|b| !b.trim().is_empty());
+    Ok(Some(Found {
+        cert_pem: text("tls.crt"),
+        key_pem: text("tls.key"),
+        bundle_pem,
+    }))
+}
+
+fn install(args: InstallArgs) -> Result<ExitCode, String> {
+    use crate::install::{Certificates, FailurePolicy, Options, SECRET};
+    let options = Options {
+        namespace: args.namespace.clone(),
+        image: args.image.clone(),
+        mode: args.mode.map(Mode::from),
+        failure_policy: args.failure_policy.map(|p| match p {
+            FailurePolicyArg::Fail => FailurePolicy::Fail,
+            FailurePolicyArg::Ignore => FailurePolicy::Ignore,
+        }),
+        monitoring: args.monitoring,
+        cert_manager: args.cert_manager,
+    };
+    // Checked before the cluster is asked anything.
+    crate::install::uninstall(&options).map_err(|e| e.to_string())?;
+    let ns = &args.namespace;
+    let certs = if args.cert_manager {
+        None
+    } else if args.offline {
+        say!("install: --offline: a new CA and serving certificate");
+        Some(Certificates::generate(ns).map_err(|e| e.to_string())?)
+    } else {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the runtime: {e}"))?;
+        let found = runtime.block_on(installed_certificate(&args))?;
+        Some(match found {
+            None => {
+                say!(
+                    "install: no Secret {ns}/{SECRET} in the cluster: a new CA and serving certificate"
+                );
+                Certificates::generate(ns)
+            }
+            Some(found) if args.rotate_certs => {
+                say!(
+                    "install: --rotate-certs: a new CA and serving certificate; the caBundles trust the new CA and the previous one"
+                );
+                Certificates::rotate(ns, found.bundle_pem.as_deref().unwrap_or(""))
+            }
+            Some(found) => {
+                say!("install: keeping the certificate of Secret {ns}/{SECRET} and the webhooks' caBundle");
+                match &found.bundle_pem {
+                    Some(bundle) => {
+                        Certificates::existing(ns, &found.cert_pem, &found.key_pem, bundle)
+                    }
+                    None => Err(crate::install::InstallError::Existing {
+                        namespace: ns.clone(),
+                        reason: format!(
+                            "has no CA bundle beside it (ValidatingWebhookConfiguration {} has no caBundle)",
+                            crate::install::WEBHOOK_CONFIGURATION
+                        ),
+                    }),
+                }
+            }
+        }
+        .map_err(|e| e.to_string())?)
+    };
+    let objects = crate::install::install(&options, certs.as_ref()).map_err(|e| e.to_string())?;
+    let header = format!(
+        "# pvc-guard {VERSION}: the whole install in namespace {ns}, for\n\
+         #   kubectl apply --server-side -f -\n\
+         # Run `pvc-guard install` again to upgrade: it keeps the certificate it finds.\n"
+    );
+    emit(&(header + &manifest::to_yaml(&objects)))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn uninstall(args: UninstallArgs) -> Result<ExitCode, String> {
+    let options = crate::install::Options {
+        namespace: args.namespace.clone(),
+        monitoring: args.monitoring,
+        cert_manager: args.cert_manager,
+        ..Default::default()
+    };
+    let objects = crate::install::uninstall(&options).map_err(|e| e.to_string())?;
+    let header = format!(
+        "# pvc-guard {VERSION}: what `pvc-guard install` created in namespace {}, for\n\
+         #   kubectl delete --ignore-not-found -f -\n\
+         # The webhook configurations go first, so the API server stops calling\n\
+         # the webhook before its server goes; the Namespace goes last.\n\
+         # PersistentVolumeClaims pvc-guard created for workloads are kept on\n\
+         # purpose: they hold the databases' data. List them with\n\
+         #   kubectl get pvc -A -l app.kubernetes.io/managed-by=pvc-guard\n",
+        args.namespace
+    );
+    emit(&(header + &manifest::to_yaml(&objects)))?;
+    Ok(ExitCode::SUCCESS)
 }

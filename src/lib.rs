@@ -12,6 +12,7 @@ pub mod config;
 pub mod config_file;
 pub mod convert;
 pub mod flags;
+pub mod install;
 pub mod k8s;
 pub mod laws;
 pub mod logging;

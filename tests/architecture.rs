@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("telemetry", 0),
     ("plain_http", 0),
     ("config_file", 2),
+    ("install", 2),
     ("model", 2),
     ("policy", 3),
     ("mutate", 4),
