@@ -91,12 +91,34 @@ fn key(o: &Value) -> (String, String, String) {
     (s("/kind"), s("/metadata/namespace"), s("/metadata/name"))
 }
 
+/// Each CEL `expression` with its whitespace runs made one space: go-yaml
+/// (kustomize) reads the line break before a more-indented line of a
+/// folded (`>-`) scalar as two, libyaml (serde_yaml_ng) as one, as the YAML
+/// spec says; whitespace means nothing to CEL.
+fn cel_spaces(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, item) in map.iter_mut() {
+                match item {
+                    Value::String(s) if k == "expression" => {
+                        *s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+                    }
+                    _ => cel_spaces(item),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(cel_spaces),
+        _ => {}
+    }
+}
+
 /// The objects by kind, namespace and name, with the generated
 /// certificate data (the Secret's, the caBundles) blanked out.
 fn comparable(objects: &[Value]) -> BTreeMap<(String, String, String), Value> {
     let mut out = BTreeMap::new();
     for o in objects {
         let mut o = o.clone();
+        cel_spaces(&mut o);
         if o["kind"] == "Secret"
             && let Some(data) = o.get_mut("data").and_then(Value::as_object_mut)
         {
