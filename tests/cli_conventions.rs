@@ -494,6 +494,8 @@ fn every_command_flag_and_argument_has_help_text() {
         "convert",
         "certs",
         "audit",
+        "install",
+        "uninstall",
         "completion",
         "version",
     ] {

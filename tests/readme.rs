@@ -162,8 +162,9 @@ fn ignored(pattern: &str, path: &str) -> bool {
 }
 
 /// The image the README builds (`docker build .`) gets every file cargo
-/// reads to build the binary: the build script and the file of every
-/// target the manifest declares (cargo reads them all, benchmarks too),
+/// reads to build the binary: the build script, the file of every
+/// target the manifest declares (cargo reads them all, benchmarks too) and
+/// the manifests build.rs embeds,
 /// each copied in by the builder stage and not left out by .dockerignore.
 #[test]
 fn the_container_image_build_gets_every_file_cargo_reads() {
@@ -193,6 +194,12 @@ fn the_container_image_build_gets_every_file_cargo_reads() {
         assert!(root.join(file).exists(), "{file} is in the repository");
     }
     assert!(needed.iter().any(|f| f == "build.rs"), "{needed:?}");
+    // build.rs embeds manifests/ for `pvc-guard install`.
+    needed.extend(
+        pvc_guard::install::MANIFESTS
+            .iter()
+            .map(|(path, _)| format!("manifests/{path}")),
+    );
 
     let dockerfile = read("Dockerfile");
     let builder = dockerfile.split("\nFROM ").nth(1).expect("a builder stage");
