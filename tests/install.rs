@@ -347,7 +347,7 @@ fn namespace_moves_every_object_and_every_mention() {
                 }
             }
         }
-        for (_, o) in &moved {
+        for o in moved.values() {
             let mut all = Vec::new();
             strings(o, String::new(), &mut all);
             for (path, s) in all {
