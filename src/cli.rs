@@ -1102,8 +1102,7 @@ fn install(args: InstallArgs) -> Result<ExitCode, String> {
                 Certificates::rotate(ns, found.bundle_pem.as_deref().unwrap_or(""))
             }
             Some(found) => {
-                say!("install: keeping the certificate of Secret {ns}/{SECRET} and the webhooks' caBundle");
-                match &found.bundle_pem {
+                let kept = match &found.bundle_pem {
                     Some(bundle) => {
                         Certificates::existing(ns, &found.cert_pem, &found.key_pem, bundle)
                     }
@@ -1114,11 +1113,27 @@ fn install(args: InstallArgs) -> Result<ExitCode, String> {
                             crate::install::WEBHOOK_CONFIGURATION
                         ),
                     }),
+                };
+                if kept.is_ok() {
+                    say!(
+                        "install: keeping the certificate of Secret {ns}/{SECRET} and the webhooks' caBundle"
+                    );
                 }
+                kept
             }
         }
         .map_err(|e| e.to_string())?)
     };
+    // A kept certificate is renewed by nobody: say so while there is time.
+    if let Some(days) = certs
+        .as_ref()
+        .and_then(|c| crate::install::days_left(&c.cert_pem))
+        .filter(|d| *d < 30)
+    {
+        say!(
+            "install: warning: the serving certificate expires in {days} days; run install with --rotate-certs"
+        );
+    }
     let objects = crate::install::install(&options, certs.as_ref()).map_err(|e| e.to_string())?;
     let header = format!(
         "# pvc-guard {VERSION}: the whole install in namespace {ns}, for\n\

@@ -136,63 +136,79 @@ impl Certificates {
         Ok(new)
     }
 
-    /// The ones a cluster already has, checked to still be of use:
-    /// readable, not expired, for the Service in `namespace`.
+    /// The ones a cluster already has, checked to still be of use as the
+    /// API server will use them: the key is the certificate's, and the
+    /// bundle verifies the certificate, now, for the Service's name in
+    /// `namespace`.
     pub fn existing(
         namespace: &str,
         cert_pem: &str,
         key_pem: &str,
         bundle_pem: &str,
     ) -> Result<Certificates> {
+        use rustls::client::danger::ServerCertVerifier as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
         let refuse = |reason: String| InstallError::Existing {
             namespace: namespace.to_string(),
             reason,
         };
-        let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        let cert: CertificateDer<'static> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
             .next()
             .and_then(|c| c.ok())
             .ok_or_else(|| refuse("is not a PEM certificate".into()))?;
-        let (_, cert) = x509_parser::parse_x509_certificate(&der)
-            .map_err(|e| refuse(format!("cannot be read ({e})")))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        if cert.validity().not_after.timestamp() <= now {
-            return Err(refuse(format!("expired on {}", cert.validity().not_after)));
-        }
-        let want = format!("{SERVICE}.{namespace}.svc");
-        let names: Vec<String> = cert
-            .subject_alternative_name()
+        let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())
             .ok()
             .flatten()
-            .map(|san| {
-                san.value
-                    .general_names
-                    .iter()
-                    .filter_map(|n| match n {
-                        x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !names.contains(&want) {
-            return Err(refuse(format!("is not for {want} (it names {names:?})")));
+            .ok_or_else(|| refuse("has no readable tls.key".into()))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        rustls::sign::CertifiedKey::from_der(vec![cert.clone()], key, &provider)
+            .map_err(|e| refuse(format!("does not go with its tls.key ({e})")))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in rustls_pemfile::certs(&mut bundle_pem.as_bytes()).flatten() {
+            // A CA the store refuses simply verifies nothing.
+            let _ = roots.add(ca);
         }
-        if crate::certs::first_certificate(bundle_pem).is_none() {
+        if roots.is_empty() {
             return Err(refuse(
-                "has no readable CA bundle in the webhook configuration".into(),
+                "has no readable CA bundle beside it in the webhook configuration".into(),
             ));
         }
-        if key_pem.trim().is_empty() {
-            return Err(refuse("has no tls.key".into()));
-        }
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            provider,
+        )
+        .build()
+        .map_err(|e| refuse(format!("cannot be checked ({e})")))?;
+        let host = format!("{SERVICE}.{namespace}.svc");
+        let name = ServerName::try_from(host.clone())
+            .map_err(|e| refuse(format!("cannot be checked for {host} ({e})")))?;
+        verifier
+            .verify_server_cert(&cert, &[], &name, &[], UnixTime::now())
+            .map_err(|e| {
+                refuse(format!(
+                    "is not one the webhooks' caBundle trusts for {host} now ({e})"
+                ))
+            })?;
         Ok(Certificates {
             cert_pem: cert_pem.to_string(),
             key_pem: key_pem.to_string(),
             bundle_pem: bundle_pem.to_string(),
         })
     }
+}
+
+/// Whole days until the certificate of `cert_pem` expires (negative once
+/// it has), if it can be read.
+pub fn days_left(cert_pem: &str) -> Option<i64> {
+    let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .next()?
+        .ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs() as i64;
+    Some((cert.validity().not_after.timestamp() - now) / 86_400)
 }
 
 /// The embedded manifests under `manifests/`, and beside them the
@@ -560,11 +576,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("is not for pvc-guard.other.svc") && e.contains("--rotate-certs"),
+            e.contains("not valid for name \"pvc-guard.other.svc\"")
+                && e.contains("--rotate-certs"),
             "{e}"
         );
         assert!(Certificates::existing("team", "garbage", &c.key_pem, &c.bundle_pem).is_err());
         assert!(Certificates::existing("team", &c.cert_pem, &c.key_pem, "").is_err());
+        // Another install's key, or a bundle that did not sign it.
+        let other = Certificates::generate("team").unwrap();
+        let e = Certificates::existing("team", &c.cert_pem, &other.key_pem, &c.bundle_pem)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not go with its tls.key"), "{e}");
+        let e = Certificates::existing("team", &c.cert_pem, &c.key_pem, &other.bundle_pem)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is not one the webhooks' caBundle trusts"),
+            "{e}"
+        );
+        assert!(matches!(days_left(&c.cert_pem), Some(364 | 365)));
         let r = Certificates::rotate("team", &c.bundle_pem).unwrap();
         assert!(r.bundle_pem.ends_with(&c.bundle_pem));
         assert_eq!(r.bundle_pem.matches("BEGIN CERTIFICATE").count(), 2);
