@@ -1,7 +1,8 @@
 //! End to end: `pvc-guard install` applied with `kubectl apply
 //! --server-side` to a real kube-apiserver (tests/envtest), which
 //! validates every object; run again it keeps the certificate, with
-//! `--rotate-certs` the caBundles trust the new CA and the old one; and
+//! `--rotate-certs` the caBundles trust the new CA and the old one; a
+//! caBundle that no longer verifies the certificate is refused; and
 //! `pvc-guard uninstall` fed to `kubectl delete` removes it.
 //!
 //! Skipped, with the reason printed, without `KUBEBUILDER_ASSETS` or
@@ -189,6 +190,40 @@ fn install_applies_upgrades_keeping_the_certificate_rotates_and_uninstalls() {
     // An upgrade after the rotation keeps the bundle of both.
     let (after, _) = install(cp, &[]);
     assert_eq!(printed_bundle(&after), both);
+
+    // A caBundle that no longer verifies the Secret's certificate (changed
+    // by hand, say) is not kept silently: install says to rotate.
+    let other = pvc_guard::certs::generate("other", &["other".into()], &[], 1).unwrap();
+    let patch = serde_json::json!([{
+        "op": "replace",
+        "path": "/webhooks/0/clientConfig/caBundle",
+        "value": base64::engine::general_purpose::STANDARD.encode(&other.ca_pem),
+    }]);
+    cp.kubectl(&[
+        "patch",
+        "validatingwebhookconfiguration",
+        "pvc-guard",
+        "--type=json",
+        "-p",
+        &patch.to_string(),
+    ])
+    .ok("kubectl patch the caBundle");
+    let kubeconfig = cp.admin_kubeconfig.to_str().unwrap();
+    let (code, out, err) = common::run_cli(
+        &[
+            "install",
+            "--namespace",
+            NAMESPACE,
+            "--kubeconfig",
+            kubeconfig,
+        ],
+        None,
+    );
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(
+        err.contains("is not one the webhooks' caBundle trusts") && err.contains("--rotate-certs"),
+        "{err}"
+    );
 
     // Uninstall: the webhook configurations go (first), then the rest.
     let (code, deletions, err) = common::run_cli(&["uninstall", "--namespace", NAMESPACE], None);
