@@ -116,7 +116,10 @@ curl -sk -H 'content-type: application/json' --data-binary @"${BODY[pg]}" \
   "https://$GUARD_ADDR/mutate" | jq -e '.response.patch | length > 0' >/dev/null ||
   { echo "pvc-guard returned no patch for the postgres body" >&2; exit 1; }
 curl -sk -H 'content-type: application/json' --data-binary @"${BODY[pg]}" \
-  "https://$REF_ADDR/mutate" | jq -e '.response.patch | @base64d | fromjson | length == 1' >/dev/null ||
+  "https://$REF_ADDR/mutate" |
+  # kube-core writes the patch as an array of bytes, which the API server
+  # (Go's []byte) reads as it reads base64.
+  jq -e '.response.patch | (if type == "string" then @base64d else implode end) | fromjson | length == 1' >/dev/null ||
   { echo "the reference webhook returned no one-operation patch" >&2; exit 1; }
 
 # --- load --------------------------------------------------------------------
