@@ -1,39 +1,63 @@
-//! The webhook's core on three real requests: parse the AdmissionReview,
-//! decide, build the response and patch, serialize. The same calls, in the
-//! same order, as `admit` in src/server/mod.rs, minus the I/O.
+//! The webhook's core on real requests and on the inputs at and over the
+//! hard caps: parse the AdmissionReview, decide, build the response and
+//! patch, serialize. The same calls, in the same order, as `admit` in
+//! src/server/mod.rs, minus the I/O.
 //!
 //! Run: `cargo bench --bench core`. CI runs `-- --test` (each bench once)
 //! so this keeps compiling; timings are never asserted.
+//!
+//! `PVC_GUARD_CORE_CASE=<name> PVC_GUARD_CORE_RUNS=<n>` runs one case n
+//! times and nothing else: the driver for instruction counts (callgrind of
+//! n runs minus callgrind of 0 runs, BENCHMARKS.md), which do not drift
+//! with the machine as times do. `PVC_GUARD_CORE_LIST_ONLY=1` prints the
+//! allocation table and stops, whatever the decisions (for the "before"
+//! column, built from an older commit).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput};
 use pvc_guard::admission::{self, Decision, Endpoint, FailureMode};
 use pvc_guard::config::Config;
 use pvc_guard::policy::{ClusterFacts, Policy};
+use serde_json::{Value, json};
 
 /// Counts allocations so each request's count can be printed next to its
 /// time: allocations are the usual reason a handler is slower than it
-/// should be, and unlike time they do not drift with the machine.
+/// should be, and unlike time they do not drift with the machine. The
+/// live bytes and their peak give what a request costs in memory beyond
+/// its body (the "3 MiB body, at most 3x its size" target).
 struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+static LIVE: AtomicU64 = AtomicU64::new(0);
+static PEAK: AtomicU64 = AtomicU64::new(0);
+
+fn grew(by: u64) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        grew(layout.size() as u64);
         unsafe { INNER.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
         unsafe { INNER.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        // The old and the new block are both live while realloc copies.
+        grew(new_size as u64);
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
         unsafe { INNER.realloc(ptr, layout, new_size) }
     }
 }
@@ -46,51 +70,260 @@ static GLOBAL: Counting = Counting;
 
 struct Case {
     name: &'static str,
-    body: &'static [u8],
+    body: Vec<u8>,
     endpoint: Endpoint,
     /// Checked once before timing, so a policy change that turns a case
     /// into a trivial allow cannot make the numbers look better silently.
     expected: Decision,
+    /// Checked with `expected`: an over-cap case must stay a
+    /// `limit-exceeded` denial, a case at the caps must not become one.
+    limit_exceeded: bool,
 }
 
-const CASES: &[Case] = &[
-    Case {
-        name: "nginx-clean/validate",
-        body: include_bytes!("../tests/data/admission/nginx-stateless.create.json"),
-        endpoint: Endpoint::Validate,
-        expected: Decision::Allow,
-    },
-    Case {
-        name: "nginx-clean/mutate",
-        body: include_bytes!("../tests/data/admission/nginx-stateless.create.json"),
-        endpoint: Endpoint::Mutate,
-        expected: Decision::Allow,
-    },
-    Case {
-        name: "postgres-full-mutation/validate",
-        body: include_bytes!("../tests/data/admission/pg-no-volume.create.json"),
-        endpoint: Endpoint::Validate,
-        expected: Decision::Deny,
-    },
-    Case {
-        name: "postgres-full-mutation/mutate",
-        body: include_bytes!("../tests/data/admission/pg-no-volume.create.json"),
-        endpoint: Endpoint::Mutate,
-        expected: Decision::Patch,
-    },
-    Case {
-        name: "large-20c-40v/validate",
-        body: include_bytes!("data/large-deployment.create.json"),
-        endpoint: Endpoint::Validate,
-        expected: Decision::Deny,
-    },
-    Case {
-        name: "large-20c-40v/mutate",
-        body: include_bytes!("data/large-deployment.create.json"),
-        endpoint: Endpoint::Mutate,
-        expected: Decision::Patch,
-    },
-];
+fn review(object: Value, operation: &str, old: Option<Value>) -> Vec<u8> {
+    let mut request = json!({
+        "uid": "bench", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+        "name": "big", "namespace": "shop", "operation": operation,
+        "userInfo": {"username": "admin", "groups": ["system:masters"]},
+        "object": object});
+    if let Some(old) = old {
+        request["oldObject"] = old;
+    }
+    serde_json::to_vec(
+        &json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}),
+    )
+    .expect("serializes")
+}
+
+fn deployment(containers: Vec<Value>, volumes: Vec<Value>, annotations: Value) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "big", "namespace": "shop", "annotations": annotations},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": containers, "volumes": volumes}}}})
+}
+
+fn postgres(i: usize) -> Value {
+    json!({"name": format!("pg-{i}"), "image": "postgres:16"})
+}
+
+/// The three inputs of tests/limits.rs that used to take seconds to
+/// minutes, over the caps (denied as `limit-exceeded`) and at the caps
+/// (the largest objects still judged piece by piece, which must cost
+/// time linear in their size too).
+mod shapes {
+    use super::*;
+
+    /// `n` unused emptyDir volumes beside one postgres.
+    pub fn volumes(n: usize) -> Value {
+        let volumes = (0..n)
+            .map(|i| json!({"name": format!("v{i}"), "emptyDir": {}}))
+            .collect();
+        deployment(vec![postgres(0)], volumes, json!({}))
+    }
+
+    /// `n` postgres containers, each fixed with a claim of its own.
+    pub fn postgres_containers(n: usize) -> Value {
+        deployment((0..n).map(postgres).collect(), vec![], json!({}))
+    }
+
+    /// A data-paths annotation of `entries` entries over `mounts` mounts
+    /// of one emptyDir, in one container (over the caps).
+    pub fn data_paths(entries: usize, mounts: usize) -> Value {
+        let mount_list: Vec<Value> = (0..mounts)
+            .map(|i| json!({"name": "d", "mountPath": format!("/data/{i}")}))
+            .collect();
+        let annotation: Vec<String> = (0..entries)
+            .map(|i| format!("/data/{}", i % mounts.max(1)))
+            .collect();
+        deployment(
+            vec![json!({"name": "app", "image": "example/app:1", "volumeMounts": mount_list})],
+            vec![json!({"name": "d", "emptyDir": {}})],
+            json!({"pvc-guard.io/data-paths": annotation.join(";")}),
+        )
+    }
+
+    /// The same annotation where it costs most: 256 entries without a
+    /// container name, each under a mount every one of `containers` has
+    /// (16 each), so each entry goes to every container: 256 data paths
+    /// per container, each on that container's emptyDir. 16 containers
+    /// make 4,096 data paths, the cap; 256 containers make 65,536.
+    pub fn data_paths_everywhere(containers: usize) -> Value {
+        let list = (0..containers)
+            .map(|c| {
+                let mounts: Vec<Value> = (0..16)
+                    .map(|k| json!({"name": format!("v{c}"), "mountPath": format!("/data/{k}")}))
+                    .collect();
+                json!({"name": format!("app{c}"), "image": "example/app:1", "volumeMounts": mounts})
+            })
+            .collect();
+        let volumes = (0..containers)
+            .map(|c| json!({"name": format!("v{c}"), "emptyDir": {}}))
+            .collect();
+        let annotation: Vec<String> = (0..256).map(|i| format!("/data/{}/s{i}", i % 16)).collect();
+        deployment(
+            list,
+            volumes,
+            json!({"pvc-guard.io/data-paths": annotation.join(";")}),
+        )
+    }
+
+    /// One app whose variables name `n` SQLite files.
+    pub fn sqlite(n: usize) -> Value {
+        let env: Vec<Value> = (0..n)
+            .map(|i| json!({"name": format!("DB_{i}"), "value": format!("/var/app/store-{i}.db")}))
+            .collect();
+        deployment(
+            vec![json!({"name": "app", "image": "example/app:1", "env": env})],
+            vec![],
+            json!({}),
+        )
+    }
+
+    /// One postgres with `n` environment variables: about 48 bytes each,
+    /// so 60,000 make a body just under the 3 MiB `--max-body-bytes`.
+    pub fn env(n: usize) -> Value {
+        let env: Vec<Value> = (0..n)
+            .map(|i| json!({"name": format!("VAR_{i:06}"), "value": format!("value-{i:06}")}))
+            .collect();
+        deployment(
+            vec![json!({"name": "pg", "image": "postgres:16", "env": env})],
+            vec![],
+            json!({}),
+        )
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let file = |name, path: &str, endpoint, expected| Case {
+        name,
+        body: std::fs::read(path).expect("the fixture exists"),
+        endpoint,
+        expected,
+        limit_exceeded: false,
+    };
+    let made = |name, object: Value, endpoint, expected, limit_exceeded| Case {
+        name,
+        body: review(object, "CREATE", None),
+        endpoint,
+        expected,
+        limit_exceeded,
+    };
+    use Decision::*;
+    use Endpoint::*;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let nginx = format!("{root}/tests/data/admission/nginx-stateless.create.json");
+    let pg = format!("{root}/tests/data/admission/pg-no-volume.create.json");
+    let large = format!("{root}/benches/data/large-deployment.create.json");
+    vec![
+        file("nginx-clean/validate", &nginx, Validate, Allow),
+        file("nginx-clean/mutate", &nginx, Mutate, Allow),
+        file("postgres-full-mutation/validate", &pg, Validate, Deny),
+        file("postgres-full-mutation/mutate", &pg, Mutate, Patch),
+        file("large-20c-40v/validate", &large, Validate, Deny),
+        file("large-20c-40v/mutate", &large, Mutate, Patch),
+        // At the caps: judged and fixed.
+        made(
+            "cap-1024-volumes/validate",
+            shapes::volumes(1024),
+            Validate,
+            Deny,
+            false,
+        ),
+        made(
+            "cap-1024-volumes/mutate",
+            shapes::volumes(1024),
+            Mutate,
+            Patch,
+            false,
+        ),
+        made(
+            "cap-256-postgres/validate",
+            shapes::postgres_containers(256),
+            Validate,
+            Deny,
+            false,
+        ),
+        made(
+            "cap-256-postgres/mutate",
+            shapes::postgres_containers(256),
+            Mutate,
+            Patch,
+            false,
+        ),
+        made(
+            "cap-256-paths-16-containers/validate",
+            shapes::data_paths_everywhere(16),
+            Validate,
+            Deny,
+            false,
+        ),
+        made(
+            "cap-256-paths-16-containers/mutate",
+            shapes::data_paths_everywhere(16),
+            Mutate,
+            Patch,
+            false,
+        ),
+        made(
+            "cap-4096-sqlite/validate",
+            shapes::sqlite(4096),
+            Validate,
+            Deny,
+            false,
+        ),
+        made(
+            "cap-4096-sqlite/mutate",
+            shapes::sqlite(4096),
+            Mutate,
+            Patch,
+            false,
+        ),
+        // A body just under 3 MiB, for what it costs in memory.
+        made(
+            "env-60000/mutate",
+            shapes::env(60_000),
+            Mutate,
+            Patch,
+            false,
+        ),
+        // Over the caps: denied with the cap named, never judged.
+        made(
+            "over-40000-volumes/validate",
+            shapes::volumes(40_000),
+            Validate,
+            Deny,
+            true,
+        ),
+        made(
+            "over-4000-postgres/validate",
+            shapes::postgres_containers(4_000),
+            Validate,
+            Deny,
+            true,
+        ),
+        made(
+            "over-20000-paths-4000-mounts/validate",
+            shapes::data_paths(20_000, 4_000),
+            Validate,
+            Deny,
+            true,
+        ),
+        made(
+            "over-256-paths-256-containers/validate",
+            shapes::data_paths_everywhere(256),
+            Validate,
+            Deny,
+            true,
+        ),
+        made(
+            "over-60000-sqlite/validate",
+            shapes::sqlite(60_000),
+            Validate,
+            Deny,
+            true,
+        ),
+    ]
+}
 
 /// One request, start to finish, as the server handles it.
 fn handle(policy: &Policy, endpoint: Endpoint, body: &[u8]) -> (Decision, Vec<u8>) {
@@ -100,50 +333,99 @@ fn handle(policy: &Policy, endpoint: Endpoint, body: &[u8]) -> (Decision, Vec<u8
     (verdict.decision, verdict.to_json())
 }
 
-fn allocations(policy: &Policy, case: &Case) -> (u64, u64) {
-    let (a0, b0) = (
+/// Allocations, bytes allocated, and the peak of live bytes above what
+/// was live before, for one request.
+fn allocations(policy: &Policy, case: &Case) -> (u64, u64, u64) {
+    let (a0, b0, live0) = (
         ALLOCS.load(Ordering::Relaxed),
         BYTES.load(Ordering::Relaxed),
+        LIVE.load(Ordering::Relaxed),
     );
-    black_box(handle(policy, case.endpoint, case.body));
+    PEAK.store(live0, Ordering::Relaxed);
+    black_box(handle(policy, case.endpoint, &case.body));
     (
         ALLOCS.load(Ordering::Relaxed) - a0,
         BYTES.load(Ordering::Relaxed) - b0,
+        PEAK.load(Ordering::Relaxed) - live0,
     )
 }
 
-fn bench(c: &mut Criterion) {
+/// The answer's length, and what is wrong with the case's decision, if
+/// anything.
+fn check(policy: &Policy, case: &Case) -> (usize, Option<String>) {
+    let (decision, answer) = handle(policy, case.endpoint, &case.body);
+    let limited = String::from_utf8_lossy(&answer).contains("[limit-exceeded]");
+    let wrong = (decision != case.expected || limited != case.limit_exceeded).then(|| {
+        format!(
+            "{}: {decision:?} (limit-exceeded {limited}), not {:?} (limit-exceeded {}): the input no longer takes the path this bench measures",
+            case.name, case.expected, case.limit_exceeded
+        )
+    });
+    (answer.len(), wrong)
+}
+
+fn main() {
     let policy = Policy::new(Config::default());
-    for case in CASES {
-        let (decision, answer) = handle(&policy, case.endpoint, case.body);
-        assert_eq!(
-            decision, case.expected,
-            "{}: the fixture no longer takes the path this bench measures",
-            case.name
-        );
-        let (allocs, bytes) = allocations(&policy, case);
+    let cases = cases();
+    if let Ok(name) = std::env::var("PVC_GUARD_CORE_CASE") {
+        let runs: usize = std::env::var("PVC_GUARD_CORE_RUNS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(1);
+        let case = cases
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no case {name}"));
+        for _ in 0..runs {
+            black_box(handle(&policy, case.endpoint, black_box(&case.body)));
+        }
+        return;
+    }
+    let mut wrong = Vec::new();
+    for case in &cases {
+        let (answer, w) = check(&policy, case);
+        wrong.extend(w);
+        let (allocs, bytes, peak) = allocations(&policy, case);
         eprintln!(
-            "{:34} body {:6} B  answer {:6} B  {:5} allocations  {:8} B allocated per request",
+            "{:40} body {:8} B  answer {:8} B  {:8} allocations  {:10} B allocated  peak {:9} B live ({:.2}x body)",
             case.name,
             case.body.len(),
-            answer.len(),
+            answer,
             allocs,
-            bytes
+            bytes,
+            peak,
+            peak as f64 / case.body.len() as f64
         );
     }
+    // Listing only: the same table for an older commit, whose decisions
+    // may differ (BENCHMARKS.md's "before" column).
+    if std::env::var_os("PVC_GUARD_CORE_LIST_ONLY").is_some() {
+        for w in &wrong {
+            eprintln!("{w}");
+        }
+        return;
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 
+    let mut c = Criterion::default().configure_from_args();
     let mut group = c.benchmark_group("request");
-    for case in CASES {
+    // The generated cases at the caps take milliseconds each: fewer and
+    // shorter samples keep the whole run to a few minutes.
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for case in &cases {
         group.throughput(Throughput::Bytes(case.body.len() as u64));
         group.bench_function(case.name, |b| {
-            b.iter(|| handle(&policy, case.endpoint, black_box(case.body)))
+            b.iter(|| handle(&policy, case.endpoint, black_box(&case.body)))
         });
     }
     group.finish();
 
-    // The stages apart, for the request that costs most, to see where a
+    // The stages apart, for the fixture that costs most, to see where a
     // regression lands.
-    let body = CASES[5].body;
+    let body = &cases[5].body;
     let mut stages = c.benchmark_group("stages/large-20c-40v-mutate");
     stages.bench_function("parse", |b| {
         b.iter(|| admission::parse(black_box(body)).expect("parses"))
@@ -170,7 +452,5 @@ fn bench(c: &mut Criterion) {
     );
     stages.bench_function("to_json", |b| b.iter(|| black_box(&verdict).to_json()));
     stages.finish();
+    c.final_summary();
 }
-
-criterion_group!(benches, bench);
-criterion_main!(benches);

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Load benchmark: `pvc-guard serve` against a no-op webhook on the same
-# stack (benches/noop_webhook.rs), both on 127.0.0.1, driven by the same
+# Load benchmark: `pvc-guard serve` against two baselines on the same
+# stack (benches/baseline_stack.rs), all on 127.0.0.1, driven by the same
 # load generators with the same bodies and connection counts:
+#   no-op       benches/noop_webhook.rs: reads the body, answers a constant
+#   reference   benches/reference_webhook.rs: kube's AdmissionReview types
+#               and a one-operation patch, as the kube-rs example does
+# and by:
 #   HTTP/2      h2load (Debian: nghttp2-client), one stream per connection
 #   HTTP/1.1    wrk (Debian: wrk), keep-alive
 #   handshakes  openssl s_time -new: full TLS handshakes, one at a time
-# The figure of merit is the ratio pvc-guard/no-op of each pair of runs,
-# taken back to back, because absolute numbers drift with the machine.
+# The figures of merit are the ratios pvc-guard/no-op and
+# pvc-guard/reference of each triple of runs, taken back to back, because
+# absolute numbers drift with the machine.
 #
-# Usage: benches/load.sh                 (about 5 minutes with the defaults)
+# Usage: benches/load.sh                 (about 8 minutes with the defaults)
 # Knobs (environment): DURATION=4 WARMUP=1 CONNECTIONS="1 16 64"
 #   CASES="mutate:pg mutate:nginx mutate:large validate:pg" PROTOCOLS="h2 h1"
 #   HANDSHAKE_SECONDS=5 NICE=0 (niceness of servers and load generators)
@@ -27,6 +32,7 @@ HANDSHAKE_SECONDS=${HANDSHAKE_SECONDS:-5}
 NICE=${NICE:-0}
 GUARD_ADDR=${GUARD_ADDR:-127.0.0.1:18443}
 NOOP_ADDR=${NOOP_ADDR:-127.0.0.1:18444}
+REF_ADDR=${REF_ADDR:-127.0.0.1:18445}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
 # --- install -----------------------------------------------------------------
@@ -42,10 +48,12 @@ if ((${#need[@]})); then
 fi
 
 if [ -z "${NO_BUILD:-}" ]; then
-  cargo build --release --locked --bin pvc-guard --example noop_webhook >&2
+  cargo build --release --locked --bin pvc-guard --example noop_webhook \
+    --example reference_webhook >&2
 fi
 GUARD_BIN=$TARGET_DIR/release/pvc-guard
 NOOP_BIN=$TARGET_DIR/release/examples/noop_webhook
+REF_BIN=$TARGET_DIR/release/examples/reference_webhook
 
 declare -A BODY=(
   [nginx]=tests/data/admission/nginx-stateless.create.json
@@ -71,6 +79,9 @@ PIDS+=("$GUARD_PID")
 nice -n "$NICE" "$NOOP_BIN" "$NOOP_ADDR" 2>"$WORK/noop.log" &
 NOOP_PID=$!
 PIDS+=("$NOOP_PID")
+nice -n "$NICE" "$REF_BIN" "$REF_ADDR" 2>"$WORK/reference.log" &
+REF_PID=$!
+PIDS+=("$REF_PID")
 
 wait_port() {
   local host=${1%:*} port=${1##*:}
@@ -83,6 +94,7 @@ wait_port() {
 }
 wait_port "$GUARD_ADDR"
 wait_port "$NOOP_ADDR"
+wait_port "$REF_ADDR"
 
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
@@ -92,9 +104,10 @@ TICK=$(getconf CLK_TCK)
 sleep 1
 GUARD_IDLE=$(status_kib "$GUARD_PID" VmRSS)
 NOOP_IDLE=$(status_kib "$NOOP_PID" VmRSS)
+REF_IDLE=$(status_kib "$REF_PID" VmRSS)
 
-# Sanity: both answer, and pvc-guard really mutates the postgres body.
-for addr in "$GUARD_ADDR" "$NOOP_ADDR"; do
+# Sanity: all answer, and pvc-guard and the reference really patch.
+for addr in "$GUARD_ADDR" "$NOOP_ADDR" "$REF_ADDR"; do
   code=$(curl -sk -o "$WORK/answer.json" -w '%{http_code}' -H 'content-type: application/json' \
     --data-binary @"${BODY[pg]}" "https://$addr/mutate")
   [ "$code" = 200 ] || { echo "https://$addr/mutate answered $code" >&2; exit 1; }
@@ -102,6 +115,12 @@ done
 curl -sk -H 'content-type: application/json' --data-binary @"${BODY[pg]}" \
   "https://$GUARD_ADDR/mutate" | jq -e '.response.patch | length > 0' >/dev/null ||
   { echo "pvc-guard returned no patch for the postgres body" >&2; exit 1; }
+curl -sk -H 'content-type: application/json' --data-binary @"${BODY[pg]}" \
+  "https://$REF_ADDR/mutate" |
+  # kube-core writes the patch as an array of bytes, which the API server
+  # (Go's []byte) reads as it reads base64.
+  jq -e '.response.patch | (if type == "string" then @base64d else implode end) | fromjson | length == 1' >/dev/null ||
+  { echo "the reference webhook returned no one-operation patch" >&2; exit 1; }
 
 # --- load --------------------------------------------------------------------
 cat >"$WORK/wrk.lua" <<'EOF'
@@ -164,18 +183,20 @@ echo
 echo "pvc-guard $(git describe --always --dirty 2>/dev/null || echo '?'), $(nproc) CPUs, $(uname -r)"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); duration ${DURATION}s after ${WARMUP}s warm-up; one request in flight per connection"
 echo
-echo "| proto | endpoint | body | conns | pvc-guard req/s | p50 ms | p99 ms | no-op req/s | p50 ms | p99 ms | ratio | CPU us/req guard / no-op | errors |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| proto | endpoint | body | conns | pvc-guard req/s | p50 ms | p99 ms | no-op req/s | p50 ms | p99 ms | reference req/s | p50 ms | p99 ms | guard/no-op | guard/reference | CPU us/req guard / no-op / reference | errors |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for proto in $PROTOCOLS; do
   for case in $CASES; do
     endpoint=${case%%:*} body=${case##*:}
     for c in $CONNECTIONS; do
       read -r g_rps g_p50 g_p99 g_err g_cpu < <(measure "$GUARD_PID" "$proto" "$GUARD_ADDR" "/$endpoint" "${BODY[$body]}" "$c")
       read -r n_rps n_p50 n_p99 n_err n_cpu < <(measure "$NOOP_PID" "$proto" "$NOOP_ADDR" "/$endpoint" "${BODY[$body]}" "$c")
-      printf '| %s | /%s | %s | %d | %.0f | %s | %s | %.0f | %s | %s | **%s** | %s / %s | %s |\n' \
+      read -r r_rps r_p50 r_p99 r_err r_cpu < <(measure "$REF_PID" "$proto" "$REF_ADDR" "/$endpoint" "${BODY[$body]}" "$c")
+      printf '| %s | /%s | %s | %d | %.0f | %s | %s | %.0f | %s | %s | %.0f | %s | %s | **%s** | **%s** | %s / %s / %s | %s |\n' \
         "$proto" "$endpoint" "$body" "$c" "$g_rps" "$(ms "$g_p50")" "$(ms "$g_p99")" \
-        "$n_rps" "$(ms "$n_p50")" "$(ms "$n_p99")" "$(ratio "$g_rps" "$n_rps")" \
-        "$g_cpu" "$n_cpu" "$((g_err + n_err))"
+        "$n_rps" "$(ms "$n_p50")" "$(ms "$n_p99")" "$r_rps" "$(ms "$r_p50")" "$(ms "$r_p99")" \
+        "$(ratio "$g_rps" "$n_rps")" "$(ratio "$g_rps" "$r_rps")" \
+        "$g_cpu" "$n_cpu" "$r_cpu" "$((g_err + n_err + r_err))"
     done
   done
 done
@@ -200,8 +221,10 @@ echo "| server | handshakes/s | server CPU us/handshake |"
 echo "|---|---|---|"
 read -r g_hs g_hcpu < <(handshakes "$GUARD_PID" "$GUARD_ADDR")
 read -r n_hs n_hcpu < <(handshakes "$NOOP_PID" "$NOOP_ADDR")
+read -r r_hs r_hcpu < <(handshakes "$REF_PID" "$REF_ADDR")
 echo "| pvc-guard | $g_hs | $g_hcpu |"
 echo "| no-op | $n_hs | $n_hcpu |"
+echo "| reference | $r_hs | $r_hcpu |"
 echo "| ratio pvc-guard/no-op | $(ratio "$g_hs" "$n_hs") | $(ratio "$g_hcpu" "$n_hcpu") |"
 
 # --- memory ------------------------------------------------------------------
@@ -211,6 +234,7 @@ echo "| server | RSS idle at start MiB | peak RSS (VmHWM) MiB | RSS after load M
 echo "|---|---|---|---|"
 echo "| pvc-guard | $(mib "$GUARD_IDLE") | $(mib "$(status_kib "$GUARD_PID" VmHWM)") | $(mib "$(status_kib "$GUARD_PID" VmRSS)") |"
 echo "| no-op | $(mib "$NOOP_IDLE") | $(mib "$(status_kib "$NOOP_PID" VmHWM)") | $(mib "$(status_kib "$NOOP_PID" VmRSS)") |"
+echo "| reference | $(mib "$REF_IDLE") | $(mib "$(status_kib "$REF_PID" VmHWM)") | $(mib "$(status_kib "$REF_PID" VmRSS)") |"
 echo
 echo "decisions logged by pvc-guard: $(grep -c 'admission decision' "$WORK/guard.log" || true)"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,6 +1,6 @@
 //! Hard caps and linear cost, over HTTPS against the real binary. Every
 //! count an object can grow (containers, volumes, mounts, data-path
-//! entries, findings, message bytes) has a cap; beyond it the answer is a
+//! entries, data paths, findings, message bytes) has a cap; beyond it the answer is a
 //! denial that names the cap, never a hang. The three inputs that used to
 //! take seconds to minutes (tens of thousands of volumes, thousands of
 //! postgres containers, a data-paths annotation of 20,000 entries over
@@ -152,6 +152,16 @@ async fn each_cap_is_a_denial_that_names_it_and_just_below_it_the_object_is_judg
             ),
             "257 entries in the pvc-guard.io/data-paths annotation",
         ),
+        (
+            "SQLite files",
+            deployment(vec![sqlite_app(4097)], vec![], json!({})),
+            "4097 data paths",
+        ),
+        (
+            "data-paths entries times the containers they reach",
+            everywhere(17),
+            "4352 data paths",
+        ),
     ];
     for (what, object, named) in cases {
         let (v, m) = judge(&server, object).await;
@@ -172,6 +182,53 @@ async fn each_cap_is_a_denial_that_names_it_and_just_below_it_the_object_is_judg
     assert!(!message(&v).contains("limit-exceeded"));
     let patch = patch_of(&m).expect("a fix");
     assert!(patch.0.len() > 256, "every container gets its claim: {m}");
+    // 4,096 data paths, SQLite files or annotation entries times the
+    // containers they reach, are judged.
+    for (what, object) in [
+        (
+            "SQLite files",
+            deployment(vec![sqlite_app(4096)], vec![], json!({})),
+        ),
+        ("data-paths entries", everywhere(16)),
+    ] {
+        let (v, m) = judge(&server, object).await;
+        assert!(
+            message(&v).starts_with("[ephemeral-data-path]"),
+            "{what}: {v}"
+        );
+        assert!(patch_of(&m).is_some(), "{what}");
+    }
+}
+
+/// An app whose variables name `n` SQLite files on its writable layer.
+fn sqlite_app(n: usize) -> Value {
+    let env: Vec<Value> = (0..n)
+        .map(|i| json!({"name": format!("DB_{i}"), "value": format!("/var/app/store-{i}.db")}))
+        .collect();
+    json!({"name": "app", "image": "example/app:1", "env": env})
+}
+
+/// 256 data-paths entries without a container name, each under a mount
+/// all `containers` have, so each reaches every one: 256 data paths per
+/// container.
+fn everywhere(containers: usize) -> Value {
+    let list = (0..containers)
+        .map(|c| {
+            let mounts: Vec<Value> = (0..16)
+                .map(|k| json!({"name": format!("v{c}"), "mountPath": format!("/data/{k}")}))
+                .collect();
+            json!({"name": format!("app{c}"), "image": "example/app:1", "volumeMounts": mounts})
+        })
+        .collect();
+    let volumes = (0..containers)
+        .map(|c| json!({"name": format!("v{c}"), "emptyDir": {}}))
+        .collect();
+    let entries: Vec<String> = (0..256).map(|i| format!("/data/{}/s{i}", i % 16)).collect();
+    deployment(
+        list,
+        volumes,
+        json!({"pvc-guard.io/data-paths": entries.join(";")}),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -31,6 +31,13 @@ pub mod limits {
     pub const MOUNTS: usize = 4096;
     /// Entries of the `pvc-guard.io/data-paths` annotation.
     pub const DATA_PATH_ENTRIES: usize = 256;
+    /// Data paths found in all containers together: an annotation entry
+    /// counts once for each container it reaches, a SQLite file once for
+    /// each container that names it. Every one becomes a finding and a
+    /// fix, so without this cap 256 entries reaching 256 containers made a
+    /// 43 MB answer from a 180 KB request, and 60,000 variables naming
+    /// SQLite files took seconds.
+    pub const DATA_PATHS: usize = 4096;
     /// ownerReferences read; later ones are not (they only ever relax).
     pub const OWNERS: usize = 64;
     /// Findings reported for one object; the rest are counted.

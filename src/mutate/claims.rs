@@ -3,7 +3,7 @@
 //! volume, never a claim the cluster holds for another workload, and the
 //! default name is never the same for two workloads.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::config::Config;
 use crate::k8s::{short_hash, shorten};
@@ -18,6 +18,11 @@ pub struct ClaimNames {
     owner: String,
     /// How many names were handed out.
     made: usize,
+    /// Per wanted name, the suffix to try next (1: the name itself). The
+    /// names before it were not free when last asked, and a name once
+    /// taken stays taken, so asking again resumes there: a container with
+    /// many claims costs one step per claim, not a walk from `-2` each.
+    next: HashMap<String, usize>,
 }
 
 impl ClaimNames {
@@ -26,6 +31,7 @@ impl ClaimNames {
             taken: workload.claim_names().map(str::to_string).collect(),
             owner: format!("{}/{}", workload.kind.as_str(), workload.name),
             made: 0,
+            next: HashMap::new(),
         }
     }
 
@@ -81,12 +87,19 @@ impl ClaimNames {
                     .claim_created_for(name)
                     .is_none_or(|owner| owner == self.owner)
         };
-        let mut name = wanted.clone();
-        let mut n = 2;
-        while !free(&name) {
-            name = shorten(&format!("{wanted}-{n}"), 253);
+        let mut n = self.next.get(&wanted).copied().unwrap_or(1);
+        let name = loop {
+            let name = if n == 1 {
+                wanted.clone()
+            } else {
+                shorten(&format!("{wanted}-{n}"), 253)
+            };
             n += 1;
-        }
+            if free(&name) {
+                break name;
+            }
+        };
+        self.next.insert(wanted, n);
         self.taken.insert(name.clone());
         name
     }

@@ -140,6 +140,23 @@ impl Assessment<'_, '_> {
     }
 }
 
+fn limit_exceeded(who: String, what: &'static str, count: usize, cap: usize) -> Finding {
+    Finding {
+        rule: Rule::LimitExceeded,
+        severity: Severity::Deny,
+        container: String::new(),
+        path: what.to_string(),
+        detail: Detail::LimitExceeded {
+            who,
+            what,
+            count,
+            cap,
+        },
+        inherited: false,
+        site: None,
+    }
+}
+
 impl Policy {
     pub fn new(config: Config) -> Policy {
         let catalog = Catalog::with_overrides(&config.catalog);
@@ -169,26 +186,28 @@ impl Policy {
                 limits::DATA_PATH_ENTRIES,
             ))
         });
+        let limited = self.config.rule_setting(Rule::LimitExceeded) != Some(RuleSetting::Off);
         if let Some((what, count, cap)) = exceeded
-            && self.config.rule_setting(Rule::LimitExceeded) != Some(RuleSetting::Off)
+            && limited
         {
-            a.findings.push(Finding {
-                rule: Rule::LimitExceeded,
-                severity: Severity::Deny,
-                container: String::new(),
-                path: what.to_string(),
-                detail: Detail::LimitExceeded {
-                    who,
-                    what,
-                    count,
-                    cap,
-                },
-                inherited: false,
-                site: None,
-            });
+            a.findings.push(limit_exceeded(who, what, count, cap));
             return a;
         }
         a.dbs = detect::detect(workload, &self.catalog, &self.config.durable_images);
+        // Detection is linear in the object and the annotation's fan-out
+        // (at most 256 entries times 256 containers); what follows costs a
+        // finding and a fix per data path, so it is capped here.
+        let paths: usize = a.dbs.iter().map(|db| db.paths.len()).sum();
+        if paths > limits::DATA_PATHS && limited {
+            a.dbs.clear();
+            a.findings.push(limit_exceeded(
+                who,
+                "data paths (SQLite files, and data-paths entries for each container they reach)",
+                paths,
+                limits::DATA_PATHS,
+            ));
+            return a;
+        }
         let volumes = workload.volumes_by_name();
         for (i, db) in a.dbs.iter().enumerate() {
             let image_volumes = db

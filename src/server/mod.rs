@@ -1,9 +1,11 @@
 //! `pvc-guard serve`: the HTTPS admission server. The request path is
-//! [`admit`]: limits, a place in the evaluation queue, then on a blocking
-//! thread parse, decide (panic-safe), log, count; answer.
+//! [`admit`]: limits, a place in the evaluation queue, then (on a blocking
+//! thread when the body is large) parse, decide (panic-safe), log, count;
+//! answer.
 
 pub mod args;
 pub mod conn;
+mod memory;
 pub mod metrics;
 pub mod refusals;
 pub mod reviews;
@@ -145,15 +147,18 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response 
     let Some(place) = app.reviews.enter() else {
         return saturated(&app, peer);
     };
+    let body_bytes = bytes.len();
+    let inline = body_bytes <= reviews::INLINE_BODY_BYTES;
     let job = {
         let app = app.clone();
         move || {
             let answer = evaluate(&app, endpoint, &bytes, started);
             drop((bytes, buffered));
+            memory::after_review(body_bytes);
             answer
         }
     };
-    match place.run(job).await {
+    match place.run(inline, job).await {
         Ok(Ok(answer)) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
@@ -173,8 +178,8 @@ async fn admit(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response 
     }
 }
 
-/// Parse, judge, log and count: all of it grows with the body, so it runs
-/// on a blocking thread.
+/// Parse, judge, log and count: all of it grows with the body, so a large
+/// body runs it on a blocking thread (`reviews::INLINE_BODY_BYTES`).
 fn evaluate(
     app: &App,
     endpoint: Endpoint,
@@ -332,6 +337,16 @@ async fn read_body(
                 )
             })?;
         held.merge(more);
+        // Once bytes arrive, room for the declared length at once: grown
+        // by doubling, a 2.8 MB body held its 2 MiB buffer and the 4 MiB
+        // one together while copying. Not before the first chunk, so a
+        // client that declares a length and sends nothing holds nothing;
+        // pages reserved and not yet written are not resident either.
+        if read.is_empty()
+            && let Some(n) = declared
+        {
+            read.reserve(n);
+        }
         read.extend_from_slice(&chunk);
     }
     Ok((read.freeze(), held))

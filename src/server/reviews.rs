@@ -1,14 +1,28 @@
 //! The bound on evaluations. Parsing and judging a body costs CPU in
-//! proportion to its size, so it runs on tokio's blocking threads, never on
-//! the async workers that serve connections and probes, and only so many
-//! at once: a few more may wait their turn, and a request that finds every
-//! place taken is refused at once rather than queued without end.
+//! proportion to its size, so a large one runs on tokio's blocking threads,
+//! never on the async workers that serve connections and probes, and only
+//! so many at once: a few more may wait their turn, and a request that
+//! finds every place taken is refused at once rather than queued without
+//! end. A small body (most of them: a Deployment is a few KB) is judged on
+//! the worker that read it, under the same bound: the hard caps keep what
+//! it can cost to milliseconds, and handing it to another thread and back
+//! cost more than judging it (BENCHMARKS.md).
 
 use std::sync::Arc;
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinError;
+
+/// Bodies up to this size are judged on the async worker that read them.
+/// The object caps bound their cost: the most expensive small body the
+/// benchmarks hold (256 data-paths entries reaching 16 containers, 15 KB)
+/// takes milliseconds, far under the probes' timeouts, and at most
+/// `concurrency` workers are ever busy with one.
+pub const INLINE_BODY_BYTES: usize = 64 * 1024;
+
+/// The job panicked: the request is answered 500, the server goes on.
+#[derive(Debug)]
+pub struct Panicked;
 
 use super::metrics::Held;
 
@@ -52,12 +66,13 @@ impl Reviews {
 }
 
 impl Place<'_> {
-    /// Waits for a running slot, then runs `job` on a blocking thread. The
-    /// wait ends early if the request is dropped (its timeout, or the client
-    /// gone); once running, the job keeps its slot until it returns, so the
-    /// bound holds even for requests nobody waits for any more. A panic in
-    /// `job` comes back as the JoinError.
-    pub async fn run<T, F>(self, job: F) -> Result<T, JoinError>
+    /// Waits for a running slot, then runs `job`: here when `inline` (a
+    /// small body), else on a blocking thread. The wait ends early if the
+    /// request is dropped (its timeout, or the client gone); once running,
+    /// the job keeps its slot until it returns, so the bound holds even for
+    /// requests nobody waits for any more. A panic in `job` comes back as
+    /// [`Panicked`], wherever it ran.
+    pub async fn run<T, F>(self, inline: bool, job: F) -> Result<T, Panicked>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -72,11 +87,17 @@ impl Place<'_> {
             .expect("the semaphore is never closed");
         drop(waiting);
         let held = (self.place, slot, Held::new(&reviews.running_gauge));
+        if inline {
+            let _held = held;
+            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                .map_err(|_| Panicked);
+        }
         tokio::task::spawn_blocking(move || {
             let _held = held;
             job()
         })
         .await
+        .map_err(|_| Panicked)
     }
 }
 
@@ -92,18 +113,23 @@ mod tests {
         assert!(reviews.enter().is_none(), "full");
         drop(b);
         assert!(reviews.enter().is_some());
-        assert_eq!(a.run(|| 7).await.unwrap(), 7);
+        assert_eq!(a.run(false, || 7).await.unwrap(), 7);
+        assert!(reviews.enter().is_some());
+        let a = reviews.enter().unwrap();
+        assert_eq!(a.run(true, || 8).await.unwrap(), 8);
         assert!(reviews.enter().is_some());
         assert_eq!(reviews.running_gauge.get(), 0);
         assert_eq!(reviews.waiting_gauge.get(), 0);
     }
 
     #[tokio::test]
-    async fn a_panicking_job_is_a_join_error_and_frees_its_place() {
+    async fn a_panicking_job_is_an_error_and_frees_its_place_inline_or_not() {
         let reviews = Reviews::new(1, 0, Gauge::default(), Gauge::default());
-        let place = reviews.enter().unwrap();
-        let err = place.run(|| panic!("boom")).await.unwrap_err();
-        assert!(err.is_panic());
-        assert!(reviews.enter().is_some());
+        for inline in [false, true] {
+            let place = reviews.enter().unwrap();
+            let result: Result<(), Panicked> = place.run(inline, || panic!("boom")).await;
+            assert!(result.is_err(), "inline {inline}");
+            assert!(reviews.enter().is_some(), "inline {inline}");
+        }
     }
 }

@@ -11,7 +11,7 @@
 mod command;
 mod sqlite;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub use command::{Word, command_words};
 pub use sqlite::{SqlitePath, sqlite_paths};
@@ -370,6 +370,8 @@ mod gather {
         let env_values = c.container.env.iter().filter_map(|e| e.value.as_deref());
         let texts = id.words.iter().map(|w| w.text.as_str()).chain(env_values);
         let mut out: Vec<String> = Vec::new();
+        // Each path once, by lookup: every env value may hold a setting.
+        let mut seen: HashSet<String> = HashSet::new();
         for text in texts {
             for key in keys {
                 let value = text
@@ -380,7 +382,7 @@ mod gather {
                     && !v.contains("$(")
                 {
                     let p = normalize_path(v);
-                    if !out.contains(&p) {
+                    if seen.insert(p.clone()) {
                         out.push(p);
                     }
                 }
@@ -393,6 +395,9 @@ mod gather {
     /// working directory where they are relative.
     pub fn sqlite(c: &ContainerRef<'_>, out: &mut Vec<String>, unresolved: &mut Vec<Unresolved>) {
         let container = c.container;
+        // Each unresolved path once, by lookup rather than a scan of those
+        // so far (thousands of variables may name one).
+        let mut seen: HashSet<String> = unresolved.iter().map(|u| u.path.clone()).collect();
         let texts = container
             .env
             .iter()
@@ -419,7 +424,7 @@ mod gather {
                     Why::RelativeSqlite { path } | Why::UnexpandedSqlite { path } => path.clone(),
                     _ => String::new(),
                 };
-                if !unresolved.iter().any(|u| u.path == path) {
+                if seen.insert(path.clone()) {
                     unresolved.push(Unresolved { path, why });
                 }
             }
@@ -542,21 +547,34 @@ struct Gathered<'c> {
 /// - Redis run explicitly as a cache keeps no catalog or flag path.
 /// - With nothing found, a mount at a distinctive database path.
 fn resolve(g: &Gathered<'_>) -> Vec<DataPath> {
-    let mut paths: Vec<DataPath> = Vec::new();
-    fn push(paths: &mut Vec<DataPath>, path: &str, source: Source, file: bool) {
-        if !paths.iter().any(|p| p.path == path) {
-            paths.push(DataPath {
+    /// The paths in order, each once with its first source. The set makes
+    /// each path one lookup: a container may name thousands (SQLite files,
+    /// annotation entries), and a scan per path was quadratic in them.
+    #[derive(Default)]
+    struct Paths<'g> {
+        list: Vec<DataPath>,
+        seen: HashSet<&'g str>,
+    }
+    impl<'g> Paths<'g> {
+        fn is_empty(&self) -> bool {
+            self.list.is_empty()
+        }
+    }
+    fn push<'g>(paths: &mut Paths<'g>, path: &'g str, source: Source, file: bool) {
+        if paths.seen.insert(path) {
+            paths.list.push(DataPath {
                 path: path.to_string(),
                 source,
                 file,
             });
         }
     }
+    let mut paths = Paths::default();
     if !g.annotation.is_empty() {
         for p in &g.annotation {
             push(&mut paths, p, Source::Annotation, false);
         }
-        return paths;
+        return paths.list;
     }
     if !g.explicit_cache {
         for (p, _) in &g.flags {
@@ -588,7 +606,7 @@ fn resolve(g: &Gathered<'_>) -> Vec<DataPath> {
             push(&mut paths, p, Source::DistinctiveMount, false);
         }
     }
-    paths
+    paths.list
 }
 
 /// Every database container of a workload with its data paths.
