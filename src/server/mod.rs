@@ -648,6 +648,10 @@ pub async fn serve_on(
         args.max_concurrent_reviews
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         args.max_queued_reviews,
+        // tokio's multi-thread runtime runs one worker per CPU.
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .saturating_sub(1),
         metrics.reviews_running.clone(),
         metrics.reviews_waiting.clone(),
     );
