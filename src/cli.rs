@@ -3,7 +3,7 @@
 //! code is the worst it saw: 0 nothing denied, 1 something denied, 2 bad
 //! input or usage.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -473,6 +473,48 @@ fn object_name(o: &Value) -> (String, String, String) {
     (s("/kind"), s("/metadata/namespace"), s("/metadata/name"))
 }
 
+/// What the offline commands know of a cluster: the ConfigMaps in the same
+/// input, per namespace (a server's config file mounted from one can make
+/// it durable). Nothing else: no labels, claims or autoscalers.
+struct OfflineFacts {
+    by_namespace: HashMap<String, ClusterFacts>,
+    none: ClusterFacts,
+}
+
+impl OfflineFacts {
+    fn new(docs: &[manifest::Document]) -> OfflineFacts {
+        let mut by_namespace: HashMap<String, ClusterFacts> = HashMap::new();
+        for doc in docs {
+            let (kind, namespace, name) = object_name(&doc.object);
+            let Some(data) = doc.object.get("data").and_then(Value::as_object) else {
+                continue;
+            };
+            if kind != "ConfigMap" || doc.object.get("apiVersion") != Some(&json!("v1")) {
+                continue;
+            }
+            let files = data
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect();
+            by_namespace
+                .entry(namespace)
+                .or_default()
+                .config_maps
+                .get_or_insert_with(Default::default)
+                .insert(name, files);
+        }
+        OfflineFacts {
+            by_namespace,
+            none: ClusterFacts::default(),
+        }
+    }
+
+    fn of(&self, object: &Value) -> &ClusterFacts {
+        let (_, namespace, _) = object_name(object);
+        self.by_namespace.get(&namespace).unwrap_or(&self.none)
+    }
+}
+
 /// Notes about skipped files and unreadable documents, on stderr.
 fn note_problems(skipped: &[Problem], unreadable: &[Problem]) {
     for p in skipped {
@@ -505,28 +547,27 @@ fn view(doc: &Document) -> Result<Option<Workload>, String> {
 
 /// Findings for one workload as the validating webhook would give them on
 /// CREATE, in `mode` (audit mode reports them as warnings: nothing blocks).
-fn judge(policy: &Policy, w: &Workload, mode: Mode) -> Vec<crate::policy::Finding> {
+fn judge(
+    policy: &Policy,
+    w: &Workload,
+    facts: &ClusterFacts,
+    mode: Mode,
+) -> Vec<crate::policy::Finding> {
     let mode = if mode == Mode::Audit {
         Mode::Warn
     } else {
         mode
     };
-    admission::judge(
-        policy,
-        w,
-        None,
-        &ClusterFacts::default(),
-        mode,
-        Caller::Offline,
-    )
-    .map(|j| j.findings)
-    .unwrap_or_default()
+    admission::judge(policy, w, None, facts, mode, Caller::Offline)
+        .map(|j| j.findings)
+        .unwrap_or_default()
 }
 
 fn check(args: CheckArgs) -> Result<ExitCode, String> {
     let policy = load_policy(args.config.as_ref())?;
     let mode = args.mode.map_or(policy.config.mode, Mode::from);
     let loaded = manifest::load(&args.files);
+    let offline = OfflineFacts::new(&loaded.documents);
     let mut unreadable = loaded.unreadable;
     let mut entries = Vec::new();
     let mut fixable = 0;
@@ -534,12 +575,11 @@ fn check(args: CheckArgs) -> Result<ExitCode, String> {
         let (kind, namespace, name) = object_name(&doc.object);
         let findings = match view(doc) {
             Ok(Some(w)) => {
-                let findings = judge(&policy, &w, mode);
+                let facts = offline.of(&doc.object);
+                let findings = judge(&policy, &w, facts, mode);
                 if w.controller_owner().is_none()
                     && policy.config.mutate
-                    && !mutate::mutate_create(&policy, &w, &ClusterFacts::default())
-                        .patch
-                        .is_empty()
+                    && !mutate::mutate_create(&policy, &w, facts).patch.is_empty()
                 {
                     fixable += 1;
                 }
@@ -698,7 +738,7 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
     let mode = args.mode.map_or(policy.config.mode, Mode::from);
     let loaded = manifest::load(&args.files);
     let docs = &loaded.documents;
-    let facts = ClusterFacts::default();
+    let offline = OfflineFacts::new(docs);
     let mut unreadable = loaded.unreadable.clone();
     let mut fixed: Vec<Fixed> = Vec::new();
     let (mut denied, mut warned) = (0, 0);
@@ -722,7 +762,7 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
         // Owned objects are never mutated: their controller would fight it.
         let mutation = match &w {
             Some(w) if w.controller_owner().is_none() && policy.config.mutate => {
-                mutate::mutate_create(&policy, w, &facts)
+                mutate::mutate_create(&policy, w, offline.of(&doc.object))
             }
             _ => Mutation::default(),
         };
@@ -748,7 +788,12 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
                     _ => None,
                 }
             };
-            let findings = judge(&policy, view_after.as_ref().unwrap_or(w), mode);
+            let findings = judge(
+                &policy,
+                view_after.as_ref().unwrap_or(w),
+                offline.of(&doc.object),
+                mode,
+            );
             if findings.iter().any(|f| f.severity == Severity::Deny) {
                 denied += 1;
                 for f in findings.iter().filter(|f| f.severity == Severity::Deny) {

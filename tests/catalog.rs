@@ -527,6 +527,94 @@ fn redis_and_valkey_with_appendonly_are_durable() {
     assert!(has(&e, "warn", "ephemeral-data-path", "/data"));
 }
 
+/// `appendonly yes` in a redis.conf from a ConfigMap in the same input,
+/// which the command names, makes redis durable offline; the same file not
+/// given to redis, another ConfigMap's namespace, or `appendonly no`, does
+/// not.
+#[test]
+fn redis_with_appendonly_in_a_mounted_config_file_is_durable() {
+    let config_map = |namespace: &str, text: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "redis-conf", "namespace": namespace},
+               "data": {"redis.conf": text}})
+    };
+    let redis = |command: Value, mount: Value| {
+        deployment(
+            "cache",
+            json!({"name": "redis", "image": "redis:7.4", "command": command,
+                   "volumeMounts": [mount, {"name": "data", "mountPath": "/data"}]}),
+            json!([{"name": "conf", "configMap": {"name": "redis-conf"}},
+                   {"name": "data", "emptyDir": {}}]),
+        )
+    };
+    let dir_mount = json!({"name": "conf", "mountPath": "/etc/redis/"});
+    let file_mount =
+        json!({"name": "conf", "mountPath": "/usr/local/etc/redis.conf", "subPath": "redis.conf"});
+    let durable = "# persistence\nAPPENDONLY  yes # the AOF\ndir /data\n";
+    let severity = |objects: &[Value]| {
+        let (_, report) = check_with(BIN, objects);
+        let e = report
+            .iter()
+            .find(|e| e.to_string().contains("Deployment"))
+            .expect("the Deployment's entry")
+            .clone();
+        if has(&e, "deny", "ephemeral-data-path", "/data") {
+            "deny"
+        } else if has(&e, "warn", "ephemeral-data-path", "/data") {
+            "warn"
+        } else {
+            panic!("{e}")
+        }
+    };
+    let names_it = json!(["redis-server", "/etc/redis/redis.conf"]);
+    assert_eq!(
+        severity(&[
+            config_map("data", durable),
+            redis(names_it.clone(), dir_mount.clone())
+        ]),
+        "deny"
+    );
+    assert_eq!(
+        severity(&[
+            config_map("data", durable),
+            redis(
+                json!(["redis-server", "/usr/local/etc/redis.conf"]),
+                file_mount
+            )
+        ]),
+        "deny",
+        "mounted by subPath"
+    );
+    assert_eq!(
+        severity(&[redis(names_it.clone(), dir_mount.clone())]),
+        "warn",
+        "the ConfigMap is not in the input"
+    );
+    assert_eq!(
+        severity(&[
+            config_map("data", durable),
+            redis(json!(["redis-server"]), dir_mount.clone())
+        ]),
+        "warn",
+        "redis is not given the file"
+    );
+    assert_eq!(
+        severity(&[
+            config_map("elsewhere", durable),
+            redis(names_it.clone(), dir_mount.clone())
+        ]),
+        "warn",
+        "a ConfigMap of another namespace"
+    );
+    assert_eq!(
+        severity(&[
+            config_map("data", "appendonly no\n"),
+            redis(names_it, dir_mount)
+        ]),
+        "warn"
+    );
+}
+
 /// kube-prometheus' grafana: an emptyDir for /var/lib/grafana, datasources
 /// and dashboards provisioned from mounts.
 #[test]

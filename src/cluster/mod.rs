@@ -181,6 +181,8 @@ pub fn facts_for<'a>(
                 .collect(),
         ),
         claim_controller,
+        // No ConfigMap is watched: their data is large and often secret-like.
+        config_maps: None,
     }
 }
 

@@ -294,6 +294,12 @@ view_struct! {
 }
 
 view_struct! {
+    pub struct ConfigMapName {
+        "name" => name: Option<String>,
+    }
+}
+
+view_struct! {
     pub struct SizeLimit {
         "sizeLimit" => size_limit: Option<String>,
     }
@@ -347,6 +353,8 @@ pub struct Volume {
     pub source: Option<String>,
     pub persistent_volume_claim: ClaimName,
     pub empty_dir: SizeLimit,
+    /// Which ConfigMap, read only to find a server's config file in it.
+    pub config_map: ConfigMapName,
     pub ephemeral: Ephemeral,
     pub csi: Driver,
 }
@@ -407,6 +415,7 @@ impl Lenient for Volume {
                             v.persistent_volume_claim = map.next_value_seed(Seed::new())?
                         }
                         "emptyDir" => v.empty_dir = map.next_value_seed(Seed::new())?,
+                        "configMap" => v.config_map = map.next_value_seed(Seed::new())?,
                         "ephemeral" => v.ephemeral = map.next_value_seed(Seed::new())?,
                         "csi" => v.csi = map.next_value_seed(Seed::new())?,
                         _ => {

@@ -41,6 +41,11 @@ pub struct ClusterFacts {
     /// The claim controller runs: claims a `pvc-guard.io/mutated` record
     /// names will be created, so their absence is not worth a warning.
     pub claim_controller: bool,
+    /// ConfigMaps of the object's namespace by name, each key to its text:
+    /// a server's config file mounted from one can make a cache durable
+    /// (`appendonly yes`). Known offline, from the same input; the webhook
+    /// does not read ConfigMaps.
+    pub config_maps: Option<BTreeMap<String, BTreeMap<String, String>>>,
 }
 
 /// What an autoscaler can do to a workload.
@@ -193,7 +198,12 @@ impl Policy {
             a.findings.push(limit_exceeded(who, what, count, cap));
             return a;
         }
-        a.dbs = detect::detect(workload, &self.catalog, &self.config.durable_images);
+        a.dbs = detect::detect(
+            workload,
+            &self.catalog,
+            &self.config.durable_images,
+            facts.config_maps.as_ref(),
+        );
         // Detection is linear in the object and the annotation's fan-out
         // (at most 256 entries times 256 containers); what follows costs a
         // finding and a fix per data path, so it is capped here.

@@ -207,6 +207,56 @@ fn without_image<'c>(mut f: ImageFacts<'c>) -> ImageFacts<'c> {
     f
 }
 
+/// ConfigMaps by name, each key to its text.
+pub type ConfigMaps =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+
+/// Does a config file that the command names, mounted from a ConfigMap,
+/// hold `phrase` as a line of its own (`--appendonly yes` is the line
+/// `appendonly yes` of redis.conf)? Only a file the command names counts:
+/// a server reads no config file it is not given. Keys remapped by
+/// `items` are not followed.
+fn mounted_config_says(
+    workload: &Workload,
+    c: &ContainerRef<'_>,
+    maps: &ConfigMaps,
+    words: &[Word],
+    phrase: &str,
+) -> bool {
+    let wanted: Vec<String> = phrase
+        .trim_start_matches('-')
+        .split_whitespace()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let volumes = workload.volumes_by_name();
+    c.container.mounts().any(|m| {
+        let Some(volume) = m.name.as_deref().and_then(|n| volumes.get(n)) else {
+            return false;
+        };
+        let (Some(name), Some(at)) = (volume.config_map.name.as_deref(), m.mount_path.as_deref())
+        else {
+            return false;
+        };
+        if volume.source() != "configMap" {
+            return false;
+        }
+        maps.get(name).into_iter().flatten().any(|(key, text)| {
+            let file = match m.sub_path() {
+                Some(sub) if sub == key => at.to_string(),
+                Some(_) => return false,
+                None => format!("{}/{key}", at.trim_end_matches('/')),
+            };
+            words.iter().any(|w| w.text == file)
+                && text.lines().any(|line| {
+                    let line = line.split('#').next().unwrap_or("");
+                    line.split_whitespace()
+                        .map(str::to_ascii_lowercase)
+                        .eq(wanted.iter().cloned())
+                })
+        })
+    })
+}
+
 /// Does a word, or a run of consecutive words, spell `phrase`
 /// (`--appendonly yes`, or the config line `appendonly yes` in one word)?
 fn says(words: &[Word], phrase: &str) -> bool {
@@ -614,6 +664,7 @@ pub fn detect<'w, 'c>(
     workload: &'w Workload,
     catalog: &'c Catalog,
     durable_images: &[String],
+    config_maps: Option<&ConfigMaps>,
 ) -> Vec<DbContainer<'w, 'c>> {
     let containers: Vec<ContainerRef<'w>> = workload.containers().collect();
     let mut annotated = annotated_paths(workload, &containers);
@@ -725,7 +776,12 @@ pub fn detect<'w, 'c>(
             }
             let entry = f.entry;
             let durable = durable_images.iter().any(|d| d == &entry.name)
-                || entry.durable_with.iter().any(|p| says(&id.words, p));
+                || entry.durable_with.iter().any(|p| {
+                    says(&id.words, p)
+                        || config_maps.is_some_and(|maps| {
+                            mounted_config_says(workload, c, maps, &id.words, p)
+                        })
+                });
             if !annotated_here {
                 if entry.cache_like && !durable {
                     soft = Some(Soft::Cache);
