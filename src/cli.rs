@@ -276,6 +276,10 @@ pub struct UninstallArgs {
     /// Certificates) instead of the generated Secret.
     #[arg(long)]
     pub cert_manager: bool,
+    /// Also delete the namespace, with everything in it. Left out by
+    /// default: a namespace may hold more than pvc-guard put there.
+    #[arg(long)]
+    pub delete_namespace: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -1073,7 +1077,44 @@ async fn installed_certificate(args: &InstallArgs) -> Result<Option<Found>, Stri
             crate::cluster::audit::describe_error(&e, &url)
         )
     };
-    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), &args.namespace);
+    // Install labels its namespace pvc-guard.io/ignore=true and restricted
+    // Pod Security: never a namespace that holds someone else's workloads.
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    if let Some(existing) = namespaces.get_opt(&args.namespace).await.map_err(failed)? {
+        let ours = existing
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/name"))
+            .is_some_and(|v| v == "pvc-guard");
+        if !ours {
+            return Err(format!(
+                "namespace {} exists and is not pvc-guard's (no label app.kubernetes.io/name=pvc-guard): install would label it pvc-guard.io/ignore=true, taking its workloads out of pvc-guard's reach; choose a namespace of its own with --namespace",
+                args.namespace
+            ));
+        }
+    }
+    let hooks: kube::Api<ValidatingWebhookConfiguration> = kube::Api::all(client.clone());
+    let hook = hooks
+        .get_opt(crate::install::WEBHOOK_CONFIGURATION)
+        .await
+        .map_err(failed)?;
+    // The webhook configurations and cluster roles have fixed names: a
+    // second install elsewhere would take them from the first.
+    if let Some(elsewhere) = hook
+        .iter()
+        .flat_map(|c| c.webhooks.iter().flatten())
+        .filter_map(|w| w.client_config.service.as_ref())
+        .map(|s| s.namespace.as_str())
+        .find(|ns| *ns != args.namespace)
+    {
+        return Err(format!(
+            "pvc-guard is installed in namespace {elsewhere} (ValidatingWebhookConfiguration {} calls it there): run install with --namespace {elsewhere}, or uninstall that one first",
+            crate::install::WEBHOOK_CONFIGURATION
+        ));
+    }
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client, &args.namespace);
     let Some(secret) = secrets
         .get_opt(crate::install::SECRET)
         .await
@@ -1087,11 +1128,7 @@ async fn installed_certificate(args: &InstallArgs) -> Result<Option<Found>, Stri
             .map(|b| String::from_utf8_lossy(&b.0).into_owned())
             .unwrap_or_default()
     };
-    let hooks: kube::Api<ValidatingWebhookConfiguration> = kube::Api::all(client);
-    let bundle_pem = hooks
-        .get_opt(crate::install::WEBHOOK_CONFIGURATION)
-        .await
-        .map_err(failed)?
+    let bundle_pem = hook
         .and_then(|c| {
             c.webhooks?
                 .into_iter()
@@ -1179,7 +1216,17 @@ fn install(args: InstallArgs) -> Result<ExitCode, String> {
             "install: warning: the serving certificate expires in {days} days; run install with --rotate-certs"
         );
     }
-    let objects = crate::install::install(&options, certs.as_ref()).map_err(|e| e.to_string())?;
+    let mut objects =
+        crate::install::install(&options, certs.as_ref()).map_err(|e| e.to_string())?;
+    if args.rotate_certs {
+        // The webhook configurations first, trusting the old CA and the new
+        // one, then the Secret: the API server trusts the new certificate
+        // before any pod can serve it, whatever fails in between.
+        let (secrets, rest): (Vec<Value>, Vec<Value>) =
+            objects.into_iter().partition(|o| o["kind"] == "Secret");
+        objects = rest;
+        objects.extend(secrets);
+    }
     let header = format!(
         "# pvc-guard {VERSION}: the whole install in namespace {ns}, for\n\
          #   kubectl apply --server-side -f -\n\
@@ -1196,12 +1243,20 @@ fn uninstall(args: UninstallArgs) -> Result<ExitCode, String> {
         cert_manager: args.cert_manager,
         ..Default::default()
     };
-    let objects = crate::install::uninstall(&options).map_err(|e| e.to_string())?;
+    let mut objects = crate::install::uninstall(&options).map_err(|e| e.to_string())?;
+    if !args.delete_namespace {
+        objects.retain(|o| o["kind"] != "Namespace");
+    }
+    let namespace_line = if args.delete_namespace {
+        "the Namespace goes last, with everything in it"
+    } else {
+        "the Namespace stays (--delete-namespace deletes it)"
+    };
     let header = format!(
         "# pvc-guard {VERSION}: what `pvc-guard install` created in namespace {}, for\n\
          #   kubectl delete --ignore-not-found -f -\n\
          # The webhook configurations go first, so the API server stops calling\n\
-         # the webhook before its server goes; the Namespace goes last.\n\
+         # the webhook before its server goes; {namespace_line}.\n\
          # PersistentVolumeClaims pvc-guard created for workloads are kept on\n\
          # purpose: they hold the databases' data. List them with\n\
          #   kubectl get pvc -A -l app.kubernetes.io/managed-by=pvc-guard\n",

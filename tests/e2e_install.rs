@@ -180,6 +180,15 @@ fn install_applies_upgrades_keeping_the_certificate_rotates_and_uninstalls() {
 
     // --rotate-certs: a new CA first, the one it replaces after it.
     let (rotated, _) = install(cp, &["--rotate-certs"]);
+    let kinds: Vec<String> = parse(&rotated)
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap_or("").to_string())
+        .collect();
+    let position = |k: &str| kinds.iter().position(|x| x == k).unwrap();
+    assert!(
+        position("ValidatingWebhookConfiguration") < position("Secret"),
+        "rotating, the webhooks trust the new CA before the Secret holds its certificate: {kinds:?}"
+    );
     apply(cp, &rotated);
     let both = stored_bundle(cp);
     let cas = certificates(&both);
@@ -226,7 +235,53 @@ fn install_applies_upgrades_keeping_the_certificate_rotates_and_uninstalls() {
     );
 
     // Uninstall: the webhook configurations go (first), then the rest.
-    let (code, deletions, err) = common::run_cli(&["uninstall", "--namespace", NAMESPACE], None);
+    // A second install in another namespace would take the cluster-wide
+    // objects from this one: refused.
+    cp.kubectl(&["create", "namespace", "guard-e2e-other"])
+        .ok("kubectl create namespace");
+    cp.kubectl(&[
+        "label",
+        "namespace",
+        "guard-e2e-other",
+        "app.kubernetes.io/name=pvc-guard",
+    ])
+    .ok("kubectl label namespace");
+    let (code, _, err) = common::run_cli(
+        &[
+            "install",
+            "--namespace",
+            "guard-e2e-other",
+            "--kubeconfig",
+            kubeconfig,
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("pvc-guard is installed in namespace guard-e2e") && err.contains("uninstall"),
+        "{err}"
+    );
+    // A namespace that exists and is not pvc-guard's is never labelled
+    // ignore=true by an install.
+    cp.kubectl(&["create", "namespace", "e2e-install-apps"])
+        .ok("kubectl create namespace");
+    let (code, _, err) = common::run_cli(
+        &[
+            "install",
+            "--namespace",
+            "e2e-install-apps",
+            "--kubeconfig",
+            kubeconfig,
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not pvc-guard's"), "{err}");
+
+    let (code, deletions, err) = common::run_cli(
+        &["uninstall", "--namespace", NAMESPACE, "--delete-namespace"],
+        None,
+    );
     assert_eq!(code, 0, "{err}");
     cp.kubectl_stdin(
         &["delete", "--ignore-not-found", "--wait=false", "-f", "-"],

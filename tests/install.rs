@@ -257,8 +257,18 @@ fn install_and_uninstall_put_objects_in_apply_and_delete_order() {
         let deployment = kinds.iter().position(|k| *k == "Deployment").unwrap();
         assert!(secret.is_none_or(|s| s < deployment), "{kinds:?}");
 
+        // The namespace stays unless asked for: it may hold more than
+        // pvc-guard put there.
         let mut args = vec!["uninstall"];
         args.extend(variant.iter().copied());
+        let (code, out, err) = run_cli(&args, None);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            parse(&out).iter().all(|o| o["kind"] != "Namespace"),
+            "{out}"
+        );
+        assert!(out.contains("--delete-namespace deletes it"), "{out}");
+        args.push("--delete-namespace");
         let (code, out, err) = run_cli(&args, None);
         assert_eq!(code, 0, "{err}");
         assert!(
@@ -557,6 +567,18 @@ fn bad_flags_are_errors() {
             "--failure-policy",
         ),
         (vec!["uninstall", "-n", "a.b"], "--namespace"),
+        (
+            vec!["install", "--offline", "-n", "kube-system"],
+            "a namespace of its own",
+        ),
+        (
+            vec!["install", "--offline", "-n", "default"],
+            "a namespace of its own",
+        ),
+        (
+            vec!["uninstall", "-n", "kube-public", "--delete-namespace"],
+            "a namespace of its own",
+        ),
     ] {
         let (code, out, err) = run_cli(&args, None);
         assert_eq!(code, 2, "{args:?}: {err}");

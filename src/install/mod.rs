@@ -38,6 +38,10 @@ pub enum InstallError {
         "--namespace {0:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"
     )]
     Namespace(String),
+    #[error(
+        "--namespace {0}: pvc-guard needs a namespace of its own (install labels it pvc-guard.io/ignore=true and restricted Pod Security, and uninstall --delete-namespace deletes it), not default or a kube-* namespace"
+    )]
+    SharedNamespace(String),
     #[error("--image {0:?} is not an image reference")]
     Image(String),
     #[error("the embedded manifests have no {0}")]
@@ -241,6 +245,9 @@ fn files(certs: Option<&Certificates>) -> Files {
 fn render(options: &Options, certs: Option<&Certificates>) -> Result<Vec<Value>> {
     if !crate::k8s::is_dns_label(&options.namespace) {
         return Err(InstallError::Namespace(options.namespace.clone()));
+    }
+    if options.namespace == "default" || options.namespace.starts_with("kube-") {
+        return Err(InstallError::SharedNamespace(options.namespace.clone()));
     }
     let mut files = files(certs);
     let overlay = if options.cert_manager {
