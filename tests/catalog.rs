@@ -609,9 +609,43 @@ fn redis_with_appendonly_in_a_mounted_config_file_is_durable() {
     assert_eq!(
         severity(&[
             config_map("data", "appendonly no\n"),
-            redis(names_it, dir_mount)
+            redis(names_it.clone(), dir_mount.clone())
         ]),
         "warn"
+    );
+    assert_eq!(
+        severity(&[
+            config_map("data", "appendonly yes\nappendonly no\n"),
+            redis(names_it.clone(), dir_mount.clone())
+        ]),
+        "warn",
+        "the last line of a setting wins, as redis reads it"
+    );
+    // `items` decides which key is the file at a path, and that keys it
+    // leaves out are not files at all.
+    let with_items = |items: Value| {
+        let mut d = redis(names_it.clone(), dir_mount.clone());
+        d["spec"]["template"]["spec"]["volumes"][0]["configMap"]["items"] = items;
+        d
+    };
+    let two_keys = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "redis-conf", "namespace": "data"},
+        "data": {"redis.conf": "appendonly no\n", "durable.conf": "appendonly yes\n"}});
+    assert_eq!(
+        severity(&[
+            two_keys.clone(),
+            with_items(json!([{"key": "durable.conf", "path": "redis.conf"}]))
+        ]),
+        "deny",
+        "redis.conf is durable.conf's text"
+    );
+    assert_eq!(
+        severity(&[
+            config_map("data", durable),
+            with_items(json!([{"key": "redis.conf", "path": "other.conf"}]))
+        ]),
+        "warn",
+        "nothing is mounted at redis.conf"
     );
 }
 

@@ -38,6 +38,9 @@ pub mod limits {
     /// 43 MB answer from a 180 KB request, and 60,000 variables naming
     /// SQLite files took seconds.
     pub const DATA_PATHS: usize = 4096;
+    /// `items` of a ConfigMap volume kept; beyond it the volume's files
+    /// are unknown (read only to find a server's config file).
+    pub const CONFIG_MAP_ITEMS: usize = 1024;
     /// ownerReferences read; later ones are not (they only ever relax).
     pub const OWNERS: usize = 64;
     /// Findings reported for one object; the rest are counted.
@@ -294,8 +297,17 @@ view_struct! {
 }
 
 view_struct! {
+    pub struct KeyToPath {
+        "key" => key: Option<String>,
+        "path" => path: Option<String>,
+    }
+}
+
+view_struct! {
     pub struct ConfigMapName {
         "name" => name: Option<String>,
+        /// When set, only these keys are files, each at its `path`.
+        "items" => items: List<KeyToPath, { limits::CONFIG_MAP_ITEMS }>,
     }
 }
 

@@ -212,10 +212,11 @@ pub type ConfigMaps =
     std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
 
 /// Does a config file that the command names, mounted from a ConfigMap,
-/// hold `phrase` as a line of its own (`--appendonly yes` is the line
-/// `appendonly yes` of redis.conf)? Only a file the command names counts:
-/// a server reads no config file it is not given. Keys remapped by
-/// `items` are not followed.
+/// set what `phrase` sets (`--appendonly yes` is the line `appendonly yes`
+/// of redis.conf; the last line of that setting wins, as redis reads it)?
+/// Only a file the command names counts: a server reads no config file it
+/// is not given. Linear: the words are indexed by directory once, and each
+/// mounted file is read once.
 fn mounted_config_says(
     workload: &Workload,
     c: &ContainerRef<'_>,
@@ -223,11 +224,43 @@ fn mounted_config_says(
     words: &[Word],
     phrase: &str,
 ) -> bool {
-    let wanted: Vec<String> = phrase
+    let mut wanted = phrase
         .trim_start_matches('-')
         .split_whitespace()
-        .map(str::to_ascii_lowercase)
-        .collect();
+        .map(str::to_ascii_lowercase);
+    let Some(setting) = wanted.next() else {
+        return false;
+    };
+    let value: Vec<String> = wanted.collect();
+    // Every word that is a path, under each directory above it:
+    // "/etc/redis/redis.conf" is redis.conf under /etc/redis, and
+    // redis/redis.conf under /etc.
+    let mut under: HashMap<&str, HashSet<&str>> = HashMap::new();
+    let mut files: HashSet<&str> = HashSet::new();
+    for w in words {
+        let text = w.text.as_str();
+        if !text.starts_with('/') {
+            continue;
+        }
+        files.insert(text);
+        for (i, _) in text.match_indices('/').skip(1) {
+            under.entry(&text[..i]).or_default().insert(&text[i + 1..]);
+        }
+    }
+    if files.is_empty() {
+        return false;
+    }
+    let says_it = |text: &str| {
+        let mut last = None;
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("");
+            let mut tokens = line.split_whitespace().map(str::to_ascii_lowercase);
+            if tokens.next().as_deref() == Some(setting.as_str()) {
+                last = Some(tokens.eq(value.iter().cloned()));
+            }
+        }
+        last == Some(true)
+    };
     let volumes = workload.volumes_by_name();
     c.container.mounts().any(|m| {
         let Some(volume) = m.name.as_deref().and_then(|n| volumes.get(n)) else {
@@ -237,23 +270,35 @@ fn mounted_config_says(
         else {
             return false;
         };
-        if volume.source() != "configMap" {
+        let Some(data) = maps.get(name).filter(|_| volume.source() == "configMap") else {
+            return false;
+        };
+        let items = &volume.config_map.items;
+        if !items.complete() {
             return false;
         }
-        maps.get(name).into_iter().flatten().any(|(key, text)| {
-            let file = match m.sub_path() {
-                Some(sub) if sub == key => at.to_string(),
-                Some(_) => return false,
-                None => format!("{}/{key}", at.trim_end_matches('/')),
-            };
-            words.iter().any(|w| w.text == file)
-                && text.lines().any(|line| {
-                    let line = line.split('#').next().unwrap_or("");
-                    line.split_whitespace()
-                        .map(str::to_ascii_lowercase)
-                        .eq(wanted.iter().cloned())
-                })
-        })
+        // The text of the ConfigMap key behind the volume's file at `rel`.
+        let text_at = |rel: &str| -> Option<&String> {
+            if items.items.is_empty() {
+                return data.get(rel);
+            }
+            items
+                .iter()
+                .filter(|i| i.path.as_deref() == Some(rel))
+                .find_map(|i| data.get(i.key.as_deref()?))
+        };
+        let named: Vec<&str> = match m.sub_path() {
+            Some(sub) if files.contains(at) => vec![sub],
+            Some(_) => vec![],
+            None => under
+                .get(at.trim_end_matches('/'))
+                .map(|rels| rels.iter().copied().collect())
+                .unwrap_or_default(),
+        };
+        named
+            .into_iter()
+            .filter_map(text_at)
+            .any(|text| says_it(text))
     })
 }
 
