@@ -311,6 +311,7 @@ async fn read_body(
         .try_acquire_many_owned(0)
         .expect("the semaphore is never closed");
     let mut read = bytes::BytesMut::new();
+    let mut charged = 0usize;
     let mut body = http_body_util::Limited::new(body, app.max_body);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
@@ -323,29 +324,39 @@ async fn read_body(
         let Ok(chunk) = frame.into_data() else {
             continue;
         };
-        // A chunk is at most the body limit, which serve keeps under 4 GiB.
-        let more = u32::try_from(chunk.len())
-            .ok()
-            .and_then(|n| app.buffers.clone().try_acquire_many_owned(n).ok())
-            .ok_or_else(|| {
-                (
-                    Refusal::BuffersFull,
-                    format!(
-                        "pvc-guard is saturated: request bodies in memory reached {} bytes; try again shortly",
-                        app.max_buffered
-                    ),
-                )
-            })?;
-        held.merge(more);
-        // Once bytes arrive, room for the declared length at once: grown
-        // by doubling, a 2.8 MB body held its 2 MiB buffer and the 4 MiB
-        // one together while copying. Not before the first chunk, so a
-        // client that declares a length and sends nothing holds nothing;
-        // pages reserved and not yet written are not resident either.
-        if read.is_empty()
-            && let Some(n) = declared
-        {
-            read.reserve(n);
+        if chunk.is_empty() {
+            continue;
+        }
+        // At the first bytes the buffer is reserved for the declared length
+        // (grown by doubling, a 2.8 MB body held its 2 MiB buffer and the
+        // 4 MiB one together while copying), so that much is charged to
+        // --max-buffered-bytes then; later bytes only past it. A client
+        // that declares a length and sends nothing holds nothing.
+        let after = read.len() + chunk.len();
+        let need = if read.is_empty() {
+            declared.map_or(after, |n| n.max(after))
+        } else {
+            after
+        };
+        if need > charged {
+            // At most the body limit, which serve keeps under 4 GiB.
+            let more = u32::try_from(need - charged)
+                .ok()
+                .and_then(|n| app.buffers.clone().try_acquire_many_owned(n).ok())
+                .ok_or_else(|| {
+                    (
+                        Refusal::BuffersFull,
+                        format!(
+                            "pvc-guard is saturated: request bodies in memory reached {} bytes; try again shortly",
+                            app.max_buffered
+                        ),
+                    )
+                })?;
+            held.merge(more);
+            charged = need;
+        }
+        if read.is_empty() {
+            read.reserve(need);
         }
         read.extend_from_slice(&chunk);
     }

