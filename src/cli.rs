@@ -1181,7 +1181,11 @@ fn install(args: InstallArgs) -> Result<ExitCode, String> {
                 say!(
                     "install: --rotate-certs: a new CA and serving certificate; the caBundles trust the new CA and the previous one"
                 );
-                Certificates::rotate(ns, found.bundle_pem.as_deref().unwrap_or(""))
+                Certificates::rotate(
+                    ns,
+                    found.bundle_pem.as_deref().unwrap_or(""),
+                    &found.cert_pem,
+                )
             }
             Some(found) => {
                 let kept = match &found.bundle_pem {

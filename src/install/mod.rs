@@ -128,13 +128,40 @@ impl Certificates {
     }
 
     /// New ones, trusted next to the CA that signed the certificate being
-    /// replaced (the first of `previous_bundle`): the API server must
-    /// trust the old certificate until the kubelet has updated the mounted
-    /// Secret, and the new one after. Only that one previous CA is kept,
-    /// so bundles never grow, as with `pvc-guard certs --force`.
-    pub fn rotate(namespace: &str, previous_bundle: &str) -> Result<Certificates> {
+    /// replaced, `serving_pem` (the CA of `previous_bundle` whose name is
+    /// its issuer; the first when none is, or it cannot be read): the API
+    /// server must trust the old certificate until the kubelet has updated
+    /// the mounted Secret, and the new one after. Only that one previous
+    /// CA is kept, so bundles never grow, as with `pvc-guard certs --force`.
+    pub fn rotate(
+        namespace: &str,
+        previous_bundle: &str,
+        serving_pem: &str,
+    ) -> Result<Certificates> {
         let mut new = Certificates::generate(namespace)?;
-        if let Some(old) = crate::certs::first_certificate(previous_bundle) {
+        let issuer = rustls_pemfile::certs(&mut serving_pem.as_bytes())
+            .next()
+            .and_then(|c| c.ok())
+            .and_then(|der| {
+                let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+                Some(cert.issuer().as_raw().to_vec())
+            });
+        let signer = issuer.and_then(|issuer| {
+            previous_bundle
+                .split_inclusive("-----END CERTIFICATE-----")
+                .filter_map(crate::certs::first_certificate)
+                .find(|pem| {
+                    rustls_pemfile::certs(&mut pem.as_bytes())
+                        .next()
+                        .and_then(|c| c.ok())
+                        .and_then(|der| {
+                            let (_, ca) = x509_parser::parse_x509_certificate(&der).ok()?;
+                            Some(ca.subject().as_raw() == issuer.as_slice())
+                        })
+                        .unwrap_or(false)
+                })
+        });
+        if let Some(old) = signer.or_else(|| crate::certs::first_certificate(previous_bundle)) {
             new.bundle_pem.push_str(&old);
         }
         Ok(new)
@@ -603,12 +630,18 @@ mod tests {
             "{e}"
         );
         assert!(matches!(days_left(&c.cert_pem), Some(364 | 365)));
-        let r = Certificates::rotate("team", &c.bundle_pem).unwrap();
+        let r = Certificates::rotate("team", &c.bundle_pem, &c.cert_pem).unwrap();
         assert!(r.bundle_pem.ends_with(&c.bundle_pem));
         assert_eq!(r.bundle_pem.matches("BEGIN CERTIFICATE").count(), 2);
         // Rotating again drops the oldest.
-        let r2 = Certificates::rotate("team", &r.bundle_pem).unwrap();
+        let r2 = Certificates::rotate("team", &r.bundle_pem, &r.cert_pem).unwrap();
         assert_eq!(r2.bundle_pem.matches("BEGIN CERTIFICATE").count(), 2);
         assert!(!r2.bundle_pem.contains(&c.bundle_pem));
+        // The CA kept is the one that signed the serving certificate, not
+        // the bundle's first: a bundle of [other, c] serving c's keeps c.
+        let mixed = format!("{}{}", other.bundle_pem, c.bundle_pem);
+        let r3 = Certificates::rotate("team", &mixed, &c.cert_pem).unwrap();
+        assert!(r3.bundle_pem.ends_with(&c.bundle_pem), "{}", r3.bundle_pem);
+        assert!(!r3.bundle_pem.contains(&other.bundle_pem));
     }
 }
