@@ -8,9 +8,14 @@
 //! Time is never asserted: these tests check the answers.
 
 mod common;
+// The bench measures these same objects (benches/core.rs).
+#[path = "../benches/shapes.rs"]
+#[allow(dead_code)]
+mod shapes;
 
 use common::{Server, allowed, patch_of, post, warnings};
 use serde_json::{Value, json};
+use shapes::{deployment, postgres};
 
 fn review(object: Value, operation: &str) -> Value {
     json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
@@ -19,12 +24,6 @@ fn review(object: Value, operation: &str) -> Value {
         "name": "big", "namespace": "shop", "operation": operation,
         "userInfo": {"username": "admin", "groups": ["system:masters"]},
         "object": object}})
-}
-
-fn deployment(containers: Vec<Value>, volumes: Vec<Value>, annotations: Value) -> Value {
-    json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "big", "namespace": "shop", "annotations": annotations},
-        "spec": {"replicas": 1, "template": {"spec": {"containers": containers, "volumes": volumes}}}})
 }
 
 fn message(answer: &Value) -> &str {
@@ -44,18 +43,11 @@ async fn judge(server: &Server, object: Value) -> (Value, Value) {
     (validate, mutate)
 }
 
-fn postgres(i: usize) -> Value {
-    json!({"name": format!("pg-{i}"), "image": "postgres:16"})
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_inputs_that_used_to_take_minutes_are_answered_with_the_cap_they_exceed() {
     let server = Server::start(&["--max-body-bytes", "8388608"]);
     // 40,000 unused emptyDir volumes beside one postgres.
-    let volumes: Vec<Value> = (0..40_000)
-        .map(|i| json!({"name": format!("v{i}"), "emptyDir": {}}))
-        .collect();
-    let (v, m) = judge(&server, deployment(vec![postgres(0)], volumes, json!({}))).await;
+    let (v, m) = judge(&server, shapes::volumes(40_000)).await;
     assert_eq!(allowed(&v), Some(false));
     assert!(message(&v).starts_with("[limit-exceeded]"), "{v}");
     assert!(message(&v).contains("40000 volumes") && message(&v).contains("1024"));
@@ -64,29 +56,13 @@ async fn the_inputs_that_used_to_take_minutes_are_answered_with_the_cap_they_exc
         "nothing is fixed on an object not judged"
     );
     // 4,000 postgres containers.
-    let containers: Vec<Value> = (0..4_000).map(postgres).collect();
-    let (v, _) = judge(&server, deployment(containers, vec![], json!({}))).await;
+    let (v, _) = judge(&server, shapes::postgres_containers(4_000)).await;
     assert!(
         message(&v).contains("4000 containers and init containers"),
         "{v}"
     );
     // A data-paths annotation of 20,000 entries over 4,000 mounts.
-    let mounts: Vec<Value> = (0..4_000)
-        .map(|i| json!({"name": "d", "mountPath": format!("/data/{i}")}))
-        .collect();
-    let entries: Vec<String> = (0..20_000)
-        .map(|i| format!("/data/{}", i % 4_000))
-        .collect();
-    let containers = vec![json!({"name": "app", "image": "example/app:1", "volumeMounts": mounts})];
-    let (v, _) = judge(
-        &server,
-        deployment(
-            containers,
-            vec![json!({"name": "d", "emptyDir": {}})],
-            json!({"pvc-guard.io/data-paths": entries.join(";")}),
-        ),
-    )
-    .await;
+    let (v, _) = judge(&server, shapes::data_paths(20_000, 4_000)).await;
     assert!(message(&v).starts_with("[limit-exceeded]"), "{v}");
     assert!(
         message(&v).contains("4000 volume mounts in one container"),
@@ -152,14 +128,10 @@ async fn each_cap_is_a_denial_that_names_it_and_just_below_it_the_object_is_judg
             ),
             "257 entries in the pvc-guard.io/data-paths annotation",
         ),
-        (
-            "SQLite files",
-            deployment(vec![sqlite_app(4097)], vec![], json!({})),
-            "4097 data paths",
-        ),
+        ("SQLite files", shapes::sqlite(4097), "4097 data paths"),
         (
             "data-paths entries times the containers they reach",
-            everywhere(17),
+            shapes::data_paths_everywhere(17),
             "4352 data paths",
         ),
     ];
@@ -185,11 +157,8 @@ async fn each_cap_is_a_denial_that_names_it_and_just_below_it_the_object_is_judg
     // 4,096 data paths, SQLite files or annotation entries times the
     // containers they reach, are judged.
     for (what, object) in [
-        (
-            "SQLite files",
-            deployment(vec![sqlite_app(4096)], vec![], json!({})),
-        ),
-        ("data-paths entries", everywhere(16)),
+        ("SQLite files", shapes::sqlite(4096)),
+        ("data-paths entries", shapes::data_paths_everywhere(16)),
     ] {
         let (v, m) = judge(&server, object).await;
         assert!(
@@ -198,37 +167,6 @@ async fn each_cap_is_a_denial_that_names_it_and_just_below_it_the_object_is_judg
         );
         assert!(patch_of(&m).is_some(), "{what}");
     }
-}
-
-/// An app whose variables name `n` SQLite files on its writable layer.
-fn sqlite_app(n: usize) -> Value {
-    let env: Vec<Value> = (0..n)
-        .map(|i| json!({"name": format!("DB_{i}"), "value": format!("/var/app/store-{i}.db")}))
-        .collect();
-    json!({"name": "app", "image": "example/app:1", "env": env})
-}
-
-/// 256 data-paths entries without a container name, each under a mount
-/// all `containers` have, so each reaches every one: 256 data paths per
-/// container.
-fn everywhere(containers: usize) -> Value {
-    let list = (0..containers)
-        .map(|c| {
-            let mounts: Vec<Value> = (0..16)
-                .map(|k| json!({"name": format!("v{c}"), "mountPath": format!("/data/{k}")}))
-                .collect();
-            json!({"name": format!("app{c}"), "image": "example/app:1", "volumeMounts": mounts})
-        })
-        .collect();
-    let volumes = (0..containers)
-        .map(|c| json!({"name": format!("v{c}"), "emptyDir": {}}))
-        .collect();
-    let entries: Vec<String> = (0..256).map(|i| format!("/data/{}/s{i}", i % 16)).collect();
-    deployment(
-        list,
-        volumes,
-        json!({"pvc-guard.io/data-paths": entries.join(";")}),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
