@@ -1648,15 +1648,10 @@ fn crds_dir() -> Option<std::path::PathBuf> {
     if dir.join("wgpolicyk8s.io_policyreports.yaml").exists() {
         return Some(dir);
     }
-    let why = format!(
+    skip(&format!(
         "no policy report CRDs in {} (set PVC_GUARD_CRDS to the directory holding wgpolicyk8s.io_policyreports.yaml and openreports.io_reports.yaml)",
         dir.display()
-    );
-    assert!(
-        std::env::var("PVC_GUARD_E2E_REQUIRED").as_deref() != Ok("1"),
-        "{why}"
-    );
-    eprintln!("SKIPPED: {why}");
+    ));
     None
 }
 

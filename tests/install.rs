@@ -6,7 +6,7 @@
 //! read the cluster. tests/e2e_install.rs applies it to a real API server.
 //!
 //! The comparisons with `kubectl kustomize` print `SKIPPED <test>:` and
-//! pass without kubectl.
+//! pass without kubectl (unless `PVC_GUARD_E2E_REQUIRED=1`, as in CI).
 
 mod common;
 
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine;
-use common::{BIN, Server, run_cli, run_command};
+use common::{BIN, Server, kubectl_or_skip, run_cli, run_command};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -35,22 +35,6 @@ fn pvc_guard(args: &[&str]) -> Vec<Value> {
     let (code, out, err) = run_cli(args, None);
     assert_eq!(code, 0, "pvc-guard {}: {err}", args.join(" "));
     parse(&out)
-}
-
-fn kubectl_missing() -> Option<String> {
-    match Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-    {
-        Ok(_) => None,
-        Err(e) => Some(format!("kubectl is not on PATH ({e})")),
-    }
-}
-
-fn skipped(why: &str) {
-    let test = std::thread::current().name().unwrap_or("").to_string();
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 fn kustomize(dir: &Path) -> Vec<Value> {
@@ -191,8 +175,8 @@ fn the_binary_embeds_every_file_of_manifests_as_it_is() {
 /// the monitoring component when asked, certificate data aside.
 #[test]
 fn install_prints_what_kubectl_kustomize_renders_of_the_overlay() {
-    if let Some(why) = kubectl_missing() {
-        return skipped(&why);
+    if !kubectl_or_skip() {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&root().join("manifests"), &dir.path().join("manifests"));

@@ -429,18 +429,25 @@ pub fn kubectl_or_skip() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        let why = "kubectl is not installed";
-        if std::env::var("PVC_GUARD_E2E_REQUIRED").as_deref() == Ok("1") {
-            panic!("PVC_GUARD_E2E_REQUIRED=1, but {why}");
-        }
-        let test = std::thread::current().name().unwrap_or("").to_string();
-        // Past libtest's capture, which would hide it for a passing test.
-        let _ = std::io::Write::write_all(
-            &mut std::io::stderr(),
-            format!("SKIPPED {test}: {why}\n").as_bytes(),
-        );
+        skip("kubectl is not installed");
     }
     found
+}
+
+/// Says that the running test is skipped and why, unless
+/// `PVC_GUARD_E2E_REQUIRED=1` (CI, where everything a test needs is
+/// installed) makes that a failure.
+pub fn skip(why: &str) {
+    if std::env::var("PVC_GUARD_E2E_REQUIRED").as_deref() == Ok("1") {
+        panic!("PVC_GUARD_E2E_REQUIRED=1, but {why}");
+    }
+    // libtest names each test's thread after the test.
+    let test = std::thread::current().name().unwrap_or("").to_string();
+    // Past libtest's capture, which would hide it for a passing test.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("SKIPPED {test}: {why}\n").as_bytes(),
+    );
 }
 
 /// Runs `command` with `stdin`, returning the exit code, stdout and stderr.
