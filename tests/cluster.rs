@@ -462,25 +462,13 @@ async fn the_claim_controller_creates_each_missing_claim_once_and_409_is_success
         vec![json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "600"},
             "items": [stored_mutated("orders-db"), stored_mutated("billing-db"), plain, existing, deleting, ignored]})],
     );
-    let metrics = ControllerMetrics::default();
-    let client = api.client();
     // The namespaces list is held while the claims cache syncs, so the
     // controller and the stores' own sync task are both waiting when it
     // arrives: the controller must still be woken (kube-runtime wakes only
     // the last task that polled a store's readiness).
     api.close();
-    let stores = claims::Stores::start(&client, &metrics.cluster);
-    let (_config, config_rx) = tokio::sync::watch::channel(Arc::new(Config::default()));
-    let events = Events::new(client.clone(), "test", metrics.clone());
-    let controller = tokio::spawn(claims::run(
-        client,
-        stores,
-        config_rx,
-        "pvc-guard".into(),
-        metrics.clone(),
-        events,
-        Duration::from_millis(200),
-    ));
+    let (metrics, _config, controller) =
+        start_claims(&api, Config::default(), "test", Duration::from_millis(200));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(api.writes().is_empty(), "no claim before the caches sync");
     api.open();
@@ -653,20 +641,8 @@ async fn the_claim_controller_creates_only_what_admission_would_and_counts_why()
         },
         ..Config::default()
     };
-    let metrics = ControllerMetrics::default();
-    let client = api.client();
-    let stores = claims::Stores::start(&client, &metrics.cluster);
-    let (config_tx, config_rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
-    let events = Events::new(client.clone(), "test", metrics.clone());
-    let controller = tokio::spawn(claims::run(
-        client,
-        stores,
-        config_rx,
-        "pvc-guard".into(),
-        metrics.clone(),
-        events,
-        Duration::from_secs(3600),
-    ));
+    let (metrics, config_tx, controller) =
+        start_claims(&api, config.clone(), "test", Duration::from_secs(3600));
     let expected: std::collections::BTreeMap<String, u64> = [
         ("not-mounted", 2),
         ("size", 1),
@@ -1115,6 +1091,35 @@ fn events_about(api: &ApiServer, kind: &str, name: &str) -> Vec<(String, String,
 
 fn report_writes(api: &ApiServer, path: &str) -> usize {
     api.writes().iter().filter(|w| w.path == path).count()
+}
+
+/// The claim controller on the mock's client as `instance`, deciding every
+/// tracked workload again each `resync`; the sender changes its config.
+fn start_claims(
+    api: &Arc<ApiServer>,
+    config: Config,
+    instance: &str,
+    resync: Duration,
+) -> (
+    ControllerMetrics,
+    tokio::sync::watch::Sender<Arc<Config>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let metrics = ControllerMetrics::default();
+    let client = api.client();
+    let stores = claims::Stores::start(&client, &metrics.cluster);
+    let (config_tx, config_rx) = tokio::sync::watch::channel(Arc::new(config));
+    let events = Events::new(client.clone(), instance, metrics.clone());
+    let task = tokio::spawn(claims::run(
+        client,
+        stores,
+        config_rx,
+        "pvc-guard".into(),
+        metrics.clone(),
+        events,
+        resync,
+    ));
+    (metrics, config_tx, task)
 }
 
 /// The reports keeper on the mock's client, computing a namespace at most
@@ -1583,20 +1588,12 @@ async fn claim_events_say_what_was_created_and_why_the_api_server_refused() {
                 recorded("platform", "ledger-db", "ledger-db-data", RWO_10G, true),
             ]})],
     );
-    let metrics = ControllerMetrics::default();
-    let client = api.client();
-    let stores = claims::Stores::start(&client, &metrics.cluster);
-    let (_config, config_rx) = tokio::sync::watch::channel(Arc::new(Config::default()));
-    let events = Events::new(client.clone(), "controller-0", metrics.clone());
-    let controller = tokio::spawn(claims::run(
-        client,
-        stores,
-        config_rx,
-        "pvc-guard".into(),
-        metrics.clone(),
-        events,
+    let (metrics, _config, controller) = start_claims(
+        &api,
+        Config::default(),
+        "controller-0",
         Duration::from_secs(3600),
-    ));
+    );
     eventually("an event for each outcome", async || {
         api.events().len() >= 2
     })
