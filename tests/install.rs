@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine;
-use common::{BIN, Server, kubectl_or_skip, run_cli, run_command};
+use common::{BIN, Server, copy_dir, kubectl_or_skip, run_cli, run_command};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -50,19 +50,6 @@ fn kustomize(dir: &Path) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     parse(&String::from_utf8(out.stdout).unwrap())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn key(o: &Value) -> (String, String, String) {

@@ -7,6 +7,8 @@
 //! The rendering tests print a message and pass when kubectl is not
 //! installed; everything else runs everywhere.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::ErrorKind;
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use base64::Engine;
+use common::copy_dir;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -1087,19 +1090,6 @@ fn cert_manager_overlay_injects_the_ca() {
             "{} carries cert-manager.io/inject-ca-from",
             hook.kind
         );
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap_or_else(|e| panic!("{}: {e}", to.display()));
-    for entry in fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
-        let entry = entry.expect("a directory entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("a file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("{}: {e}", target.display()));
-        }
     }
 }
 

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ControlPlane, Run, TEST_LABEL, control_plane, eventually, https_get};
-use crate::common::{BIN, Server};
+use crate::common::{BIN, Server, copy_dir};
 
 /// The repository's manifests/ copied beside a certs/ that `pvc-guard
 /// certs` wrote, laid out as in the repository, so the self-signed overlay
@@ -74,19 +74,6 @@ impl Layout {
             .map(|doc| Value::deserialize(doc).expect("kustomize prints YAML"))
             .filter(|v| !v.is_null())
             .collect()
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
     }
 }
 
