@@ -217,6 +217,16 @@ fn previous_ca(path: &Path) -> Option<String> {
     first_certificate(&std::fs::read_to_string(path).ok()?)
 }
 
+/// What `read` takes from the first certificate of `pem`, if it parses.
+pub fn read_first_certificate<T>(
+    pem: &str,
+    read: impl FnOnce(&x509_parser::certificate::X509Certificate<'_>) -> T,
+) -> Option<T> {
+    let der = rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some(read(&cert))
+}
+
 /// The first PEM certificate of a bundle, with a final newline, if it
 /// parses: a damaged bundle must not break the one made from it.
 pub fn first_certificate(text: &str) -> Option<String> {
@@ -225,8 +235,7 @@ pub fn first_certificate(text: &str) -> Option<String> {
     let start = text.find(BEGIN)?;
     let end = start + text[start..].find(END)? + END.len();
     let pem = &text[start..end];
-    let der = rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()?;
-    x509_parser::parse_x509_certificate(&der).ok()?;
+    read_first_certificate(pem, |_| ())?;
     Some(format!("{pem}\n"))
 }
 

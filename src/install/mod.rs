@@ -139,29 +139,18 @@ impl Certificates {
         serving_pem: &str,
     ) -> Result<Certificates> {
         let mut new = Certificates::generate(namespace)?;
-        let issuer = rustls_pemfile::certs(&mut serving_pem.as_bytes())
-            .next()
-            .and_then(|c| c.ok())
-            .and_then(|der| {
-                let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
-                Some(cert.issuer().as_raw().to_vec())
-            });
+        use crate::certs::{first_certificate, read_first_certificate};
+        let issuer = read_first_certificate(serving_pem, |c| c.issuer().as_raw().to_vec());
         let signer = issuer.and_then(|issuer| {
             previous_bundle
                 .split_inclusive("-----END CERTIFICATE-----")
-                .filter_map(crate::certs::first_certificate)
+                .filter_map(first_certificate)
                 .find(|pem| {
-                    rustls_pemfile::certs(&mut pem.as_bytes())
-                        .next()
-                        .and_then(|c| c.ok())
-                        .and_then(|der| {
-                            let (_, ca) = x509_parser::parse_x509_certificate(&der).ok()?;
-                            Some(ca.subject().as_raw() == issuer.as_slice())
-                        })
+                    read_first_certificate(pem, |ca| ca.subject().as_raw() == issuer.as_slice())
                         .unwrap_or(false)
                 })
         });
-        if let Some(old) = signer.or_else(|| crate::certs::first_certificate(previous_bundle)) {
+        if let Some(old) = signer.or_else(|| first_certificate(previous_bundle)) {
             new.bundle_pem.push_str(&old);
         }
         Ok(new)
@@ -231,15 +220,13 @@ impl Certificates {
 /// Whole days until the certificate of `cert_pem` expires (negative once
 /// it has), if it can be read.
 pub fn days_left(cert_pem: &str) -> Option<i64> {
-    let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-        .next()?
-        .ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let not_after =
+        crate::certs::read_first_certificate(cert_pem, |c| c.validity().not_after.timestamp())?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?
         .as_secs() as i64;
-    Some((cert.validity().not_after.timestamp() - now) / 86_400)
+    Some((not_after - now) / 86_400)
 }
 
 /// The embedded manifests under `manifests/`, and beside them the
