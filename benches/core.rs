@@ -185,10 +185,11 @@ fn cases() -> Vec<Case> {
             Patch,
             false,
         ),
-        // A body just under 3 MiB, for what it costs in memory.
+        // A body just under 3 MiB at the list-element cap, for what it
+        // costs in memory.
         made(
-            "env-60000/mutate",
-            shapes::env(60_000),
+            "cap-32767-variables/mutate",
+            shapes::env(32_767, 57),
             Mutate,
             Patch,
             false,
@@ -218,6 +219,13 @@ fn cases() -> Vec<Case> {
         made(
             "over-256-paths-256-containers/validate",
             shapes::data_paths_everywhere(256),
+            Validate,
+            Deny,
+            true,
+        ),
+        made(
+            "over-1m-empty-variables/validate",
+            shapes::empty_variables(1_000_000),
             Validate,
             Deny,
             true,

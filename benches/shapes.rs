@@ -84,14 +84,26 @@ pub fn sqlite(n: usize) -> Value {
     )
 }
 
-/// One postgres with `n` environment variables: about 48 bytes each,
-/// so 60,000 make a body just under the 3 MiB `--max-body-bytes`.
-pub fn env(n: usize) -> Value {
+/// One postgres with `n` environment variables whose values are
+/// `value_len` bytes: 32,767 of them (with the container, the
+/// `LIST_ELEMENTS` cap) and values of 57 bytes make a body just under the
+/// 3 MiB `--max-body-bytes`.
+pub fn env(n: usize, value_len: usize) -> Value {
     let env: Vec<Value> = (0..n)
-        .map(|i| json!({"name": format!("VAR_{i:06}"), "value": format!("value-{i:06}")}))
+        .map(|i| json!({"name": format!("VAR_{i:06}"), "value": format!("{i:0value_len$}")}))
         .collect();
     deployment(
         vec![json!({"name": "pg", "image": "postgres:16", "env": env})],
+        vec![],
+        json!({}),
+    )
+}
+
+/// One postgres with `n` variables that are empty objects: three bytes of
+/// JSON each (`{},`), the most list elements a body can hold.
+pub fn empty_variables(n: usize) -> Value {
+    deployment(
+        vec![json!({"name": "pg", "image": "postgres:16", "env": vec![json!({}); n]})],
         vec![],
         json!({}),
     )

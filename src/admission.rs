@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::config::{Mode, RuleSetting};
 use crate::model::read::{Checked, Lenient, Shape, view_struct};
-use crate::model::{Object, RawObject, Unreadable, Workload, limits};
+use crate::model::{CountedObject, Object, Unreadable, Workload, limits};
 use crate::mutate::{self, Mutation};
 use crate::policy::finding::{WARNING_LIMIT, truncate};
 use crate::policy::{Caller, ClusterFacts, Finding, Policy, Rule, Severity, ownership};
@@ -111,8 +111,8 @@ view_struct! {
         "namespace" => namespace: Checked<String>,
         "operation" => operation: Checked<String>,
         "userInfo" => user_info: WireUser,
-        "object" => object: RawObject,
-        "oldObject" => old_object: RawObject,
+        "object" => object: CountedObject,
+        "oldObject" => old_object: CountedObject,
         "dryRun" => dry_run: Checked<bool>,
     }
 }
@@ -169,8 +169,8 @@ impl Request {
     }
 }
 
-fn object_of(raw: RawObject) -> Option<Result<Object, Unreadable>> {
-    match raw.shape {
+fn object_of(raw: CountedObject) -> Option<Result<Object, Unreadable>> {
+    match raw.value.shape {
         Shape::Absent | Shape::Null => None,
         _ => Some(Object::from_raw(raw)),
     }

@@ -1,10 +1,11 @@
 //! Hard caps and linear cost, over HTTPS against the real binary. Every
 //! count an object can grow (containers, volumes, mounts, data-path
-//! entries, data paths, findings, message bytes) has a cap; beyond it the answer is a
-//! denial that names the cap, never a hang. The three inputs that used to
-//! take seconds to minutes (tens of thousands of volumes, thousands of
-//! postgres containers, a data-paths annotation of 20,000 entries over
-//! 4,000 mounts) are answered here; benches/core.rs measures how fast.
+//! entries, data paths, list elements, findings, message bytes) has a
+//! cap; beyond it the answer is a denial that names the cap, never a
+//! hang. The three inputs that used to take seconds to minutes (tens of
+//! thousands of volumes, thousands of postgres containers, a data-paths
+//! annotation of 20,000 entries over 4,000 mounts) are answered here;
+//! benches/core.rs measures how fast.
 //! Time is never asserted: these tests check the answers.
 
 mod common;
@@ -129,6 +130,13 @@ async fn each_cap_is_a_denial_that_names_it_and_just_below_it_the_object_is_judg
             "257 entries in the pvc-guard.io/data-paths annotation",
         ),
         ("SQLite files", shapes::sqlite(4097), "4097 data paths"),
+        // Variables, arguments, items, ...: all lists together, counted
+        // with the container.
+        (
+            "list elements",
+            shapes::empty_variables(32_768),
+            "32769 list elements",
+        ),
         (
             "data-paths entries times the containers they reach",
             shapes::data_paths_everywhere(17),
@@ -159,6 +167,7 @@ async fn each_cap_is_a_denial_that_names_it_and_just_below_it_the_object_is_judg
     for (what, object) in [
         ("SQLite files", shapes::sqlite(4096)),
         ("data-paths entries", shapes::data_paths_everywhere(16)),
+        ("list elements", shapes::env(32_767, 8)),
     ] {
         let (v, m) = judge(&server, object).await;
         assert!(

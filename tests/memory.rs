@@ -23,6 +23,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{BIN, Server, client_for};
+use pvc_guard::model::limits::LIST_ELEMENTS;
 use serde_json::{Value, json};
 
 const MIB: u64 = 1024 * 1024;
@@ -126,13 +127,17 @@ fn largest_object(bytes: usize, generation: usize) -> Value {
                 "spec": {"containers": [], "volumes": volumes}}}});
     let size =
         serde_json::to_vec(&object).unwrap().len() + serde_json::to_vec(&containers).unwrap().len();
-    // The rest is environment, spread over the containers.
+    // The rest is environment, spread over the containers: as many
+    // variables as the list-element cap leaves, their values as long as
+    // the bytes left ask.
     let padding = bytes.saturating_sub(size);
-    let variable =
-        |i: usize| json!({"name": format!("X_{i:07}"), "value": format!("v{generation}-{i:015}")});
+    let elements = CONTAINERS + VOLUMES + CONTAINERS * MOUNTS_EACH + CONTAINERS * 8;
+    let count = LIST_ELEMENTS - elements;
+    let empty = json!({"name": "X_0000000", "value": format!("v{generation}-")});
     // Each variable and its comma.
-    let per_variable = serde_json::to_vec(&variable(0)).unwrap().len() + 1;
-    for i in 0..padding / per_variable {
+    let value_len = (padding / count).saturating_sub(serde_json::to_vec(&empty).unwrap().len() + 1);
+    let variable = |i: usize| json!({"name": format!("X_{i:07}"), "value": format!("v{generation}-{i:0value_len$}")});
+    for i in 0..count {
         let env = containers[i % CONTAINERS]["env"].as_array_mut().unwrap();
         env.push(variable(i));
     }
@@ -199,6 +204,69 @@ async fn burst(server: &Server, endpoint: &str, body: &Arc<Vec<u8>>, n: usize) -
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_largest_admissible_updates_at_the_concurrency_bound_fit_the_manifests_memory_limit() {
+    let body = update_review(3 * MIB as usize - 4096);
+    // Admissible: judged piece by piece (an UPDATE allows what was there
+    // before, with warnings), not denied by a cap.
+    let answer = answer_of(&body, "/validate").await.to_string();
+    assert!(
+        answer.contains("[ephemeral-data-path]") && !answer.contains("[limit-exceeded]"),
+        "{}",
+        &answer[..answer.len().min(600)]
+    );
+    bursts_fit_the_limit(body).await;
+}
+
+/// The most list elements a body can carry: object and oldObject each a
+/// postgres with half a million variables that are empty objects (`{},`,
+/// three bytes each). Their views would be 56 bytes each, 28 MB an
+/// object; the list-element cap keeps them to a few MB, and both objects
+/// are denied by it.
+#[tokio::test(flavor = "multi_thread")]
+async fn updates_made_of_the_most_list_elements_fit_the_manifests_memory_limit() {
+    let empty = |n: usize| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "big", "namespace": "shop"},
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "pg", "image": "postgres:16", "env": vec![json!({}); n]}]}}}})
+    };
+    let n = (3 * MIB as usize - 8192) / 6;
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "memory", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+        "name": "big", "namespace": "shop", "operation": "UPDATE",
+        "userInfo": {"username": "admin", "groups": ["system:masters"]},
+        "object": empty(n), "oldObject": empty(n)}});
+    let body = serde_json::to_vec(&review).unwrap();
+    let answer = answer_of(&body, "/validate").await.to_string();
+    assert!(
+        answer.contains(&format!("[limit-exceeded] {} list elements", n + 1)),
+        "{}",
+        &answer[..answer.len().min(600)]
+    );
+    bursts_fit_the_limit(body).await;
+}
+
+/// One answer from a server of its own.
+async fn answer_of(body: &[u8], endpoint: &str) -> Value {
+    let args = manifest_args(&manifest_container());
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&arg_refs);
+    let r = client_for(&[&server.ca_pem], false)
+        .post(server.url(endpoint))
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    serde_json::from_str(&r.text().await.unwrap()).unwrap()
+}
+
+/// Sends `body` (just under `--max-body-bytes`) to a server started with
+/// the manifest's args, as many at once as the concurrency bound and the
+/// queue hold, three times; its peak RSS must leave a fifth of the
+/// manifest's memory limit.
+async fn bursts_fit_the_limit(body: Vec<u8>) {
     let container = manifest_container();
     let limit = memory_limit(&container);
     let args = manifest_args(&container);
@@ -207,12 +275,12 @@ async fn the_largest_admissible_updates_at_the_concurrency_bound_fit_the_manifes
     let queue = flag_value(&args, "--max-queued-reviews", 64);
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(&arg_refs);
-    let body = Arc::new(update_review(max_body - 4096));
     assert!(
         body.len() > max_body - 64 * 1024 && body.len() <= max_body,
         "{} bytes",
         body.len()
     );
+    let body = Arc::new(body);
     let idle = status_kib(server.pid(), "VmRSS");
     let mut answered = 0;
     for endpoint in ["/mutate", "/validate", "/mutate"] {

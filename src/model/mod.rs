@@ -13,7 +13,7 @@ pub mod read;
 
 use std::collections::HashMap;
 
-use read::{Lenient, List, Seen, Shape, view_struct};
+use read::{Counted, Lenient, List, Seen, Shape, view_struct};
 
 use crate::k8s;
 
@@ -31,6 +31,13 @@ pub mod limits {
     pub const MOUNTS: usize = 4096;
     /// Entries of the `pvc-guard.io/data-paths` annotation.
     pub const DATA_PATH_ENTRIES: usize = 256;
+    /// Elements of all the lists of one object together (containers,
+    /// volumes, mounts, variables, arguments, items, ...). A view of an
+    /// element costs up to fifty times its JSON, so past this the lists
+    /// only count and the object is denied: its view stays under a few MB
+    /// whatever the body (`{},` repeated through 3 MiB is a million
+    /// variables, 56 MB of view).
+    pub const LIST_ELEMENTS: usize = 32_768;
     /// Data paths found in all containers together: an annotation entry
     /// counts once for each container it reaches, a SQLite file once for
     /// each container that names it. Every one becomes a finding and a
@@ -555,9 +562,12 @@ view_struct! {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for RawObject {
+/// An object read with its lists' element count (`limits::LIST_ELEMENTS`).
+pub type CountedObject = Counted<RawObject, { limits::LIST_ELEMENTS }>;
+
+impl<'de> serde::Deserialize<'de> for CountedObject {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <RawObject as Lenient>::read(d)
+        <CountedObject as Lenient>::read(d)
     }
 }
 
@@ -657,6 +667,8 @@ pub struct Workload {
     pub owners: List<OwnerReference, { limits::OWNERS }>,
     pub spec: WorkloadSpec,
     pub pod: PodSpec,
+    /// Elements of all its lists, kept or only counted.
+    pub list_elements: usize,
 }
 
 /// An object as the policy sees it.
@@ -671,17 +683,17 @@ pub enum Object {
 impl Object {
     /// Reads an object's JSON text in one pass.
     pub fn from_slice(bytes: &[u8]) -> Result<Result<Object, Unreadable>, serde_json::Error> {
-        let raw: RawObject = serde_json::from_slice(bytes)?;
+        let raw: CountedObject = serde_json::from_slice(bytes)?;
         Ok(Object::from_raw(raw))
     }
 
     /// Reads an object already parsed as JSON (a manifest).
     pub fn from_value(value: &serde_json::Value) -> Result<Object, Unreadable> {
-        let raw = <RawObject as Lenient>::read(value).expect("a JSON value reads leniently");
+        let raw = <CountedObject as Lenient>::read(value).expect("a JSON value reads leniently");
         Object::from_raw(raw)
     }
 
-    pub fn from_raw(raw: RawObject) -> Result<Object, Unreadable> {
+    pub fn from_raw(raw: CountedObject) -> Result<Object, Unreadable> {
         Workload::from_raw(raw).map(|w| match w {
             Some(w) => Object::Workload(Box::new(w)),
             None => Object::Other,
@@ -698,7 +710,8 @@ impl Object {
 
 impl Workload {
     /// `Ok(None)` for kinds pvc-guard does not judge.
-    fn from_raw(raw: RawObject) -> Result<Option<Workload>, Unreadable> {
+    fn from_raw(counted: CountedObject) -> Result<Option<Workload>, Unreadable> {
+        let (raw, list_elements) = (counted.value, counted.list_elements);
         let Some(kind_name) = raw.kind.as_deref() else {
             return Err(Unreadable(
                 match raw.shape {
@@ -830,6 +843,7 @@ impl Workload {
             owners: metadata.owner_references,
             spec: workload_spec,
             pod,
+            list_elements,
         }))
     }
 
@@ -956,6 +970,11 @@ impl Workload {
                 self.spec.volume_claim_templates.len,
                 limits::VOLUMES,
             ),
+            (
+                "list elements (containers, volumes, mounts, variables, arguments, items and the like)",
+                self.list_elements,
+                limits::LIST_ELEMENTS,
+            ),
         ]
         .into_iter()
         .find(|(_, n, cap)| n > cap)
@@ -1064,5 +1083,39 @@ mod tests {
             w.exceeded_limit(),
             Some(("volumes", limits::VOLUMES + 50, limits::VOLUMES))
         );
+    }
+
+    #[test]
+    fn all_lists_of_an_object_together_keep_at_most_the_list_element_cap() {
+        let n = limits::LIST_ELEMENTS + 100;
+        // The first container's lists use up the cap; the second container
+        // is then only counted, unread, as an element of `containers`.
+        let first = json!({"name": "a", "env": vec![json!({}); n], "args": vec!["x"; 5]});
+        let second = json!({"name": "b", "env": vec![json!({"name": "X"}); 10]});
+        let w = workload(json!({"kind": "Pod", "spec": {"containers": [first, second]}}));
+        assert_eq!(w.list_elements, 2 + n + 5);
+        assert_eq!(w.pod.containers.len, 2);
+        assert_eq!(w.pod.containers.items.len(), 1);
+        let a = &w.pod.containers.items[0];
+        assert_eq!((a.env.len, a.args.len), (n, 5));
+        assert_eq!(
+            1 + a.env.items.len() + a.args.items.len(),
+            limits::LIST_ELEMENTS
+        );
+        let (what, count, cap) = w.exceeded_limit().unwrap();
+        assert!(what.starts_with("list elements"), "{what}");
+        assert_eq!((count, cap), (2 + n + 5, limits::LIST_ELEMENTS));
+    }
+
+    #[test]
+    fn a_read_that_fails_half_way_leaves_no_count_behind() {
+        let mut text = br#"{"kind": "Pod", "spec": {"containers": [{"env": ["#.to_vec();
+        text.extend(std::iter::repeat_n(&b"{},"[..], limits::LIST_ELEMENTS + 5).flatten());
+        assert!(Object::from_slice(&text).is_err(), "cut off mid-list");
+        // A container read on its own, outside any object, is bounded by
+        // its lists' own caps only.
+        let env = vec![json!({}); limits::LIST_ELEMENTS + 5];
+        let c = Container::from_value(&json!({"name": "c", "env": env}));
+        assert_eq!(c.env.items.len(), limits::LIST_ELEMENTS + 5);
     }
 }

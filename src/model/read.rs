@@ -10,6 +10,7 @@
 //! beyond a cap a list only counts, so memory stays bounded.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -402,15 +403,21 @@ impl<T: Lenient, const CAP: usize> Lenient for List<T, CAP> {
                     items: Vec::new(),
                     len: 0,
                 };
-                while list.len < CAP {
+                // An element is charged before it is read, so the lists
+                // inside it see what is left.
+                while list.len < CAP && tally::take() {
                     match seq.next_element_seed(Seed::<T>::new())? {
                         Some(item) => list.items.push(item),
-                        None => return Ok(list),
+                        None => {
+                            tally::give_back();
+                            return Ok(list);
+                        }
                     }
                     list.len += 1;
                 }
                 while seq.next_element::<IgnoredAny>()?.is_some() {
                     list.len += 1;
+                    tally::count();
                 }
                 Ok(list)
             }
@@ -447,6 +454,112 @@ impl<T: Lenient, const CAP: usize> Lenient for List<T, CAP> {
             }
         }
         d.deserialize_any(V::<T, CAP>(PhantomData))
+    }
+}
+
+/// `T` read as one object, with how many elements all its lists held.
+///
+/// A list element can cost fifty times its JSON (`{},` is three bytes, a
+/// variable's view fifty-six), so one object's lists together keep at most
+/// `cap` elements: past it they only count, and the caller denies the
+/// object by the count. Memory then stays bounded whatever the body holds.
+#[derive(Debug, Clone, Default)]
+pub struct Counted<T, const CAP: usize> {
+    pub value: T,
+    pub list_elements: usize,
+}
+
+impl<T: Lenient, const CAP: usize> Lenient for Counted<T, CAP> {
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let scope = tally::Scope::enter(CAP);
+        let value = T::read(d)?;
+        Ok(Counted {
+            value,
+            list_elements: scope.seen(),
+        })
+    }
+}
+
+/// The count of the object being read. Serde passes a reader nothing but
+/// its seed, so rather than thread a context through every reader the
+/// count lives here for the span of one `Counted` read, which never leaves
+/// its thread. Outside such a span lists are bounded by their own caps.
+mod tally {
+    use super::Cell;
+
+    #[derive(Clone, Copy)]
+    struct Tally {
+        kept: usize,
+        seen: usize,
+        cap: usize,
+    }
+
+    thread_local! {
+        static CURRENT: Cell<Option<Tally>> = const { Cell::new(None) };
+    }
+
+    /// Charges one element to be kept, if there is room for it.
+    pub fn take() -> bool {
+        match CURRENT.get() {
+            None => true,
+            Some(t) if t.kept < t.cap => {
+                CURRENT.set(Some(Tally {
+                    kept: t.kept + 1,
+                    seen: t.seen + 1,
+                    ..t
+                }));
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// The list had no element left to take.
+    pub fn give_back() {
+        if let Some(t) = CURRENT.get() {
+            CURRENT.set(Some(Tally {
+                kept: t.kept - 1,
+                seen: t.seen - 1,
+                ..t
+            }));
+        }
+    }
+
+    /// An element counted, not kept.
+    pub fn count() {
+        if let Some(t) = CURRENT.get() {
+            CURRENT.set(Some(Tally {
+                seen: t.seen + 1,
+                ..t
+            }));
+        }
+    }
+
+    /// One object's count; the enclosing one (if any) is restored on drop,
+    /// also when the read fails half way.
+    pub struct Scope {
+        outer: Option<Tally>,
+    }
+
+    impl Scope {
+        pub fn enter(cap: usize) -> Scope {
+            let outer = CURRENT.replace(Some(Tally {
+                kept: 0,
+                seen: 0,
+                cap,
+            }));
+            Scope { outer }
+        }
+
+        pub fn seen(&self) -> usize {
+            CURRENT.get().map_or(0, |t| t.seen)
+        }
+    }
+
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            CURRENT.set(self.outer);
+        }
     }
 }
 
