@@ -134,3 +134,43 @@ async fn a_claim_a_person_swapped_in_is_kept_and_the_warning_says_the_record_no_
     let (_, answer) = post(&client, &server.url("/mutate"), &update(&stored, &other)).await;
     assert!(patch_of(&answer).is_none(), "{answer}");
 }
+
+/// The fix names the claim volume it adds `pvc-guard-<container>`. A
+/// volume of that name the pod already has is a person's, whatever its
+/// name says: making it a claim would move the storage of the sidecar
+/// that mounts it. The fix takes the next free name instead. (Found by the
+/// `mutation_laws` fuzzer: tests/data/fuzz/mutation_laws/hostpath-volume-named-like-the-fix.json.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_named_like_the_fixs_own_is_left_as_its_owner_wrote_it() {
+    let server = Server::start(&[]);
+    let client = server.client(true);
+    let mut review = read_json("admission/pg-no-volume.create.json");
+    let pod = &mut review["request"]["object"]["spec"]["template"]["spec"];
+    pod["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "agent", "image": "example/agent:1",
+            "volumeMounts": [{"name": "pvc-guard-postgres", "mountPath": "/host"}]}));
+    let hostpath = json!({"name": "pvc-guard-postgres", "hostPath": {"path": "/var/log"}});
+    pod["volumes"] = json!([hostpath]);
+    let (status, answer) = post(&client, &server.url("/mutate"), &review).await;
+    assert_eq!(status, 200);
+    let fixed = patched(&review["request"]["object"], &answer);
+    let pod = &fixed["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0], hostpath, "{fixed}");
+    assert_eq!(pod["volumes"][1]["name"], "pvc-guard-postgres-2", "{fixed}");
+    assert!(pod["volumes"][1]["persistentVolumeClaim"]["claimName"].is_string());
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0]["name"],
+        "pvc-guard-postgres-2"
+    );
+    assert_eq!(
+        pod["containers"][1]["volumeMounts"][0]["name"],
+        "pvc-guard-postgres"
+    );
+    // The validating webhook then admits the fixed object.
+    let mut again = review.clone();
+    again["request"]["object"] = fixed;
+    let (_, validated) = post(&client, &server.url("/validate"), &again).await;
+    assert_eq!(allowed(&validated), Some(true), "{validated}");
+}

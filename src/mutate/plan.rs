@@ -205,6 +205,8 @@ struct Planner<'p, 'x, 'w, 'c> {
     names: &'x mut ClaimNames,
     plan: Plan,
     init_dirs: Vec<InitDir>,
+    /// The claim volume this plan adds for each container, by container.
+    added_volumes: HashMap<String, String>,
 }
 
 /// One pass: plan changes from an assessment.
@@ -222,6 +224,7 @@ pub fn plan(
         names,
         plan: Plan::default(),
         init_dirs: Vec::new(),
+        added_volumes: HashMap::new(),
     };
     let ephemeral: Vec<(usize, &str, &str)> = a
         .findings
@@ -279,6 +282,7 @@ pub fn follow_ups(
         names: &mut names,
         plan: Plan::default(),
         init_dirs: Vec::new(),
+        added_volumes: HashMap::new(),
     };
     for r in restored {
         if let Some(db) = a.dbs.iter().find(|db| db.name() == r.container) {
@@ -424,6 +428,33 @@ impl Planner<'_, '_, '_, '_> {
     /// Backs `volume` with storage that outlives the pod: a claim template
     /// per replica in a StatefulSet, one claim otherwise. `replacing`: the
     /// volume exists (emptyDir or ephemeral) rather than being added.
+    /// The volume the fix adds for container `c`, the same for all its
+    /// sites: `pvc-guard-<c>`, or with `-2`, `-3`, ... when the pod already
+    /// has a volume or claim template of that name. That one is a
+    /// person's; making it a claim would change the storage of whatever
+    /// else mounts it.
+    fn added_volume(&mut self, c: &str) -> String {
+        if let Some(v) = self.added_volumes.get(c) {
+            return v.clone();
+        }
+        let w = self.a.workload;
+        let taken = |name: &str| {
+            self.index.volumes.contains_key(name)
+                || w.spec
+                    .volume_claim_templates
+                    .iter()
+                    .any(|t| t.metadata.name.as_deref() == Some(name))
+                || self.added_volumes.values().any(|v| v == name)
+        };
+        let base = format!("pvc-guard-{c}");
+        let volume = std::iter::once(shorten(&base, 63))
+            .chain((2..).map(|n| shorten(&format!("{base}-{n}"), 63)))
+            .find(|name| !taken(name))
+            .expect("some suffix is free");
+        self.added_volumes.insert(c.to_string(), volume.clone());
+        volume
+    }
+
     fn back_with_claim(&mut self, volume: &str, container: &str, spec: ClaimSpec, replacing: bool) {
         let size = spec.size.clone();
         let w = self.a.workload;
@@ -664,7 +695,7 @@ impl Planner<'_, '_, '_, '_> {
                 target,
             });
         }
-        let volume = shorten(&format!("pvc-guard-{c}"), 63);
+        let volume = self.added_volume(c);
         let already = self.plan.changes.iter().any(|ch| {
             matches!(ch, Change::Mount { container, mount_path, .. }
                 if container == c && path_contains(mount_path, &target))
