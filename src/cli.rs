@@ -467,16 +467,6 @@ fn controller(args: ControllerArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn object_name(o: &Value) -> (String, String, String) {
-    let s = |p: &str| {
-        o.pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
-    (s("/kind"), s("/metadata/namespace"), s("/metadata/name"))
-}
-
 /// What the offline commands know of a cluster: the ConfigMaps in the same
 /// input, per namespace (a server's config file mounted from one can make
 /// it durable). Nothing else: no labels, claims or autoscalers.
@@ -489,7 +479,7 @@ impl OfflineFacts {
     fn new(docs: &[manifest::Document]) -> OfflineFacts {
         let mut by_namespace: HashMap<String, ClusterFacts> = HashMap::new();
         for doc in docs {
-            let (kind, namespace, name) = object_name(&doc.object);
+            let (kind, namespace, name) = manifest::object_id(&doc.object);
             let Some(data) = doc.object.get("data").and_then(Value::as_object) else {
                 continue;
             };
@@ -514,7 +504,7 @@ impl OfflineFacts {
     }
 
     fn of(&self, object: &Value) -> &ClusterFacts {
-        let (_, namespace, _) = object_name(object);
+        let (_, namespace, _) = manifest::object_id(object);
         self.by_namespace.get(&namespace).unwrap_or(&self.none)
     }
 }
@@ -576,7 +566,7 @@ fn check(args: CheckArgs) -> Result<ExitCode, String> {
     let mut entries = Vec::new();
     let mut fixable = 0;
     for doc in &loaded.documents {
-        let (kind, namespace, name) = object_name(&doc.object);
+        let (kind, namespace, name) = manifest::object_id(&doc.object);
         let findings = match view(doc) {
             Ok(Some(w)) => {
                 let facts = offline.of(&doc.object);
@@ -776,7 +766,7 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
                 doc.source
             )
         })?;
-        let (_, _, name) = object_name(&doc.object);
+        let (_, _, name) = manifest::object_id(&doc.object);
         for line in &mutation.unfixed {
             say!("{} {name}: not fixed: {line}", doc.source);
         }
@@ -853,11 +843,13 @@ fn fix(args: FixArgs) -> Result<ExitCode, String> {
 
 /// The claims the fixes name that the input does not already hold.
 fn claims_needed(docs: &[Document], fixed: &[Fixed]) -> BTreeMap<(String, String), Value> {
-    let given: Vec<(String, String, String)> =
-        docs.iter().map(|d| object_name(&d.object)).collect();
+    let given: Vec<(String, String, String)> = docs
+        .iter()
+        .map(|d| manifest::object_id(&d.object))
+        .collect();
     let mut claims = BTreeMap::new();
     for f in fixed {
-        let (_, namespace, _) = object_name(&docs[f.doc].object);
+        let (_, namespace, _) = manifest::object_id(&docs[f.doc].object);
         for (claim, spec) in f.mutation.record.claims() {
             if given
                 .iter()
@@ -976,7 +968,7 @@ fn fix_patches(
         .filter(|f| !f.mutation.patch.is_empty())
         .map(|f| {
             let o = &docs[f.doc].object;
-            let (kind, namespace, name) = object_name(o);
+            let (kind, namespace, name) = manifest::object_id(o);
             let api_version = o.get("apiVersion").and_then(Value::as_str).unwrap_or("");
             let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
             let mut target =

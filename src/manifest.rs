@@ -362,6 +362,18 @@ pub fn load(paths: &[PathBuf]) -> Loaded {
     loaded
 }
 
+/// `(kind, namespace, name)`, each empty when missing: how kubectl and
+/// kustomize tell objects apart.
+pub fn object_id(o: &Value) -> (String, String, String) {
+    let s = |p: &str| {
+        o.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    (s("/kind"), s("/metadata/namespace"), s("/metadata/name"))
+}
+
 /// Objects as multi-document YAML.
 pub fn to_yaml(objects: &[Value]) -> String {
     let mut out = String::new();

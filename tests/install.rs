@@ -16,6 +16,7 @@ use std::process::Command;
 
 use base64::Engine;
 use common::{BIN, Server, copy_dir, kubectl_or_skip, run_cli, run_command};
+use pvc_guard::manifest::object_id;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -50,16 +51,6 @@ fn kustomize(dir: &Path) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     parse(&String::from_utf8(out.stdout).unwrap())
-}
-
-fn key(o: &Value) -> (String, String, String) {
-    let s = |p: &str| {
-        o.pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
-    (s("/kind"), s("/metadata/namespace"), s("/metadata/name"))
 }
 
 /// Each CEL `expression` with its whitespace runs made one space: go-yaml
@@ -104,7 +95,7 @@ fn comparable(objects: &[Value]) -> BTreeMap<(String, String, String), Value> {
                 }
             }
         }
-        assert!(out.insert(key(&o), o).is_none(), "one object per key");
+        assert!(out.insert(object_id(&o), o).is_none(), "one object per key");
     }
     out
 }
@@ -261,8 +252,8 @@ fn install_and_uninstall_put_objects_in_apply_and_delete_order() {
         );
         assert_eq!(order.last(), Some(&"Namespace"));
         // What install creates, each once, as kind and name alone.
-        let mut installed: Vec<_> = objects.iter().map(key).collect();
-        let mut listed: Vec<_> = deleted.iter().map(key).collect();
+        let mut installed: Vec<_> = objects.iter().map(object_id).collect();
+        let mut listed: Vec<_> = deleted.iter().map(object_id).collect();
         installed.sort();
         listed.sort();
         assert_eq!(installed, listed);
@@ -337,10 +328,10 @@ fn namespace_moves_every_object_and_every_mention() {
                     "namespace=\"pvc-guard\"",
                     "namespace=\\\"pvc-guard\\\"",
                 ] {
-                    assert!(!s.contains(stale), "{} {path}: {s}", key(o).2);
+                    assert!(!s.contains(stale), "{} {path}: {s}", object_id(o).2);
                 }
                 if path.ends_with("/namespace") || path.contains("/matchNames/") {
-                    assert_ne!(s, "pvc-guard", "{:?} {path}", key(o));
+                    assert_ne!(s, "pvc-guard", "{:?} {path}", object_id(o));
                 }
             }
         }
@@ -385,15 +376,6 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
-fn decode(b64: &str) -> String {
-    String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 /// The Secret's certificate, served by `pvc-guard serve`, is trusted by a
 /// client that trusts only the caBundle, for the Service's DNS name in
 /// the chosen namespace; both webhook configurations carry that bundle.
@@ -411,11 +393,19 @@ async fn the_generated_certificate_is_served_and_trusted_for_the_service_name() 
     .map(|k| &find(&objects, k, "pvc-guard")["webhooks"][0]["clientConfig"]["caBundle"])
     .collect();
     assert_eq!(bundles[0], bundles[1]);
-    let bundle = decode(bundles[0].as_str().unwrap());
+    let bundle = common::base64_text(bundles[0].as_str().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&cert, decode(secret["data"]["tls.crt"].as_str().unwrap())).unwrap();
-    std::fs::write(&key, decode(secret["data"]["tls.key"].as_str().unwrap())).unwrap();
+    std::fs::write(
+        &cert,
+        common::base64_text(secret["data"]["tls.crt"].as_str().unwrap()),
+    )
+    .unwrap();
+    std::fs::write(
+        &key,
+        common::base64_text(secret["data"]["tls.key"].as_str().unwrap()),
+    )
+    .unwrap();
     let server = Server::start(&[
         "--no-cluster",
         "--tls-cert",

@@ -18,6 +18,8 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::manifest::object_id;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KustomizeError {
     #[error(
@@ -194,17 +196,6 @@ fn only(file: &str, map: &Map<String, Value>, at: &str, known: &[&str]) -> Resul
         Some(k) => Err(unsupported(file, format!("{at}.{k}"))),
         None => Ok(()),
     }
-}
-
-/// `(kind, namespace, name)`, how kustomize tells resources apart.
-fn id(v: &Value) -> (String, String, String) {
-    let s = |p: &str| {
-        v.pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
-    (s("/kind"), s("/metadata/namespace"), s("/metadata/name"))
 }
 
 /// Renders the kustomization in directory `dir` of `files`.
@@ -482,7 +473,7 @@ impl Renderer<'_> {
             if !matched && p.get("target").is_none() {
                 return Err(invalid(
                     &source,
-                    format!("the patch of {:?} matches no resource", id(&doc)),
+                    format!("the patch of {:?} matches no resource", object_id(&doc)),
                 ));
             }
         }
@@ -492,8 +483,8 @@ impl Renderer<'_> {
 
 /// Adds `r`, refusing a second resource with the same id, as kustomize does.
 fn add(file: &str, acc: &mut Vec<Value>, r: Value) -> Result<()> {
-    let rid = id(&r);
-    if acc.iter().any(|o| id(o) == rid) {
+    let rid = object_id(&r);
+    if acc.iter().any(|o| object_id(o) == rid) {
         return Err(invalid(file, format!("{rid:?} is defined twice")));
     }
     acc.push(r);
@@ -543,7 +534,7 @@ impl Target {
 
     /// The resource a strategic merge patch without a target names.
     fn of(doc: &Value) -> Target {
-        let (kind, namespace, name) = id(doc);
+        let (kind, namespace, name) = object_id(doc);
         let (group, version) = group_version(doc);
         let exact = |s: &str| regex::Regex::new(&format!("^{}$", regex::escape(s))).ok();
         Target {
@@ -556,7 +547,7 @@ impl Target {
     }
 
     fn matches(&self, r: &Value) -> bool {
-        let (kind, namespace, name) = id(r);
+        let (kind, namespace, name) = object_id(r);
         let (group, version) = group_version(r);
         self.group.as_ref().is_none_or(|g| *g == group)
             && self.version.as_ref().is_none_or(|v| *v == version)
