@@ -1047,27 +1047,6 @@ fn report_path(api_version: &str, namespace: &str) -> String {
     format!("/apis/{api_version}/namespaces/{namespace}/{plural}/pvc-guard")
 }
 
-/// (Kind/name, result, rule) of each result of a report, in its order.
-fn results_in(report: &Value) -> Vec<(String, String, String)> {
-    report["results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            let s = &r["resources"][0];
-            (
-                format!(
-                    "{}/{}",
-                    s["kind"].as_str().unwrap(),
-                    s["name"].as_str().unwrap()
-                ),
-                r["result"].as_str().unwrap().to_string(),
-                r["rule"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
-}
-
 fn triples(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
     list.iter()
         .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
@@ -1087,6 +1066,15 @@ fn events_about(api: &ApiServer, kind: &str, name: &str) -> Vec<(String, String,
             )
         })
         .collect()
+}
+
+/// `object` (kind, name) has exactly one event, of `(type, reason)`,
+/// whose note contains `note`.
+fn assert_one_event(api: &ApiServer, object: (&str, &str), what: (&str, &str), note: &str) {
+    let events = events_about(api, object.0, object.1);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].0.as_str(), events[0].1.as_str()), what);
+    assert!(events[0].2.contains(note), "{events:?}");
 }
 
 fn report_writes(api: &ApiServer, path: &str) -> usize {
@@ -1231,7 +1219,8 @@ async fn the_controller_reports_every_stored_workload_and_follows_the_cluster() 
         ("Deployment/web", "pass", ""),
     ]);
     eventually("shop's report holds every workload", async || {
-        api.object(&shop).is_some_and(|r| results_in(&r) == first)
+        api.object(&shop)
+            .is_some_and(|r| report_results(&r) == first)
     })
     .await;
     let report = api.object(&shop).unwrap();
@@ -1275,7 +1264,7 @@ async fn the_controller_reports_every_stored_workload_and_follows_the_cluster() 
     eventually("ci's report", async || api.object(&ci_path).is_some()).await;
     let ci = api.object(&ci_path).unwrap();
     assert_eq!(
-        results_in(&ci),
+        report_results(&ci),
         triples(&[("Deployment/e2e-db", "skip", "")])
     );
     assert!(
@@ -1318,15 +1307,11 @@ async fn the_controller_reports_every_stored_workload_and_follows_the_cluster() 
     .await;
     assert!(events_about(&api, "Deployment", "orders-db").is_empty());
     assert!(events_about(&api, "Deployment", "web").is_empty());
-    let sessions = events_about(&api, "Deployment", "sessions");
-    assert_eq!(sessions.len(), 1, "{sessions:?}");
-    assert_eq!(
-        (sessions[0].0.as_str(), sessions[0].1.as_str()),
-        ("Warning", "PolicyViolation")
-    );
-    assert!(
-        sessions[0].2.contains("warn ephemeral-data-path"),
-        "{sessions:?}"
+    assert_one_event(
+        &api,
+        ("Deployment", "sessions"),
+        ("Warning", "PolicyViolation"),
+        "warn ephemeral-data-path",
     );
 
     // Fixed: its failure goes, the report is changed in place, and an
@@ -1337,7 +1322,7 @@ async fn the_controller_reports_every_stored_workload_and_follows_the_cluster() 
     fixed["metadata"]["resourceVersion"] = json!("602");
     api.send_watch(deployments, &json!({"type": "MODIFIED", "object": fixed}));
     eventually("the fixed workload's failure is gone", async || {
-        let results = results_in(&api.object(&shop).unwrap());
+        let results = report_results(&api.object(&shop).unwrap());
         !results
             .iter()
             .any(|(w, r, _)| w == "Deployment/orders-db" && r == "fail")
@@ -1364,7 +1349,7 @@ async fn the_controller_reports_every_stored_workload_and_follows_the_cluster() 
     web["metadata"]["resourceVersion"] = json!("700");
     api.send_watch(deployments, &json!({"type": "DELETED", "object": web}));
     eventually("the deleted workload's pass is gone", async || {
-        !results_in(&api.object(&shop).unwrap())
+        !report_results(&api.object(&shop).unwrap())
             .iter()
             .any(|(w, _, _)| w == "Deployment/web")
     })
@@ -1389,7 +1374,7 @@ async fn the_controller_reports_every_stored_workload_and_follows_the_cluster() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eventually("the last change is reported", async || {
-        results_in(&api.object(&shop).unwrap())
+        report_results(&api.object(&shop).unwrap())
             .iter()
             .any(|(w, r, _)| w == "Deployment/sessions" && r == "skip")
     })
@@ -1599,25 +1584,17 @@ async fn claim_events_say_what_was_created_and_why_the_api_server_refused() {
     })
     .await;
     controller.abort();
-    let created = events_about(&api, "Deployment", "orders-db");
-    assert_eq!(created.len(), 1, "{created:?}");
-    assert_eq!(
-        (created[0].0.as_str(), created[0].1.as_str()),
-        ("Normal", "ClaimCreated")
+    assert_one_event(
+        &api,
+        ("Deployment", "orders-db"),
+        ("Normal", "ClaimCreated"),
+        "orders-db-data (10Gi, ReadWriteOnce",
     );
-    assert!(
-        created[0].2.contains("orders-db-data (10Gi, ReadWriteOnce"),
-        "{created:?}"
-    );
-    let refused = events_about(&api, "Deployment", "ledger-db");
-    assert_eq!(refused.len(), 1, "{refused:?}");
-    assert_eq!(
-        (refused[0].0.as_str(), refused[0].1.as_str()),
-        ("Warning", "ClaimCreateFailed")
-    );
-    assert!(
-        refused[0].2.contains("Forbidden (403): persistentvolumeclaims \"ledger-db-data\" is forbidden: exceeded quota: no-claims"),
-        "the API server's reason and words: {refused:?}"
+    assert_one_event(
+        &api,
+        ("Deployment", "ledger-db"),
+        ("Warning", "ClaimCreateFailed"),
+        "Forbidden (403): persistentvolumeclaims \"ledger-db-data\" is forbidden: exceeded quota: no-claims",
     );
     let event = api
         .events()
@@ -1775,7 +1752,7 @@ async fn audit_prints_the_controllers_policy_reports_and_they_fit_the_crds() {
     }
     let data = &docs[1];
     assert_eq!(
-        results_in(data),
+        report_results(data),
         triples(&[
             ("Deployment/cache-db", "warn", "database-in-deployment"),
             ("Deployment/cache-db", "skip", "config-volume-data-path"),
@@ -1786,7 +1763,7 @@ async fn audit_prints_the_controllers_policy_reports_and_they_fit_the_crds() {
         ])
     );
     assert_eq!(
-        results_in(&docs[0]),
+        report_results(&docs[0]),
         triples(&[("Deployment/e2e-db", "skip", "")])
     );
     // The schema check can fail: an outcome or a field the CRD does not know.

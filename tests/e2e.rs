@@ -1315,27 +1315,6 @@ fn reports_installed(t: &Scenario) -> bool {
     false
 }
 
-/// (Kind/name, result, rule) of each result of a report.
-fn report_results(report: &Value) -> Vec<(String, String, String)> {
-    report["results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            let s = &r["resources"][0];
-            (
-                format!(
-                    "{}/{}",
-                    s["kind"].as_str().unwrap(),
-                    s["name"].as_str().unwrap()
-                ),
-                r["result"].as_str().unwrap().to_string(),
-                r["rule"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
-}
-
 /// The report `pvc-guard` of `resource` (policyreport, reports.openreports.io)
 /// in `namespace`, once `ready` holds for its results.
 fn report_when(
@@ -1359,7 +1338,7 @@ fn report_when(
             return Err(format!("{run}\n--- controller\n{}", said.join("\n")));
         }
         let report = run.json();
-        let results = report_results(&report);
+        let results = common::report_results(&report);
         if ready(&results) {
             Ok(report)
         } else {
@@ -1499,7 +1478,7 @@ fn policy_reports_show_every_stored_workload_and_follow_the_cluster() {
             && has(r, "Deployment/web", "pass", "")
             && has(r, "Deployment/scratch-db", "skip", "ephemeral-data-path")
     });
-    let results = report_results(&report);
+    let results = common::report_results(&report);
     assert!(
         !results
             .iter()

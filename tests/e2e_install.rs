@@ -60,21 +60,12 @@ fn apply(cp: &ControlPlane, text: &str) {
     .ok("kubectl apply --server-side the install");
 }
 
-fn decode(b64: &str) -> String {
-    String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 /// The caBundle of both webhook configurations (they must agree).
 fn bundle_of(configurations: &[&Value]) -> String {
     let bundles: Vec<String> = configurations
         .iter()
         .map(|c| {
-            decode(
+            common::base64_text(
                 c["webhooks"][0]["clientConfig"]["caBundle"]
                     .as_str()
                     .expect("a caBundle"),
@@ -133,7 +124,7 @@ fn stored_certificate(cp: &ControlPlane) -> String {
         ])
         .ok("kubectl get the Secret")
         .json();
-    decode(secret["data"]["tls.crt"].as_str().unwrap())
+    common::base64_text(secret["data"]["tls.crt"].as_str().unwrap())
 }
 
 fn certificates(bundle: &str) -> Vec<String> {

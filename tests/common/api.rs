@@ -117,6 +117,18 @@ fn idle() -> Response<Body> {
         .unwrap()
 }
 
+/// A watch answered with what is sent on `rx`, as it is sent.
+fn watch_stream(rx: mpsc::UnboundedReceiver<Bytes>) -> Response<Body> {
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok(Frame::data(b)), rx))
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(BodyExt::boxed_unsync(StreamBody::new(events.boxed())))
+        .unwrap()
+}
+
 impl ApiServer {
     pub fn new() -> Arc<ApiServer> {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -300,14 +312,7 @@ impl ApiServer {
             if path == "/api/v1/namespaces"
                 && let Some(rx) = self.events_rx.lock().unwrap().take()
             {
-                let events = futures_util::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|b| (Ok(Frame::data(b)), rx))
-                });
-                return Response::builder()
-                    .status(200)
-                    .header("content-type", "application/json")
-                    .body(BodyExt::boxed_unsync(StreamBody::new(events.boxed())))
-                    .unwrap();
+                return watch_stream(rx);
             }
             let rx = self
                 .streams
@@ -321,14 +326,7 @@ impl ApiServer {
                 .1
                 .take();
             if let Some(rx) = rx {
-                let events = futures_util::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|b| (Ok(Frame::data(b)), rx))
-                });
-                return Response::builder()
-                    .status(200)
-                    .header("content-type", "application/json")
-                    .body(BodyExt::boxed_unsync(StreamBody::new(events.boxed())))
-                    .unwrap();
+                return watch_stream(rx);
             }
             return idle();
         }

@@ -487,3 +487,35 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// (Kind/name, result, rule) of each result of a policy report, in its order.
+pub fn report_results(report: &Value) -> Vec<(String, String, String)> {
+    report["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let s = &r["resources"][0];
+            (
+                format!(
+                    "{}/{}",
+                    s["kind"].as_str().unwrap(),
+                    s["name"].as_str().unwrap()
+                ),
+                r["result"].as_str().unwrap().to_string(),
+                r["rule"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The text a base64 field (a Secret's data, a caBundle) holds.
+pub fn base64_text(b64: &str) -> String {
+    use base64::Engine;
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap()
+}
