@@ -301,13 +301,20 @@ pub fn place<'w>(
             .sub_path_expr
             .as_deref()
             .is_some_and(|e| e.contains("$(POD_NAME)") || e.contains("$(HOSTNAME)"));
-    let (mut class, backing, describe) = if workload.has_claim_template(mount.volume_name) {
+    // A mount without a name (the API server rejects it, but a webhook sees
+    // the object first) mounts no volume, not the one named "": the fix and
+    // the UPDATE restore must agree on which volume holds the data.
+    let named = container.container.volume_mounts.items[mount.index]
+        .name
+        .is_some();
+    let (mut class, backing, describe) = if named && workload.has_claim_template(mount.volume_name)
+    {
         (
             StorageClass::Persistent,
             Backing::ClaimTemplate(mount.volume_name),
             Describe::ClaimTemplate(mount.volume_name),
         )
-    } else if let Some(volume) = volumes.get(mount.volume_name) {
+    } else if let Some(volume) = volumes.get(mount.volume_name).filter(|_| named) {
         volume_class(volume, csi)
     } else {
         (
