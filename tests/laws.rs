@@ -308,6 +308,40 @@ fn an_object_named_only_by_generate_name_is_not_fixed_and_the_denial_says_why() 
     assert!(!message.contains("pvc-guard fix shows how"), "{message}");
 }
 
+/// Volume and claim names are made from the container's name; one the API
+/// server would refuse (not a DNS-1123 label) gave names that the UPDATE
+/// restore then refused to trust, so a re-apply lost the fix (found by the
+/// mutation_laws fuzzer).
+#[test]
+fn a_container_whose_name_is_not_a_dns_label_is_not_fixed_and_the_denial_says_why() {
+    let policy = policy();
+    for name in ["Postgres", "db.primary", "\u{8}db"] {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": "ns"},
+            "spec": {"containers": [{"name": name, "image": "postgres:16"}]}});
+        let w = view(&pod);
+        let m = mutate_create(&policy, &w, &ClusterFacts::default());
+        assert!(m.patch.is_empty(), "{name:?}");
+        let judged = pvc_guard::admission::judge(
+            &policy,
+            &w,
+            None,
+            &ClusterFacts::default(),
+            pvc_guard::config::Mode::Enforce,
+            pvc_guard::policy::Caller::User("admin"),
+        )
+        .unwrap();
+        let message = judged.findings[0].message();
+        assert!(message.contains("is not a DNS-1123 label"), "{message}");
+    }
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": "ns"},
+        "spec": {"containers": [{"name": "db-1", "image": "postgres:16"}]}});
+    assert!(
+        !mutate_create(&policy, &view(&pod), &ClusterFacts::default())
+            .patch
+            .is_empty()
+    );
+}
+
 #[test]
 fn an_update_that_drops_the_recorded_claim_gets_it_back() {
     let policy = policy();

@@ -25,6 +25,7 @@ pub enum Unfixable {
     Parallelism(i64),
     GenerateName,
     NamelessContainer(String),
+    InvalidContainerName(String),
     HiddenPgdata,
     PerPodSubPath,
     OtherWriters {
@@ -58,6 +59,7 @@ impl Unfixable {
             Unfixable::Parallelism(_) => "parallelism",
             Unfixable::GenerateName => "generate_name",
             Unfixable::NamelessContainer(_) => "nameless_container",
+            Unfixable::InvalidContainerName(_) => "invalid_container_name",
             Unfixable::HiddenPgdata => "hidden_pgdata",
             Unfixable::PerPodSubPath => "per_pod_sub_path",
             Unfixable::OtherWriters { .. } => "other_writers",
@@ -90,6 +92,10 @@ impl fmt::Display for Unfixable {
             Unfixable::NamelessContainer(c) => write!(
                 f,
                 "container {c:?} has no name of its own, so a fix could not find it again"
+            ),
+            Unfixable::InvalidContainerName(c) => write!(
+                f,
+                "container name {c:?} is not a DNS-1123 label, so no volume or claim name can be made from it (the API server rejects such a pod anyway)"
             ),
             Unfixable::HiddenPgdata => f.write_str(
                 "PGDATA may come from envFrom or valueFrom, so where the data lands is unknown",
@@ -430,9 +436,9 @@ impl Planner<'_, '_, '_, '_> {
     /// volume exists (emptyDir or ephemeral) rather than being added.
     /// The volume the fix adds for container `c`, the same for all its
     /// sites: `pvc-guard-<c>`, or with `-2`, `-3`, ... when the pod already
-    /// has a volume or claim template of that name. That one is a
-    /// person's; making it a claim would change the storage of whatever
-    /// else mounts it.
+    /// has a volume or claim template of that name, or a mount of it (one
+    /// the pod does not define yet). That name is a person's; making it a
+    /// claim would change the storage of whatever else mounts it.
     fn added_volume(&mut self, c: &str) -> String {
         if let Some(v) = self.added_volumes.get(c) {
             return v.clone();
@@ -440,6 +446,7 @@ impl Planner<'_, '_, '_, '_> {
         let w = self.a.workload;
         let taken = |name: &str| {
             self.index.volumes.contains_key(name)
+                || self.index.mounts.contains_key(name)
                 || w.spec
                     .volume_claim_templates
                     .iter()
@@ -561,6 +568,11 @@ impl Planner<'_, '_, '_, '_> {
         // its own would be fixed again on every call.
         if c.is_empty() || self.index.named.get(c).copied().unwrap_or(0) > 1 {
             return Err(Unfixable::NamelessContainer(c.to_string()));
+        }
+        // The volume and claim names are made from it: the record of a fix
+        // whose names the API server would refuse is not trusted back.
+        if !k8s::is_dns_label(c) {
+            return Err(Unfixable::InvalidContainerName(c.to_string()));
         }
         if db.pgdata_hidden {
             return Err(Unfixable::HiddenPgdata);
