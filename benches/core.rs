@@ -9,7 +9,11 @@
 //! `PVC_GUARD_CORE_CASE=<name> PVC_GUARD_CORE_RUNS=<n>` runs one case n
 //! times and nothing else: the driver for instruction counts (callgrind of
 //! n runs minus callgrind of 0 runs, BENCHMARKS.md), which do not drift
-//! with the machine as times do. `PVC_GUARD_CORE_LIST_ONLY=1` prints the
+//! with the machine as times do. `PVC_GUARD_CORE_HANDLER=reference` runs
+//! the load benchmark's reference webhook (benches/reference_answer.rs) on
+//! the case's body instead, `=parse` pvc-guard's parse alone: the same
+//! body's cost without pvc-guard's policy, and without any server.
+//! `PVC_GUARD_CORE_LIST_ONLY=1` prints the
 //! allocation table and stops, whatever the decisions (for the "before"
 //! column, built from an older commit).
 
@@ -99,6 +103,9 @@ fn review(object: Value, operation: &str, old: Option<Value>) -> Vec<u8> {
 #[path = "shapes.rs"]
 #[allow(dead_code)]
 mod shapes;
+
+#[path = "reference_answer.rs"]
+mod reference_answer;
 
 fn cases() -> Vec<Case> {
     let file = |name, path: &str, endpoint, expected| Case {
@@ -250,14 +257,14 @@ fn handle(policy: &Policy, endpoint: Endpoint, body: &[u8]) -> (Decision, Vec<u8
 
 /// Allocations, bytes allocated, and the peak of live bytes above what
 /// was live before, for one request.
-fn allocations(policy: &Policy, case: &Case) -> (u64, u64, u64) {
+fn allocations<T>(request: impl FnOnce() -> T) -> (u64, u64, u64) {
     let (a0, b0, live0) = (
         ALLOCS.load(Ordering::Relaxed),
         BYTES.load(Ordering::Relaxed),
         LIVE.load(Ordering::Relaxed),
     );
     PEAK.store(live0, Ordering::Relaxed);
-    black_box(handle(policy, case.endpoint, &case.body));
+    black_box(request());
     (
         ALLOCS.load(Ordering::Relaxed) - a0,
         BYTES.load(Ordering::Relaxed) - b0,
@@ -291,8 +298,22 @@ fn main() {
             .iter()
             .find(|c| c.name == name)
             .unwrap_or_else(|| panic!("no case {name}"));
+        // What else may run on the same body, for its instructions beside
+        // pvc-guard's: the reference webhook's whole answer, or pvc-guard's
+        // parse alone.
+        let handler = std::env::var("PVC_GUARD_CORE_HANDLER").unwrap_or_default();
         for _ in 0..runs {
-            black_box(handle(&policy, case.endpoint, black_box(&case.body)));
+            match handler.as_str() {
+                "reference" => {
+                    black_box(reference_answer::answer(black_box(&case.body)).ok());
+                }
+                "parse" => {
+                    black_box(admission::parse(black_box(&case.body)).ok());
+                }
+                _ => {
+                    black_box(handle(&policy, case.endpoint, black_box(&case.body)));
+                }
+            }
         }
         return;
     }
@@ -300,7 +321,7 @@ fn main() {
     for case in &cases {
         let (answer, w) = check(&policy, case);
         wrong.extend(w);
-        let (allocs, bytes, peak) = allocations(&policy, case);
+        let (allocs, bytes, peak) = allocations(|| handle(&policy, case.endpoint, &case.body));
         eprintln!(
             "{:40} body {:8} B  answer {:8} B  {:8} allocations  {:10} B allocated  peak {:9} B live ({:.2}x body)",
             case.name,
@@ -310,6 +331,17 @@ fn main() {
             bytes,
             peak,
             peak as f64 / case.body.len() as f64
+        );
+    }
+    for case in cases
+        .iter()
+        .filter(|c| c.endpoint == Endpoint::Mutate)
+        .take(3)
+    {
+        let (allocs, bytes, peak) = allocations(|| reference_answer::answer(&case.body));
+        eprintln!(
+            "{:40} {allocs:8} allocations  {bytes:10} B allocated  peak {peak:9} B live",
+            format!("reference webhook, {}", case.name)
         );
     }
     // Listing only: the same table for an older commit, whose decisions
@@ -337,6 +369,22 @@ fn main() {
         });
     }
     group.finish();
+
+    // The reference webhook (benches/load.sh's second baseline) on the same
+    // real bodies: pvc-guard's time over its time is the load target's
+    // ratio without the stack.
+    let mut reference = c.benchmark_group("reference");
+    for case in cases
+        .iter()
+        .filter(|c| c.endpoint == Endpoint::Mutate)
+        .take(3)
+    {
+        reference.throughput(Throughput::Bytes(case.body.len() as u64));
+        reference.bench_function(case.name, |b| {
+            b.iter(|| reference_answer::answer(black_box(&case.body)).expect("answers"))
+        });
+    }
+    reference.finish();
 
     // The stages apart, for the fixture that costs most, to see where a
     // regression lands.
