@@ -279,6 +279,20 @@ fn a_claim_made_for_another_workload_is_never_reused() {
     assert_eq!(own, ["orders-db-postgres-data"]);
 }
 
+/// The first finding's message as the validating webhook words it.
+fn first_finding(policy: &Policy, w: &Workload) -> String {
+    let judged = pvc_guard::admission::judge(
+        policy,
+        w,
+        None,
+        &ClusterFacts::default(),
+        pvc_guard::config::Mode::Enforce,
+        pvc_guard::policy::Caller::User("admin"),
+    )
+    .unwrap();
+    judged.findings[0].message()
+}
+
 #[test]
 fn an_object_named_only_by_generate_name_is_not_fixed_and_the_denial_says_why() {
     let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"generateName": "migrate-", "namespace": "ns"},
@@ -294,16 +308,7 @@ fn an_object_named_only_by_generate_name_is_not_fixed_and_the_denial_says_why() 
         "{:?}",
         m.unfixed
     );
-    let judged = pvc_guard::admission::judge(
-        &policy,
-        &w,
-        None,
-        &ClusterFacts::default(),
-        pvc_guard::config::Mode::Enforce,
-        pvc_guard::policy::Caller::User("admin"),
-    )
-    .unwrap();
-    let message = judged.findings[0].message();
+    let message = first_finding(&policy, &w);
     assert!(message.contains("named only by generateName"), "{message}");
     assert!(!message.contains("pvc-guard fix shows how"), "{message}");
 }
@@ -321,16 +326,7 @@ fn a_container_whose_name_is_not_a_dns_label_is_not_fixed_and_the_denial_says_wh
         let w = view(&pod);
         let m = mutate_create(&policy, &w, &ClusterFacts::default());
         assert!(m.patch.is_empty(), "{name:?}");
-        let judged = pvc_guard::admission::judge(
-            &policy,
-            &w,
-            None,
-            &ClusterFacts::default(),
-            pvc_guard::config::Mode::Enforce,
-            pvc_guard::policy::Caller::User("admin"),
-        )
-        .unwrap();
-        let message = judged.findings[0].message();
+        let message = first_finding(&policy, &w);
         assert!(message.contains("is not a DNS-1123 label"), "{message}");
     }
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": "ns"},
