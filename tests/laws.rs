@@ -313,6 +313,23 @@ fn an_object_named_only_by_generate_name_is_not_fixed_and_the_denial_says_why() 
     assert!(!message.contains("pvc-guard fix shows how"), "{message}");
 }
 
+/// Claim names are made from the workload's name: one without any name got
+/// a claim named "" (found by the mutation_laws fuzzer).
+#[test]
+fn an_object_without_a_name_is_not_fixed_and_the_denial_says_why() {
+    let policy = policy();
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": "ns"},
+        "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}});
+    let w = view(&pod);
+    assert!(
+        mutate_create(&policy, &w, &ClusterFacts::default())
+            .patch
+            .is_empty()
+    );
+    let message = first_finding(&policy, &w);
+    assert!(message.contains("it has no name"), "{message}");
+}
+
 /// Volume and claim names are made from the container's name; one the API
 /// server would refuse (not a DNS-1123 label) gave names that the UPDATE
 /// restore then refused to trust, so a re-apply lost the fix (found by the

@@ -24,6 +24,7 @@ pub enum Unfixable {
     SharedReplicas(i64),
     Parallelism(i64),
     GenerateName,
+    Unnamed,
     NamelessContainer(String),
     InvalidContainerName(String),
     HiddenPgdata,
@@ -58,6 +59,7 @@ impl Unfixable {
             Unfixable::SharedReplicas(_) => "replicas",
             Unfixable::Parallelism(_) => "parallelism",
             Unfixable::GenerateName => "generate_name",
+            Unfixable::Unnamed => "unnamed",
             Unfixable::NamelessContainer(_) => "nameless_container",
             Unfixable::InvalidContainerName(_) => "invalid_container_name",
             Unfixable::HiddenPgdata => "hidden_pgdata",
@@ -86,6 +88,9 @@ impl fmt::Display for Unfixable {
             Unfixable::CronJob => f.write_str("a CronJob's runs may overlap on one claim"),
             Unfixable::SharedReplicas(n) => write!(f, "{n} replicas cannot share one claim"),
             Unfixable::Parallelism(n) => write!(f, "parallelism {n} cannot share one claim"),
+            Unfixable::Unnamed => f.write_str(
+                "it has no name, so no claim name derived from it would be its alone",
+            ),
             Unfixable::GenerateName => f.write_str(
                 "it is named only by generateName, so no claim name derived from it would be its alone",
             ),
@@ -365,6 +370,8 @@ fn fixable_object(a: &Assessment<'_, '_>) -> Result<(), Unfixable> {
         }
         Kind::Job if w.replicas() > 1 => Err(Unfixable::Parallelism(w.replicas())),
         _ if w.generate_name_only => Err(Unfixable::GenerateName),
+        // Claim names are made from it: an empty one gave the claim "".
+        _ if w.name.is_empty() => Err(Unfixable::Unnamed),
         _ => Ok(()),
     }
 }
