@@ -263,6 +263,20 @@ pub fn mutate_update(
     m.warnings = dropped;
     let mut restore: Vec<Change> = Vec::new();
     let mut restored: Vec<plan::Restored> = Vec::new();
+    // Another volume mounted where the claim served is a change made on
+    // purpose only if the old object did not mount it there too.
+    let old_mounts: std::collections::HashSet<(&str, Option<&str>, Option<&str>)> =
+        [ContainerList::Containers, ContainerList::InitContainers]
+            .into_iter()
+            .flat_map(|l| old.pod.list(l).iter())
+            .filter(|c| c.shape.is_present())
+            .filter_map(|c| Some((c.name.as_deref()?, c)))
+            .flat_map(|(name, c)| {
+                c.mounts()
+                    .filter(|m| m.shape.is_present())
+                    .map(move |m| (name, m.name.as_deref(), m.mount_path.as_deref()))
+            })
+            .collect();
     for entry in &entries {
         let (volume, what) = match entry {
             Change::ClaimVolume { volume, claim, .. } => (volume, format!("claim {claim:?}")),
@@ -319,7 +333,14 @@ pub fn mutate_update(
                 ..
             } => mounts_of(new, container)
                 .filter(|mm| mm.mount_path.as_deref() == Some(mount_path))
-                .all(|mm| mm.name.as_deref() == Some(volume)),
+                .all(|mm| {
+                    mm.name.as_deref() == Some(volume)
+                        || old_mounts.contains(&(
+                            container.as_str(),
+                            mm.name.as_deref(),
+                            mm.mount_path.as_deref(),
+                        ))
+                }),
             _ => true,
         });
         if !(original_back && path_free) {
