@@ -163,14 +163,26 @@ fn intact(w: &Workload, change: &Change) -> bool {
     }
 }
 
-/// The mounts of the container (of either list) named `container`.
-fn mounts_of<'w>(w: &'w Workload, container: &'w str) -> impl Iterator<Item = &'w Mount> {
+/// Every mount of every named container (of either list), with the list
+/// and the container's name: how a change finds its mounts again.
+fn named_mounts(w: &Workload) -> impl Iterator<Item = (ContainerList, &str, &Mount)> {
     [ContainerList::Containers, ContainerList::InitContainers]
         .into_iter()
-        .flat_map(|l| w.pod.list(l).iter())
-        .filter(move |c| c.shape.is_present() && c.name.as_deref() == Some(container))
-        .flat_map(|c| c.mounts())
-        .filter(|m| m.shape.is_present())
+        .flat_map(move |l| w.pod.list(l).iter().map(move |c| (l, c)))
+        .filter(|(_, c)| c.shape.is_present())
+        .filter_map(|(l, c)| Some((l, c.name.as_deref()?, c)))
+        .flat_map(|(l, name, c)| {
+            c.mounts()
+                .filter(|m| m.shape.is_present())
+                .map(move |m| (l, name, m))
+        })
+}
+
+/// The mounts of the container (of either list) named `container`.
+fn mounts_of<'w>(w: &'w Workload, container: &'w str) -> impl Iterator<Item = &'w Mount> {
+    named_mounts(w)
+        .filter(move |(_, name, _)| *name == container)
+        .map(|(_, _, m)| m)
 }
 
 /// The entries of a record pvc-guard would have written under this config,
@@ -266,16 +278,8 @@ pub fn mutate_update(
     // Another volume mounted where the claim served is a change made on
     // purpose only if the old object did not mount it there too.
     let old_mounts: std::collections::HashSet<(&str, Option<&str>, Option<&str>)> =
-        [ContainerList::Containers, ContainerList::InitContainers]
-            .into_iter()
-            .flat_map(|l| old.pod.list(l).iter())
-            .filter(|c| c.shape.is_present())
-            .filter_map(|c| Some((c.name.as_deref()?, c)))
-            .flat_map(|(name, c)| {
-                c.mounts()
-                    .filter(|m| m.shape.is_present())
-                    .map(move |m| (name, m.name.as_deref(), m.mount_path.as_deref()))
-            })
+        named_mounts(old)
+            .map(|(_, c, m)| (c, m.name.as_deref(), m.mount_path.as_deref()))
             .collect();
     for entry in &entries {
         let (volume, what) = match entry {
@@ -286,26 +290,18 @@ pub fn mutate_update(
         // Where the claim served the data: every mount of it in the old
         // object (the record names only the mounts the fix added).
         // pvc-guard's own init container is recomputed, not restored.
-        let served: Vec<Change> = [ContainerList::Containers, ContainerList::InitContainers]
-            .into_iter()
-            .flat_map(|l| old.pod.list(l).iter().map(move |c| (l, c)))
-            .filter(|(l, c)| {
-                c.shape.is_present()
-                    && !(*l == ContainerList::InitContainers
-                        && c.name.as_deref() == Some(PERMISSIONS_CONTAINER))
+        let served: Vec<Change> = named_mounts(old)
+            .filter(|(l, c, m)| {
+                !(*l == ContainerList::InitContainers && *c == PERMISSIONS_CONTAINER)
+                    && m.name.as_deref() == Some(volume)
             })
-            .filter_map(|(_, c)| Some((c.name.as_deref()?, c)))
-            .flat_map(|(name, c)| {
-                c.mounts()
-                    .filter(|m| m.shape.is_present() && m.name.as_deref() == Some(volume))
-                    .filter_map(move |m| {
-                        Some(Change::Mount {
-                            container: name.to_string(),
-                            volume: volume.clone(),
-                            mount_path: m.mount_path.clone()?,
-                            sub_path: m.sub_path.clone(),
-                        })
-                    })
+            .filter_map(|(_, c, m)| {
+                Some(Change::Mount {
+                    container: c.to_string(),
+                    volume: volume.clone(),
+                    mount_path: m.mount_path.clone()?,
+                    sub_path: m.sub_path.clone(),
+                })
             })
             .collect();
         // Only what the old object really carries is put back: a record
