@@ -255,6 +255,15 @@ fn handle(policy: &Policy, endpoint: Endpoint, body: &[u8]) -> (Decision, Vec<u8
     (verdict.decision, verdict.to_json())
 }
 
+/// The cases the reference webhook is run on beside pvc-guard: the three
+/// real /mutate requests (the first cases), whatever follows them.
+fn reference_cases(cases: &[Case]) -> impl Iterator<Item = &Case> {
+    cases
+        .iter()
+        .filter(|c| c.endpoint == Endpoint::Mutate)
+        .take(3)
+}
+
 /// Allocations, bytes allocated, and the peak of live bytes above what
 /// was live before, for one request.
 fn allocations<T>(request: impl FnOnce() -> T) -> (u64, u64, u64) {
@@ -333,11 +342,7 @@ fn main() {
             peak as f64 / case.body.len() as f64
         );
     }
-    for case in cases
-        .iter()
-        .filter(|c| c.endpoint == Endpoint::Mutate)
-        .take(3)
-    {
+    for case in reference_cases(&cases) {
         let (allocs, bytes, peak) = allocations(|| reference_answer::answer(&case.body));
         eprintln!(
             "{:40} {allocs:8} allocations  {bytes:10} B allocated  peak {peak:9} B live",
@@ -374,11 +379,7 @@ fn main() {
     // real bodies: pvc-guard's time over its time is the load target's
     // ratio without the stack.
     let mut reference = c.benchmark_group("reference");
-    for case in cases
-        .iter()
-        .filter(|c| c.endpoint == Endpoint::Mutate)
-        .take(3)
-    {
+    for case in reference_cases(&cases) {
         reference.throughput(Throughput::Bytes(case.body.len() as u64));
         reference.bench_function(case.name, |b| {
             b.iter(|| reference_answer::answer(black_box(&case.body)).expect("answers"))
