@@ -356,6 +356,37 @@ fn a_container_whose_name_is_not_a_dns_label_is_not_fixed_and_the_denial_says_wh
 }
 
 #[test]
+fn a_container_that_mounts_two_volumes_at_one_path_is_not_fixed_and_the_denial_says_why() {
+    let policy = policy();
+    let pod = |second: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": "ns"},
+            "spec": {"containers": [{"name": "db", "image": "postgres:16", "volumeMounts": [
+                {"name": "scratch", "mountPath": "/var/lib/postgresql/data"},
+                {"name": "data", "mountPath": second}]}],
+            "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "data", "emptyDir": {}}]}})
+    };
+    // The second path is the first as the kubelet resolves it.
+    let doubled = pod("/var/lib/postgresql/data/");
+    let w = view(&doubled);
+    assert!(
+        mutate_create(&policy, &w, &ClusterFacts::default())
+            .patch
+            .is_empty()
+    );
+    let message = first_finding(&policy, &w);
+    assert!(
+        message.contains("mounts two volumes at /var/lib/postgresql/data"),
+        "{message}"
+    );
+    let apart = pod("/backup");
+    assert!(
+        !mutate_create(&policy, &view(&apart), &ClusterFacts::default())
+            .patch
+            .is_empty()
+    );
+}
+
+#[test]
 fn an_update_that_drops_the_recorded_claim_gets_it_back() {
     let policy = policy();
     let facts = ClusterFacts::default();

@@ -27,6 +27,10 @@ pub enum Unfixable {
     Unnamed,
     NamelessContainer(String),
     InvalidContainerName(String),
+    DuplicateMountPath {
+        container: String,
+        path: String,
+    },
     HiddenPgdata,
     PerPodSubPath,
     OtherWriters {
@@ -62,6 +66,7 @@ impl Unfixable {
             Unfixable::Unnamed => "unnamed",
             Unfixable::NamelessContainer(_) => "nameless_container",
             Unfixable::InvalidContainerName(_) => "invalid_container_name",
+            Unfixable::DuplicateMountPath { .. } => "duplicate_mount_path",
             Unfixable::HiddenPgdata => "hidden_pgdata",
             Unfixable::PerPodSubPath => "per_pod_sub_path",
             Unfixable::OtherWriters { .. } => "other_writers",
@@ -101,6 +106,10 @@ impl fmt::Display for Unfixable {
             Unfixable::InvalidContainerName(c) => write!(
                 f,
                 "container name {c:?} is not a DNS-1123 label, so no volume or claim name can be made from it (the API server rejects such a pod anyway)"
+            ),
+            Unfixable::DuplicateMountPath { container, path } => write!(
+                f,
+                "container {container:?} mounts two volumes at {path}, so a fix could not tell which one it changes (the API server rejects such a pod anyway)"
             ),
             Unfixable::HiddenPgdata => f.write_str(
                 "PGDATA may come from envFrom or valueFrom, so where the data lands is unknown",
@@ -179,6 +188,8 @@ struct Index<'w> {
     /// Mounts per volume, read-only or not.
     mounts: HashMap<&'w str, usize>,
     volumes: HashMap<&'w str, &'w Volume>,
+    /// A path some container mounts twice, per container name.
+    doubled_mount_paths: HashMap<&'w str, &'w str>,
 }
 
 impl<'w> Index<'w> {
@@ -188,10 +199,18 @@ impl<'w> Index<'w> {
             writers: HashMap::new(),
             mounts: HashMap::new(),
             volumes: a.workload.volumes_by_name(),
+            doubled_mount_paths: HashMap::new(),
         };
+        let mut paths = std::collections::HashSet::new();
         for c in a.workload.containers() {
             *index.named.entry(c.name()).or_default() += 1;
+            paths.clear();
             for m in c.container.mounts() {
+                if let Some(path) = m.mount_path.as_deref()
+                    && !paths.insert(path)
+                {
+                    index.doubled_mount_paths.insert(c.name(), path);
+                }
                 let Some(volume) = m.name.as_deref() else {
                     continue;
                 };
@@ -580,6 +599,14 @@ impl Planner<'_, '_, '_, '_> {
         // whose names the API server would refuse is not trusted back.
         if !k8s::is_dns_label(c) {
             return Err(Unfixable::InvalidContainerName(c.to_string()));
+        }
+        // A mount change finds its mount by path: with two at one path it
+        // could rewrite the one the person meant for something else.
+        if let Some(path) = self.index.doubled_mount_paths.get(c) {
+            return Err(Unfixable::DuplicateMountPath {
+                container: c.to_string(),
+                path: path.to_string(),
+            });
         }
         if db.pgdata_hidden {
             return Err(Unfixable::HiddenPgdata);
