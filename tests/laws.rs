@@ -280,6 +280,14 @@ fn a_claim_made_for_another_workload_is_never_reused() {
 }
 
 /// The first finding's message as the validating webhook words it.
+/// Whether the mutating webhook changes `w` on CREATE, in a namespace with
+/// no labels.
+fn fixed(policy: &Policy, w: &Workload) -> bool {
+    !mutate_create(policy, w, &ClusterFacts::default())
+        .patch
+        .is_empty()
+}
+
 fn first_finding(policy: &Policy, w: &Workload) -> String {
     let judged = pvc_guard::admission::judge(
         policy,
@@ -321,11 +329,7 @@ fn an_object_without_a_name_is_not_fixed_and_the_denial_says_why() {
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": "ns"},
         "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}});
     let w = view(&pod);
-    assert!(
-        mutate_create(&policy, &w, &ClusterFacts::default())
-            .patch
-            .is_empty()
-    );
+    assert!(!fixed(&policy, &w));
     let message = first_finding(&policy, &w);
     assert!(message.contains("it has no name"), "{message}");
 }
@@ -341,18 +345,13 @@ fn a_container_whose_name_is_not_a_dns_label_is_not_fixed_and_the_denial_says_wh
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": "ns"},
             "spec": {"containers": [{"name": name, "image": "postgres:16"}]}});
         let w = view(&pod);
-        let m = mutate_create(&policy, &w, &ClusterFacts::default());
-        assert!(m.patch.is_empty(), "{name:?}");
+        assert!(!fixed(&policy, &w), "{name:?}");
         let message = first_finding(&policy, &w);
         assert!(message.contains("is not a DNS-1123 label"), "{message}");
     }
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": "ns"},
         "spec": {"containers": [{"name": "db-1", "image": "postgres:16"}]}});
-    assert!(
-        !mutate_create(&policy, &view(&pod), &ClusterFacts::default())
-            .patch
-            .is_empty()
-    );
+    assert!(fixed(&policy, &view(&pod)));
 }
 
 #[test]
@@ -368,22 +367,14 @@ fn a_container_that_mounts_two_volumes_at_one_path_is_not_fixed_and_the_denial_s
     // The second path is the first as the kubelet resolves it.
     let doubled = pod("/var/lib/postgresql/data/");
     let w = view(&doubled);
-    assert!(
-        mutate_create(&policy, &w, &ClusterFacts::default())
-            .patch
-            .is_empty()
-    );
+    assert!(!fixed(&policy, &w));
     let message = first_finding(&policy, &w);
     assert!(
         message.contains("mounts two volumes at /var/lib/postgresql/data"),
         "{message}"
     );
     let apart = pod("/backup");
-    assert!(
-        !mutate_create(&policy, &view(&apart), &ClusterFacts::default())
-            .patch
-            .is_empty()
-    );
+    assert!(fixed(&policy, &view(&apart)));
 }
 
 #[test]
