@@ -118,27 +118,33 @@ pub fn short_hash(text: &str) -> String {
     })
 }
 
-/// `name` as a DNS label or subdomain of at most `max` characters; a longer
-/// one keeps its start and ends with a hash of the whole.
+/// `name` as a DNS-1123 subdomain of at most `max` characters: every part
+/// between dots starts and ends with a letter or digit (a name made from a
+/// workload's own name, which the API server has not yet checked, must
+/// still be one the API server and the UPDATE record accept); a longer one
+/// keeps its start and ends with a hash of the whole.
 pub fn shorten(name: &str, max: usize) -> String {
-    let clean: String = name
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '-'
-            }
+    let lower = name.to_ascii_lowercase();
+    let clean = lower
+        .split('.')
+        .map(|part| {
+            part.chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect::<String>()
         })
-        .collect();
-    let clean = clean.trim_matches(|c| c == '-' || c == '.').to_string();
-    if clean.len() <= max {
+        .filter_map(|part| Some(part.trim_matches('-').to_string()).filter(|p| !p.is_empty()))
+        .collect::<Vec<_>>()
+        .join(".");
+    if !clean.is_empty() && clean.len() <= max {
         return clean;
     }
     let hex = short_hash(name);
-    let keep = clean[..max - hex.len() - 1].trim_end_matches(['-', '.']);
-    format!("{keep}-{hex}")
+    let keep = clean[..clean.len().min(max - hex.len() - 1)].trim_end_matches(['-', '.']);
+    if keep.is_empty() {
+        hex
+    } else {
+        format!("{keep}-{hex}")
+    }
 }
 
 /// One JSON Pointer token: `~` and `/` escaped (RFC 6901).
@@ -189,6 +195,19 @@ mod tests {
         assert!(s.starts_with("pvc-guard-aaa"));
         assert_ne!(s, shorten(&format!("pvc-guard-{long}b"), 63));
         assert_eq!(shorten("pvc-guard-db", 63), "pvc-guard-db");
+        // Every part between dots is a label of its own.
+        assert_eq!(shorten("Orders)\0.-0-)8..x_", 253), "orders.0--8.x");
+        for odd in [
+            "metadata)\0\u{7f}\\.0\\)8\0\0",
+            "..",
+            "-",
+            "",
+            "é.é",
+            "a.-.b",
+        ] {
+            let s = shorten(odd, 253);
+            assert!(is_dns_subdomain(&s), "{odd:?} gave {s:?}");
+        }
         assert!(is_dns_label("pvc-guard-db"));
         assert!(!is_dns_label("Db"));
         assert!(is_dns_subdomain("a.b-c"));

@@ -310,6 +310,15 @@ pub fn check_with(policy: &Policy, object: &Value, facts: &ClusterFacts) -> Resu
             return Err(format!("law 5: claim {claim:?} backs two volumes"));
         }
     }
+    // 6. The record the fix writes is one the UPDATE path trusts whole:
+    // every claim and name in it is one pvc-guard would write, so a
+    // re-apply can put it back.
+    let (_, distrusted) = crate::mutate::trusted(&m.record, policy);
+    if let Some(first) = distrusted.first() {
+        return Err(format!(
+            "law 6: the fix wrote an entry it distrusts: {first}"
+        ));
+    }
     // An UPDATE that drops the fix (a GitOps re-apply) gets it back.
     if !m.patch.is_empty() {
         let restored = mutate_update(policy, facts, &again, &w);
