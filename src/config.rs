@@ -440,5 +440,6 @@ pub fn parse_owner(s: &str) -> Option<(i64, i64)> {
             (u, u)
         }
     };
-    (uid >= 0 && gid >= 0).then_some((uid, gid))
+    let valid = |id: i64| (0..=i64::from(i32::MAX)).contains(&id);
+    (valid(uid) && valid(gid)).then_some((uid, gid))
 }

@@ -378,6 +378,33 @@ fn a_container_that_mounts_two_volumes_at_one_path_is_not_fixed_and_the_denial_s
 }
 
 #[test]
+fn a_run_as_user_the_api_server_refuses_is_never_an_owner_to_chown_to() {
+    let policy = policy();
+    let facts = ClusterFacts::default();
+    let pod = |uid: i64| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": "ns"},
+            "spec": {"containers": [{"name": "db", "image": "postgres:16",
+                "securityContext": {"runAsUser": uid}}]}})
+    };
+    for uid in [-1, 1 << 31] {
+        let m = mutate_create(&policy, &view(&pod(uid)), &facts);
+        let record = serde_json::to_string(&m.record).unwrap();
+        assert!(!record.contains("owner"), "uid {uid}: {record}");
+        assert!(
+            m.warnings
+                .iter()
+                .any(|w| w.contains("does not know which user")),
+            "uid {uid}: {:?}",
+            m.warnings
+        );
+        assert!(!m.patch.is_empty(), "the claim is still added");
+    }
+    let m = mutate_create(&policy, &view(&pod(999)), &facts);
+    let record = serde_json::to_string(&m.record).unwrap();
+    assert!(record.contains(r#""owner":"999:999""#), "{record}");
+}
+
+#[test]
 fn an_update_that_drops_the_recorded_claim_gets_it_back() {
     let policy = policy();
     let facts = ClusterFacts::default();

@@ -1023,6 +1023,12 @@ pub fn start_user(workload: &Workload, db: &DbContainer<'_, '_>) -> Option<(i64,
     let uid = c.run_as_user.or(pod.run_as_user);
     let gid = c.run_as_group.or(pod.run_as_group);
     if let Some(uid) = uid {
+        // The API server refuses ids outside 0..=2^31-1: such a pod's user
+        // is unknown, never an owner for the init container to chown to.
+        let valid = |id: i64| (0..=i64::from(i32::MAX)).contains(&id);
+        if !valid(uid) || gid.is_some_and(|g| !valid(g)) {
+            return None;
+        }
         return Some((uid, gid.unwrap_or(if uid == 0 { 0 } else { uid })));
     }
     if let Some(owner) = workload
