@@ -378,6 +378,39 @@ fn a_container_that_mounts_two_volumes_at_one_path_is_not_fixed_and_the_denial_s
 }
 
 #[test]
+fn a_database_named_like_pvc_guards_init_container_is_not_fixed_and_the_denial_says_why() {
+    let policy = policy();
+    let facts = ClusterFacts::default();
+    // A postgres sidecar (an init container that keeps running) of that name.
+    let sidecar = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": "ns"},
+        "spec": {"containers": [{"name": "app", "image": "nginx"}],
+            "initContainers": [{"name": "pvc-guard-permissions", "image": "postgres:16",
+                "restartPolicy": "Always"}]}});
+    let w = view(&sidecar);
+    assert!(!fixed(&policy, &w));
+    let message = first_finding(&policy, &w);
+    assert!(
+        message.contains("the name of pvc-guard's own init container"),
+        "{message}"
+    );
+    // Another container of that name: the fix adds no second one.
+    let beside = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": "ns"},
+        "spec": {"containers": [{"name": "db", "image": "postgres:16",
+                "securityContext": {"runAsUser": 999}},
+            {"name": "pvc-guard-permissions", "image": "nginx"}]}});
+    let m = mutate_create(&policy, &view(&beside), &facts);
+    assert!(!m.patch.is_empty(), "the claim is still added");
+    let record = serde_json::to_string(&m.record).unwrap();
+    assert!(!record.contains("permissions"), "{record}");
+    let alone = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": "ns"},
+        "spec": {"containers": [{"name": "db", "image": "postgres:16",
+                "securityContext": {"runAsUser": 999}}]}});
+    let m = mutate_create(&policy, &view(&alone), &facts);
+    let record = serde_json::to_string(&m.record).unwrap();
+    assert!(record.contains(r#""change":"permissions""#), "{record}");
+}
+
+#[test]
 fn a_run_as_user_the_api_server_refuses_is_never_an_owner_to_chown_to() {
     let policy = policy();
     let facts = ClusterFacts::default();

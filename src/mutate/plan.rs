@@ -27,6 +27,7 @@ pub enum Unfixable {
     Unnamed,
     NamelessContainer(String),
     InvalidContainerName(String),
+    ReservedContainerName,
     DuplicateMountPath {
         container: String,
         path: String,
@@ -66,6 +67,7 @@ impl Unfixable {
             Unfixable::Unnamed => "unnamed",
             Unfixable::NamelessContainer(_) => "nameless_container",
             Unfixable::InvalidContainerName(_) => "invalid_container_name",
+            Unfixable::ReservedContainerName => "reserved_container_name",
             Unfixable::DuplicateMountPath { .. } => "duplicate_mount_path",
             Unfixable::HiddenPgdata => "hidden_pgdata",
             Unfixable::PerPodSubPath => "per_pod_sub_path",
@@ -106,6 +108,10 @@ impl fmt::Display for Unfixable {
             Unfixable::InvalidContainerName(c) => write!(
                 f,
                 "container name {c:?} is not a DNS-1123 label, so no volume or claim name can be made from it (the API server rejects such a pod anyway)"
+            ),
+            Unfixable::ReservedContainerName => write!(
+                f,
+                "the container is named {PERMISSIONS_CONTAINER:?}, the name of pvc-guard's own init container, so a fix could not tell the two apart; rename the container"
             ),
             Unfixable::DuplicateMountPath { container, path } => write!(
                 f,
@@ -319,16 +325,6 @@ pub fn follow_ups(
             planner.permissions(db, &r.volume, r.sub_path.as_deref(), &r.mount_path);
         }
     }
-    // An init container the object already has is the user's or ours:
-    // either way it is left as it is.
-    if a.workload
-        .pod
-        .init_containers
-        .iter()
-        .any(|c| c.name.as_deref() == Some(PERMISSIONS_CONTAINER))
-    {
-        planner.init_dirs.clear();
-    }
     planner.finish()
 }
 
@@ -348,6 +344,28 @@ impl Planner<'_, '_, '_, '_> {
                 Rule::RollingUpdateClaim,
                 "set strategy Recreate so two database processes never share the data directory during a rollout".into(),
             );
+        }
+        // A container of that name the object already has is the user's or
+        // ours: either way it is left as it is, never rewritten (names are
+        // unique across both lists, so a second one would get the pod
+        // refused).
+        if !self.init_dirs.is_empty()
+            && a.workload
+                .pod
+                .init_containers
+                .iter()
+                .chain(a.workload.pod.containers.iter())
+                .any(|c| c.name.as_deref() == Some(PERMISSIONS_CONTAINER))
+        {
+            let dirs = std::mem::take(&mut self.init_dirs);
+            self.plan.warnings.push(format!(
+                "[{}] the pod already has a container named {PERMISSIONS_CONTAINER}, so pvc-guard left it as it is and did not set the owner of {}",
+                Rule::EphemeralDataPath,
+                dirs.iter()
+                    .map(|d| d.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         if !self.init_dirs.is_empty() {
             let dirs = std::mem::take(&mut self.init_dirs);
@@ -599,6 +617,11 @@ impl Planner<'_, '_, '_, '_> {
         // whose names the API server would refuse is not trusted back.
         if !k8s::is_dns_label(c) {
             return Err(Unfixable::InvalidContainerName(c.to_string()));
+        }
+        // An UPDATE recomputes pvc-guard's init container rather than
+        // restoring its mounts: a database of that name would lose its claim.
+        if c == PERMISSIONS_CONTAINER {
+            return Err(Unfixable::ReservedContainerName);
         }
         // A mount change finds its mount by path: with two at one path it
         // could rewrite the one the person meant for something else.
