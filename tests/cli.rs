@@ -266,6 +266,26 @@ fn check_exit_codes_stdin_lists_and_errors_that_name_the_document() {
 }
 
 #[test]
+fn a_nameless_volume_or_mount_is_described_in_words() {
+    let pod = |mounts: &str, volumes: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: db}}\nspec:\n  containers: [{{name: db, image: 'postgres:16', volumeMounts: [{mounts}]}}]\n  volumes: [{volumes}]\n"
+        )
+    };
+    let nameless = pod(
+        "{name: '', mountPath: /var/lib/postgresql/data}",
+        "{name: '', emptyDir: {}}",
+    );
+    let (code, out, _) = run_cli(&["check", "-f", "-"], Some(&nameless));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("a volume without a name (emptyDir)"), "{out}");
+    let undefined = pod("{mountPath: /var/lib/postgresql/data}", "");
+    let (_, out, _) = run_cli(&["check", "-f", "-"], Some(&undefined));
+    assert!(out.contains("a mount that names no volume"), "{out}");
+    assert!(!out.contains("volume \"\""), "{out}");
+}
+
+#[test]
 fn fix_output_applies_cleanly_and_passes_check() {
     let dir = tempfile::tempdir().unwrap();
     for name in [

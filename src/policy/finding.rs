@@ -196,6 +196,9 @@ impl fmt::Display for Fix {
                 f,
                 "Mount a PersistentVolumeClaim at exactly {target} (pvc-guard fix shows how)"
             ),
+            Fix::ReplaceVolume { volume } if volume.is_empty() => f.write_str(
+                "Name the volume and replace it with a PersistentVolumeClaim",
+            ),
             Fix::ReplaceVolume { volume } => write!(
                 f,
                 "Replace volume {volume:?} with a PersistentVolumeClaim (pvc-guard fix shows how)"

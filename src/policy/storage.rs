@@ -94,12 +94,18 @@ impl fmt::Display for Describe<'_> {
                 f,
                 "the image's VOLUME {volume}: the container runtime mounts a fresh per-container directory there, over the mount at {mount}"
             ),
+            // A nameless volume or mount is refused by the API server, but
+            // the message must still read as words, not `volume ""`.
+            Describe::Volume { source, name: "" } => {
+                write!(f, "a volume without a name ({source})")
+            }
             Describe::Volume { source, name } => write!(f, "{source} volume {name:?}"),
             Describe::Claim(c) => write!(f, "claim {c:?}"),
             Describe::Csi { name, driver } => {
                 write!(f, "inline CSI volume {name:?} (driver {driver})")
             }
             Describe::ClaimTemplate(n) => write!(f, "the volumeClaimTemplate {n:?}"),
+            Describe::Undefined("") => f.write_str("a mount that names no volume"),
             Describe::Undefined(n) => {
                 write!(f, "volume {n:?}, which the pod spec does not define")
             }
