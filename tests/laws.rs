@@ -438,6 +438,37 @@ fn a_run_as_user_the_api_server_refuses_is_never_an_owner_to_chown_to() {
 }
 
 #[test]
+fn an_update_puts_no_mount_back_in_a_container_whose_name_repeats() {
+    let policy = policy();
+    let facts = ClusterFacts::default();
+    // Two containers named "tool" (the API server refuses the pod, but
+    // pvc-guard sees it first); the second reads the database's volume.
+    let original = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": "ns"},
+        "spec": {"containers": [
+            {"name": "db", "image": "postgres:16",
+                "volumeMounts": [{"name": "pgdata", "mountPath": "/var/lib/postgresql/data"}]},
+            {"name": "tool", "image": "busybox"},
+            {"name": "tool", "image": "busybox",
+                "volumeMounts": [{"name": "pgdata", "mountPath": "/backup", "readOnly": true}]}],
+            "volumes": [{"name": "pgdata", "emptyDir": {}}]}});
+    let m = mutate_create(&policy, &view(&original), &facts);
+    let created = m.apply_to(&original).unwrap();
+    assert!(created["spec"]["volumes"][0]["persistentVolumeClaim"].is_object());
+    let m = mutate_update(&policy, &facts, &view(&created), &view(&original));
+    let updated = m.apply_to(&original).unwrap();
+    assert_eq!(
+        updated["spec"]["volumes"], created["spec"]["volumes"],
+        "the claim is back"
+    );
+    for i in 1..=2 {
+        assert_eq!(
+            updated["spec"]["containers"][i], original["spec"]["containers"][i],
+            "container {i} is the person's"
+        );
+    }
+}
+
+#[test]
 fn an_update_that_drops_the_recorded_claim_gets_it_back() {
     let policy = policy();
     let facts = ClusterFacts::default();

@@ -178,6 +178,24 @@ fn named_mounts(w: &Workload) -> impl Iterator<Item = (ContainerList, &str, &Mou
         })
 }
 
+/// The names only one container (of either list) has.
+fn names_once(w: &Workload) -> std::collections::HashSet<&str> {
+    let mut seen = std::collections::HashMap::new();
+    for c in [ContainerList::Containers, ContainerList::InitContainers]
+        .into_iter()
+        .flat_map(|l| w.pod.list(l).iter())
+        .filter(|c| c.shape.is_present())
+    {
+        if let Some(name) = c.name.as_deref() {
+            *seen.entry(name).or_insert(0) += 1;
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, n)| *n == 1)
+        .map(|(name, _)| name)
+        .collect()
+}
+
 /// The mounts of the container (of either list) named `container`.
 fn mounts_of<'w>(w: &'w Workload, container: &'w str) -> impl Iterator<Item = &'w Mount> {
     named_mounts(w)
@@ -281,6 +299,11 @@ pub fn mutate_update(
         named_mounts(old)
             .map(|(_, c, m)| (c, m.name.as_deref(), m.mount_path.as_deref()))
             .collect();
+    // A mount is put back in the container of its name: where names repeat
+    // (the API server refuses such a pod) it could land in the wrong one,
+    // and the fix never mounts anything there (such a container is not
+    // fixed), so those mounts are the person's and are left to them.
+    let (old_once, new_once) = (names_once(old), names_once(new));
     for entry in &entries {
         let (volume, what) = match entry {
             Change::ClaimVolume { volume, claim, .. } => (volume, format!("claim {claim:?}")),
@@ -294,6 +317,8 @@ pub fn mutate_update(
             .filter(|(l, c, m)| {
                 !(*l == ContainerList::InitContainers && *c == PERMISSIONS_CONTAINER)
                     && m.name.as_deref() == Some(volume)
+                    && old_once.contains(c)
+                    && new_once.contains(c)
             })
             .filter_map(|(_, c, m)| {
                 Some(Change::Mount {
@@ -309,6 +334,7 @@ pub fn mutate_update(
         if !intact(old, entry) || served.is_empty() {
             continue;
         }
+
         if intact(new, entry) && served.iter().all(|c| intact(new, c)) {
             continue;
         }
