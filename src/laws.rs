@@ -23,8 +23,7 @@ use crate::model::{Kind, Object, Workload};
 use crate::mutate::{Mutation, mutate_create, mutate_update};
 use crate::policy::{ClusterFacts, Policy, Rule, Severity};
 use crate::record::{
-    Change, ClaimSpec, HINT_ANNOTATION, MUTATED_ANNOTATION, PERMISSIONS_CONTAINER,
-    permissions_container,
+    Change, ClaimSpec, HINT_ANNOTATION, MUTATED_ANNOTATION, permissions_container,
 };
 
 /// Paths the mutation may change: everything else must be untouched.
@@ -162,10 +161,7 @@ pub fn reference_apply(object: &mut Value, kind: Kind, change: &Change) {
         Change::Permissions { image, dirs } => {
             let init = permissions_container(image, dirs);
             let inits = array_mut(pod, "initContainers");
-            match named(inits, PERMISSIONS_CONTAINER) {
-                Some(existing) => *existing = init,
-                None => inits.insert(0, init),
-            }
+            inits.insert(0, init);
         }
         Change::FsGroup { gid } => {
             let sc = pod.entry("securityContext").or_insert_with(|| json!({}));
@@ -318,6 +314,33 @@ pub fn check_with(policy: &Policy, object: &Value, facts: &ClusterFacts) -> Resu
         return Err(format!(
             "law 6: the fix wrote an entry it distrusts: {first}"
         ));
+    }
+    // 7. Container names stay unique (across both lists, as the API server
+    // checks): the fix adds no second container of a name.
+    let names = |o: &Value| -> BTreeMap<String, usize> {
+        let mut n = BTreeMap::new();
+        let spec = o.pointer(w.kind.pod_spec_pointer());
+        for list in ["containers", "initContainers"] {
+            for c in spec
+                .and_then(|s| s.get(list))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(name) = c.get("name").and_then(Value::as_str) {
+                    *n.entry(name.to_string()).or_default() += 1;
+                }
+            }
+        }
+        n
+    };
+    let before = names(object);
+    for (name, count) in names(&fixed) {
+        if count > 1 && count > before.get(&name).copied().unwrap_or(0) {
+            return Err(format!(
+                "law 7: the fix added a second container named {name:?}"
+            ));
+        }
     }
     // An UPDATE that drops the fix (a GitOps re-apply) gets it back.
     if !m.patch.is_empty() {

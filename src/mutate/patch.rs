@@ -17,7 +17,7 @@ use crate::model::{
     ClaimTemplate, Container, ContainerList, Mount, NameOnly, PodSecurityContext, Strategy, Volume,
     Workload,
 };
-use crate::record::{Change, ClaimSpec, InitDir, PERMISSIONS_CONTAINER, permissions_container};
+use crate::record::{Change, ClaimSpec, InitDir, permissions_container};
 
 /// One JSON Patch (RFC 6902) operation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -221,35 +221,21 @@ fn mount(
 }
 
 /// The permissions init container, first of the init containers so it has
-/// run before any sidecar starts.
+/// run before any sidecar starts. The plan never asks for it where a
+/// container of its name exists (names are unique across both lists).
 fn permissions(w: &mut Workload, pod: &str, image: &str, dirs: &[InitDir], ops: &mut Vec<Op>) {
     let value = permissions_container(image, dirs);
     let item = Container::from_value(&value);
     let inits = &mut w.pod.init_containers;
-    let existing = inits.shape.is_present().then(|| {
-        inits
-            .items
-            .iter()
-            .position(|c| c.shape.is_present() && c.name.as_deref() == Some(PERMISSIONS_CONTAINER))
-    });
-    match existing.flatten() {
-        Some(i) => {
-            ops.push(Op::Replace {
-                path: format!("{pod}/initContainers/{i}"),
-                value,
-            });
-            inits.items[i] = item;
-        }
-        // First, so it has run before any sidecar starts.
-        None if inits.shape.is_present() => {
-            ops.push(Op::Add {
-                path: format!("{pod}/initContainers/0"),
-                value,
-            });
-            inits.items.insert(0, item);
-            inits.len += 1;
-        }
-        None => push(inits, item, &format!("{pod}/initContainers"), value, ops),
+    if inits.shape.is_present() {
+        ops.push(Op::Add {
+            path: format!("{pod}/initContainers/0"),
+            value,
+        });
+        inits.items.insert(0, item);
+        inits.len += 1;
+    } else {
+        push(inits, item, &format!("{pod}/initContainers"), value, ops);
     }
 }
 
