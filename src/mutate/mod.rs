@@ -334,7 +334,6 @@ pub fn mutate_update(
         if !intact(old, entry) || served.is_empty() {
             continue;
         }
-
         if intact(new, entry) && served.iter().all(|c| intact(new, c)) {
             continue;
         }

@@ -618,8 +618,9 @@ impl Planner<'_, '_, '_, '_> {
         if !k8s::is_dns_label(c) {
             return Err(Unfixable::InvalidContainerName(c.to_string()));
         }
-        // An UPDATE recomputes pvc-guard's init container rather than
-        // restoring its mounts: a database of that name would lose its claim.
+        // The name is pvc-guard's: an UPDATE recomputes that init container
+        // rather than restoring its mounts, so a database of that name would
+        // lose its claim there, and the fix's own would be its second.
         if c == PERMISSIONS_CONTAINER {
             return Err(Unfixable::ReservedContainerName);
         }
