@@ -111,7 +111,8 @@ fn container(name: impl Strategy<Value = &'static str>) -> impl Strategy<Value =
         env(),
         mounts(),
         any::<bool>(),
-        prop::option::of(0i64..2000),
+        // Ids the API server refuses are still seen by pvc-guard first.
+        prop::option::of(prop_oneof![8 => 0i64..2000, 1 => Just(-1i64), 1 => Just(1i64 << 31)]),
     )
         .prop_map(move |(name, image, env, mounts, unknown, uid)| {
             let mut c = json!({"name": name, "image": image, "env": env, "volumeMounts": mounts});
@@ -128,6 +129,7 @@ fn container(name: impl Strategy<Value = &'static str>) -> impl Strategy<Value =
 fn workload_name() -> impl Strategy<Value = Value> {
     prop_oneof![
         4 => Just(json!({"name": "w"})),
+        1 => Just(json!({"name": "Orders..DB_-"})),
         2 => Just(json!({"name": "orders"})),
         2 => Just(json!({"name": "orders-db"})),
         1 => Just(json!({"generateName": "migrate-"})),
@@ -138,7 +140,13 @@ fn workload() -> impl Strategy<Value = Value> {
     (
         prop_oneof![Just("Deployment"), Just("StatefulSet"), Just("Pod"), Just("Job"), Just("DaemonSet"), Just("ReplicaSet")],
         container(container_name()),
-        prop::option::of(container(Just("sidecar"))),
+        // A second container, now and then with the name of pvc-guard's
+        // init container or the same name as the first.
+        prop::option::of(container(prop_oneof![
+            6 => Just("sidecar"),
+            1 => Just("pvc-guard-permissions"),
+            1 => Just("db"),
+        ])),
         prop::collection::vec(volume(), 0..3),
         0i64..3,
         any::<bool>(),
