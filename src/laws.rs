@@ -409,7 +409,7 @@ pub fn check_distinct(policy: &Policy, a: &Value, b: &Value) -> Result<(), Strin
     let cb = new_claims(policy, b, &facts);
     match ca.iter().find(|c| cb.contains(c)) {
         Some(shared) => Err(format!(
-            "law 6: two workloads get claim {shared:?}: {} and {}",
+            "law 8: two workloads get claim {shared:?}: {} and {}",
             key(a).2.unwrap_or_default(),
             key(b).2.unwrap_or_default()
         )),
