@@ -287,7 +287,6 @@ fn a_claim_made_for_another_workload_is_never_reused() {
     assert_eq!(own, ["orders-db-postgres-data"]);
 }
 
-/// The first finding's message as the validating webhook words it.
 /// Whether the mutating webhook changes `w` on CREATE, in a namespace with
 /// no labels.
 fn fixed(policy: &Policy, w: &Workload) -> bool {
@@ -296,6 +295,7 @@ fn fixed(policy: &Policy, w: &Workload) -> bool {
         .is_empty()
 }
 
+/// The first finding's message as the validating webhook words it.
 fn first_finding(policy: &Policy, w: &Workload) -> String {
     let judged = pvc_guard::admission::judge(
         policy,
@@ -307,6 +307,14 @@ fn first_finding(policy: &Policy, w: &Workload) -> String {
     )
     .unwrap();
     judged.findings[0].message()
+}
+
+/// `object` is left as it is, and the denial gives `why`.
+fn not_fixed_because(policy: &Policy, object: &Value, why: &str) {
+    let w = view(object);
+    assert!(!fixed(policy, &w), "{object}");
+    let message = first_finding(policy, &w);
+    assert!(message.contains(why), "{message}");
 }
 
 #[test]
@@ -336,10 +344,7 @@ fn an_object_without_a_name_is_not_fixed_and_the_denial_says_why() {
     let policy = policy();
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": "ns"},
         "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}});
-    let w = view(&pod);
-    assert!(!fixed(&policy, &w));
-    let message = first_finding(&policy, &w);
-    assert!(message.contains("it has no name"), "{message}");
+    not_fixed_because(&policy, &pod, "it has no name");
 }
 
 /// Volume and claim names are made from the container's name; one the API
@@ -352,10 +357,7 @@ fn a_container_whose_name_is_not_a_dns_label_is_not_fixed_and_the_denial_says_wh
     for name in ["Postgres", "db.primary", "\u{8}db"] {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": "ns"},
             "spec": {"containers": [{"name": name, "image": "postgres:16"}]}});
-        let w = view(&pod);
-        assert!(!fixed(&policy, &w), "{name:?}");
-        let message = first_finding(&policy, &w);
-        assert!(message.contains("is not a DNS-1123 label"), "{message}");
+        not_fixed_because(&policy, &pod, "is not a DNS-1123 label");
     }
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": "ns"},
         "spec": {"containers": [{"name": "db-1", "image": "postgres:16"}]}});
@@ -373,13 +375,10 @@ fn a_container_that_mounts_two_volumes_at_one_path_is_not_fixed_and_the_denial_s
             "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "data", "emptyDir": {}}]}})
     };
     // The second path is the first as the kubelet resolves it.
-    let doubled = pod("/var/lib/postgresql/data/");
-    let w = view(&doubled);
-    assert!(!fixed(&policy, &w));
-    let message = first_finding(&policy, &w);
-    assert!(
-        message.contains("mounts two volumes at /var/lib/postgresql/data"),
-        "{message}"
+    not_fixed_because(
+        &policy,
+        &pod("/var/lib/postgresql/data/"),
+        "mounts two volumes at /var/lib/postgresql/data",
     );
     let apart = pod("/backup");
     assert!(fixed(&policy, &view(&apart)));
@@ -394,12 +393,10 @@ fn a_database_named_like_pvc_guards_init_container_is_not_fixed_and_the_denial_s
         "spec": {"containers": [{"name": "app", "image": "nginx"}],
             "initContainers": [{"name": "pvc-guard-permissions", "image": "postgres:16",
                 "restartPolicy": "Always"}]}});
-    let w = view(&sidecar);
-    assert!(!fixed(&policy, &w));
-    let message = first_finding(&policy, &w);
-    assert!(
-        message.contains("the name of pvc-guard's own init container"),
-        "{message}"
+    not_fixed_because(
+        &policy,
+        &sidecar,
+        "the name of pvc-guard's own init container",
     );
     // Another container of that name: the fix adds no second one.
     let beside = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": "ns"},
