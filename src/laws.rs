@@ -362,6 +362,45 @@ pub fn check_with(policy: &Policy, object: &Value, facts: &ClusterFacts) -> Resu
                 "update: the restored object has {still} deny findings, the fixed one {before}"
             ));
         }
+        // 9. A storage change a person made wins: where an UPDATE points the
+        // fix's volume at another claim, nothing is put back over it.
+        let volumes_at = format!("{}/volumes", w.kind.pod_spec_pointer());
+        let theirs = json!("a-claim-a-person-chose");
+        for change in &m.changes {
+            let Change::ClaimVolume { volume, .. } = change else {
+                continue;
+            };
+            let mut changed = fixed.clone();
+            let Some(volumes) = changed
+                .pointer_mut(&volumes_at)
+                .and_then(Value::as_array_mut)
+            else {
+                continue;
+            };
+            for v in volumes
+                .iter_mut()
+                .filter(|v| v.get("name").and_then(Value::as_str) == Some(volume))
+            {
+                *v = json!({"name": volume, "persistentVolumeClaim": {"claimName": theirs}});
+            }
+            let Some(view) = workload_of(&changed) else {
+                continue;
+            };
+            let update = mutate_update(policy, facts, &again, &view);
+            let after = patched(&changed, &update).map_err(|e| format!("law 9: {e}"))?;
+            let kept = after
+                .pointer(&volumes_at)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|v| v.get("name").and_then(Value::as_str) == Some(volume))
+                .all(|v| v.pointer("/persistentVolumeClaim/claimName") == Some(&theirs));
+            if !kept {
+                return Err(format!(
+                    "law 9: an update put pvc-guard's claim back over the one a person chose for volume {volume:?}"
+                ));
+            }
+        }
     }
     Ok(())
 }
