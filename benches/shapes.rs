@@ -108,3 +108,59 @@ pub fn empty_variables(n: usize) -> Value {
         json!({}),
     )
 }
+
+/// `postgres` containers keeping PGDATA at the root of one claim
+/// (`pgdata-mount-root` warns for each), and an init container that runs
+/// `rm` with `words` arguments and mounts the claim's root at `roots`
+/// paths. With `clears`, the last argument is the last root's
+/// `lost+found`, and the warnings go. Each postgres asked about every
+/// root times every argument: 64 x 1,024 x 30,000 took minutes.
+pub fn lost_found(postgres: usize, roots: usize, words: usize, clears: bool) -> Value {
+    let mounts: Vec<Value> = (0..roots)
+        .map(|k| json!({"name": "data", "mountPath": format!("/m{k}")}))
+        .collect();
+    let mut command = vec!["rm".to_string(), "-rf".to_string()];
+    command.extend((0..words).map(|i| format!("/m{}/x{i}", i % roots.max(1))));
+    if clears {
+        command.push(format!("/m{}/lost+found", roots.saturating_sub(1)));
+    }
+    let containers = (0..postgres)
+        .map(|i| {
+            json!({"name": format!("pg-{i}"), "image": "postgres:16", "volumeMounts": [
+                {"name": "data", "mountPath": "/var/lib/postgresql/data"}]})
+        })
+        .collect();
+    let mut object = deployment(
+        containers,
+        vec![json!({"name": "data", "persistentVolumeClaim": {"claimName": "data"}})],
+        json!({}),
+    );
+    object["spec"]["strategy"] = json!({"type": "Recreate"});
+    object["spec"]["template"]["spec"]["initContainers"] = json!([
+        {"name": "clear", "image": "busybox:1", "command": command, "volumeMounts": mounts}]);
+    object
+}
+
+/// One postgres on the writable layer whose `pvc-guard.io/mutated` record
+/// names `entries` claim volumes, each with its mount, that the object
+/// does not have: a record is anyone's to write, and a check of each
+/// entry against every other took its length squared (a 3 MiB record,
+/// about 12,000 entries, a third of a second).
+pub fn long_record(entries: usize) -> Value {
+    let changes: Vec<Value> = (0..entries)
+        .flat_map(|i| {
+            [
+                json!({"change": "claimVolume", "volume": format!("v{i}"),
+                    "claim": format!("big-c{i}"), "size": "10Gi", "accessMode": "ReadWriteOnce"}),
+                json!({"change": "mount", "container": "pg-0", "volume": format!("v{i}"),
+                    "mountPath": format!("/d/{i}")}),
+            ]
+        })
+        .collect();
+    let record = json!({"rules": ["ephemeral-data-path"], "changes": changes}).to_string();
+    deployment(
+        vec![postgres(0)],
+        vec![],
+        json!({"pvc-guard.io/mutated": record}),
+    )
+}

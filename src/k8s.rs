@@ -2,6 +2,8 @@
 //! resource quantities, object names and JSON Pointer tokens. A leaf: it
 //! imports nothing from the crate.
 
+use std::borrow::Cow;
+
 use sha2::{Digest, Sha256};
 
 /// Does `outer` contain `inner`, comparing whole path components?
@@ -147,8 +149,99 @@ pub fn shorten(name: &str, max: usize) -> String {
     }
 }
 
+/// Paths (a container's mountPaths) by what they contain: for any path,
+/// the longest of them that contains it (`path_contains`), in time linear
+/// in that path's length. Comparing the path with each of them costs their
+/// total length per path; looking up each of its parent directories costs
+/// the square of its depth. Here each parent's hash is extended from the
+/// one before, and only the longest hit is compared byte for byte.
+///
+/// Of paths equal but for trailing slashes, the longest as written wins;
+/// across different ones, the longest without them (the same thing once
+/// paths are normalised, as the view's mountPaths are).
+pub struct PathIndex<'p, T> {
+    state: std::hash::RandomState,
+    /// By the hash of the path without trailing slashes: that path and,
+    /// of the paths that give it, the value of the longest as written (of
+    /// equal ones, the last).
+    by_hash: std::collections::HashMap<u64, Vec<(Cow<'p, str>, usize, T)>>,
+}
+
+impl<'p, T: Copy> PathIndex<'p, T> {
+    pub fn new(paths: impl IntoIterator<Item = (&'p str, T)>) -> PathIndex<'p, T> {
+        let mut index = PathIndex {
+            state: std::hash::RandomState::new(),
+            by_hash: std::collections::HashMap::new(),
+        };
+        for (raw, value) in paths {
+            index.insert(Cow::Borrowed(raw), value);
+        }
+        index
+    }
+
+    pub fn insert(&mut self, raw: Cow<'p, str>, value: T) {
+        let len = raw.len();
+        let key = match raw {
+            Cow::Borrowed(raw) => Cow::Borrowed(raw.trim_end_matches('/')),
+            Cow::Owned(mut raw) => {
+                raw.truncate(raw.trim_end_matches('/').len());
+                Cow::Owned(raw)
+            }
+        };
+        let entries = self.by_hash.entry(self.whole_hash(&key)).or_default();
+        match entries.iter_mut().find(|(k, _, _)| *k == key) {
+            Some(entry) if len >= entry.1 => *entry = (key, len, value),
+            Some(_) => {}
+            None => entries.push((key, len, value)),
+        }
+    }
+
+    /// The value of the longest path that contains `path`.
+    pub fn longest_containing(&self, path: &str) -> Option<T> {
+        if path.is_empty() {
+            return None;
+        }
+        // Every path that contains it is `path` itself or ends at one of
+        // its slashes (the root's key is the empty string).
+        let mut prefixes = Vec::new();
+        self.prefix_hashes(path, |end, hash| prefixes.push((end, hash)));
+        prefixes.into_iter().rev().find_map(|(end, hash)| {
+            let key = &path[..end];
+            self.by_hash
+                .get(&hash)?
+                .iter()
+                .find(|(k, _, _)| k == key)
+                .map(|(_, _, value)| *value)
+        })
+    }
+
+    fn whole_hash(&self, path: &str) -> u64 {
+        let mut last = 0;
+        self.prefix_hashes(path, |_, hash| last = hash);
+        last
+    }
+
+    /// Calls `f(end, hash of path[..end])` at each slash and at the end,
+    /// each hash extended from the last by the bytes since. A path's own
+    /// hash comes from the same calls, so the two agree however the
+    /// hasher treats split writes.
+    fn prefix_hashes(&self, path: &str, mut f: impl FnMut(usize, u64)) {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = self.state.build_hasher();
+        let mut from = 0;
+        for (end, _) in path
+            .match_indices('/')
+            .chain(std::iter::once((path.len(), "")))
+        {
+            hasher.write(&path.as_bytes()[from..end]);
+            from = end;
+            f(end, hasher.finish());
+        }
+    }
+}
+
 /// One JSON Pointer token: `~` and `/` escaped (RFC 6901).
-pub fn pointer_token(key: &str) -> std::borrow::Cow<'_, str> {
+pub fn pointer_token(key: &str) -> Cow<'_, str> {
     if key.contains(['~', '/']) {
         key.replace('~', "~0").replace('/', "~1").into()
     } else {

@@ -78,6 +78,66 @@ async fn the_inputs_that_used_to_take_minutes_are_answered_with_the_cap_they_exc
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn inputs_whose_cost_was_a_product_of_their_parts_are_answered() {
+    let server = Server::start(&[]);
+    let root_warnings = |answer: &Value| {
+        warnings(answer)
+            .iter()
+            .filter(|w| w.starts_with("[pgdata-mount-root]"))
+            .count()
+    };
+    // 32 postgres at the root of one claim and an init container whose
+    // `rm` has 30,000 arguments over 1,024 roots of that claim: each
+    // postgres compared every root with every argument (minutes).
+    let (v, _) = judge(&server, shapes::lost_found(32, 1024, 30_000, false)).await;
+    assert_eq!(allowed(&v), Some(true), "{v}");
+    assert_eq!(root_warnings(&v), 32, "{v}");
+    // The same, where the last argument removes the last root's
+    // lost+found: initdb will find the empty directory it needs.
+    let (v, _) = judge(&server, shapes::lost_found(32, 1024, 30_000, true)).await;
+    assert_eq!(allowed(&v), Some(true), "{v}");
+    assert_eq!(root_warnings(&v), 0, "{v}");
+
+    // A record of 12,000 claim volumes and their mounts (2.6 MB) that the
+    // object does not carry: every entry pvc-guard would write is kept,
+    // and the fix's own entries follow them.
+    let (v, m) = judge(&server, shapes::long_record(12_000)).await;
+    assert_eq!(allowed(&v), Some(false), "{v}");
+    let patch = patch_of(&m).expect("the postgres is fixed");
+    let record = serde_json::to_value(&patch)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|op| {
+            let value = op.get("value")?;
+            value
+                .get("pvc-guard.io~1mutated")
+                .or_else(|| value.get("pvc-guard.io/mutated"))
+                .or_else(|| {
+                    op["path"]
+                        .as_str()?
+                        .ends_with("pvc-guard.io~1mutated")
+                        .then_some(value)
+                })
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .expect("the record is written");
+    let record: Value = serde_json::from_str(&record).unwrap();
+    let changes = record["changes"].as_array().unwrap();
+    assert!(changes.len() > 24_000, "{} entries", changes.len());
+    assert_eq!(changes[23_999]["mountPath"], "/d/11999");
+    assert!(
+        changes[24_000..]
+            .iter()
+            .any(|c| c["change"] == "mount" && c["container"] == "pg-0"),
+        "{:?}",
+        &changes[24_000..]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn each_cap_is_a_denial_that_names_it_and_just_below_it_the_object_is_judged() {
     let server = Server::start(&["--max-body-bytes", "8388608"]);
     let mount = |i: usize| json!({"name": "d", "mountPath": format!("/m/{i}")});

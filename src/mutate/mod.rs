@@ -11,6 +11,8 @@ pub mod plan;
 pub use patch::Op;
 pub use plan::{Unfixable, Unfixed};
 
+use std::collections::{HashMap, HashSet};
+
 use crate::k8s;
 use crate::model::read::Shape;
 use crate::model::{ContainerList, Mount, Workload};
@@ -135,31 +137,112 @@ pub fn mutate_create(policy: &Policy, workload: &Workload, facts: &ClusterFacts)
     m
 }
 
-/// Does the workload carry this change? Only what it owns counts: its claim
-/// volume, claim template and mount, by name.
-fn intact(w: &Workload, change: &Change) -> bool {
-    match change {
-        Change::ClaimVolume { volume, claim, .. } => w.pod.volumes.iter().any(|v| {
-            v.shape.is_present()
-                && v.name.as_deref() == Some(volume)
-                && v.persistent_volume_claim.claim_name.as_deref() == Some(claim)
-        }),
-        Change::ClaimTemplate { name, .. } => w
-            .spec
-            .volume_claim_templates
-            .iter()
-            .any(|t| t.metadata.name.as_deref() == Some(name)),
-        Change::Mount {
-            container,
-            volume,
-            mount_path,
-            sub_path,
-        } => mounts_of(w, container).any(|m| {
-            m.name.as_deref() == Some(volume)
-                && m.mount_path.as_deref() == Some(mount_path)
-                && (sub_path.is_none() || m.sub_path == *sub_path)
-        }),
-        _ => true,
+/// What an object carries of the changes a record can name, indexed once
+/// so that each record entry costs a lookup: a record is anyone's to
+/// write, and with a scan of the object per entry a long one cost its
+/// length times the object's.
+struct Carried<'w> {
+    /// (volume, claim) of each claim volume.
+    claim_volumes: HashSet<(&'w str, &'w str)>,
+    claim_templates: HashSet<&'w str>,
+    /// (container, volume, mountPath, subPath as written) of each mount of
+    /// a named container.
+    mounts: HashSet<(&'w str, &'w str, &'w str, Option<&'w str>)>,
+    /// The same without the subPath.
+    mounted: HashSet<(&'w str, &'w str, &'w str)>,
+    /// The mounts at each (container, mountPath).
+    at: HashMap<(&'w str, &'w str), Vec<&'w Mount>>,
+    /// Per volume name: are all volumes of that name an emptyDir or an
+    /// ephemeral volume?
+    ephemeral: HashMap<&'w str, bool>,
+}
+
+impl<'w> Carried<'w> {
+    fn new(w: &'w Workload) -> Carried<'w> {
+        let mut carried = Carried {
+            claim_volumes: HashSet::new(),
+            claim_templates: w
+                .spec
+                .volume_claim_templates
+                .iter()
+                .filter_map(|t| t.metadata.name.as_deref())
+                .collect(),
+            mounts: HashSet::new(),
+            mounted: HashSet::new(),
+            at: HashMap::new(),
+            ephemeral: HashMap::new(),
+        };
+        for v in w.pod.volumes.iter() {
+            let Some(name) = v.name.as_deref() else {
+                continue;
+            };
+            if v.shape.is_present()
+                && let Some(claim) = v.persistent_volume_claim.claim_name.as_deref()
+            {
+                carried.claim_volumes.insert((name, claim));
+            }
+            *carried.ephemeral.entry(name).or_insert(true) &=
+                matches!(v.source(), "emptyDir" | "ephemeral");
+        }
+        for (_, c, m) in named_mounts(w) {
+            let Some(path) = m.mount_path.as_deref() else {
+                continue;
+            };
+            carried.at.entry((c, path)).or_default().push(m);
+            if let Some(volume) = m.name.as_deref() {
+                carried
+                    .mounts
+                    .insert((c, volume, path, m.sub_path.as_deref()));
+                carried.mounted.insert((c, volume, path));
+            }
+        }
+        carried
+    }
+
+    /// Does the workload carry this change? Only what it owns counts: its
+    /// claim volume, claim template and mount, by name.
+    fn intact(&self, change: &Change) -> bool {
+        match change {
+            Change::ClaimVolume { volume, claim, .. } => self
+                .claim_volumes
+                .contains(&(volume.as_str(), claim.as_str())),
+            Change::ClaimTemplate { name, .. } => self.claim_templates.contains(name.as_str()),
+            Change::Mount {
+                container,
+                volume,
+                mount_path,
+                sub_path: None,
+            } => self
+                .mounted
+                .contains(&(container.as_str(), volume.as_str(), mount_path.as_str())),
+            Change::Mount {
+                container,
+                volume,
+                mount_path,
+                sub_path: Some(sub_path),
+            } => self.mounts.contains(&(
+                container.as_str(),
+                volume.as_str(),
+                mount_path.as_str(),
+                Some(sub_path.as_str()),
+            )),
+            _ => true,
+        }
+    }
+
+    /// The mounts of the container (of either list) named `container` at
+    /// `path`.
+    fn mounts_at<'a>(&'a self, container: &'a str, path: &'a str) -> &'a [&'a Mount] {
+        self.at
+            .get(&(container, path))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// Is every volume named `volume` an emptyDir or an ephemeral volume
+    /// (or is there none)?
+    fn only_ephemeral(&self, volume: &str) -> bool {
+        self.ephemeral.get(volume).copied().unwrap_or(true)
     }
 }
 
@@ -196,13 +279,6 @@ fn names_once(w: &Workload) -> std::collections::HashSet<&str> {
         .collect()
 }
 
-/// The mounts of the container (of either list) named `container`.
-fn mounts_of<'w>(w: &'w Workload, container: &'w str) -> impl Iterator<Item = &'w Mount> {
-    named_mounts(w)
-        .filter(move |(_, name, _)| *name == container)
-        .map(|(_, _, m)| m)
-}
-
 /// The entries of a record pvc-guard would have written under this config,
 /// and a warning for each other one. A record is anyone's to write, so
 /// nothing is taken from an entry the config would not produce.
@@ -218,7 +294,7 @@ pub fn trusted(record: &Record, policy: &Policy) -> (Vec<Change>, Vec<String>) {
                         || claims.allowed_storage_classes.iter().any(|a| a == c))
             })
     };
-    let volumes: Vec<&str> = record
+    let volumes: HashSet<&str> = record
         .changes
         .iter()
         .filter_map(|c| match c {
@@ -238,12 +314,12 @@ pub fn trusted(record: &Record, policy: &Policy) -> (Vec<Change>, Vec<String>) {
     for change in &record.changes {
         let ok = match change {
             Change::ClaimVolume { volume, .. } | Change::ClaimTemplate { name: volume, .. } => {
-                volumes.contains(&volume.as_str())
+                volumes.contains(volume.as_str())
             }
             Change::Mount {
                 volume, mount_path, ..
             } => {
-                volumes.contains(&volume.as_str()) && k8s::normalize_path(mount_path) == *mount_path
+                volumes.contains(volume.as_str()) && k8s::normalize_path(mount_path) == *mount_path
             }
             Change::Permissions { image, dirs } => {
                 *image == policy.config.permissions_image
@@ -304,6 +380,14 @@ pub fn mutate_update(
     // and the fix never mounts anything there (such a container is not
     // fixed), so those mounts are the person's and are left to them.
     let (old_once, new_once) = (names_once(old), names_once(new));
+    let (old_carried, new_carried) = (Carried::new(old), Carried::new(new));
+    // Every mount of each volume in the old object, by volume.
+    let mut old_by_volume: HashMap<&str, Vec<(ContainerList, &str, &Mount)>> = HashMap::new();
+    for (l, c, m) in named_mounts(old) {
+        if let Some(volume) = m.name.as_deref() {
+            old_by_volume.entry(volume).or_default().push((l, c, m));
+        }
+    }
     for entry in &entries {
         let (volume, what) = match entry {
             Change::ClaimVolume { volume, claim, .. } => (volume, format!("claim {claim:?}")),
@@ -313,10 +397,12 @@ pub fn mutate_update(
         // Where the claim served the data: every mount of it in the old
         // object (the record names only the mounts the fix added).
         // pvc-guard's own init container is recomputed, not restored.
-        let served: Vec<Change> = named_mounts(old)
-            .filter(|(l, c, m)| {
+        let served: Vec<Change> = old_by_volume
+            .get(volume.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|(l, c, _)| {
                 !(*l == ContainerList::InitContainers && *c == PERMISSIONS_CONTAINER)
-                    && m.name.as_deref() == Some(volume)
                     && old_once.contains(c)
                     && new_once.contains(c)
             })
@@ -331,29 +417,25 @@ pub fn mutate_update(
             .collect();
         // Only what the old object really carries is put back: a record
         // copied along with a manifest can name changes its object never had.
-        if !intact(old, entry) || served.is_empty() {
+        if !old_carried.intact(entry) || served.is_empty() {
             continue;
         }
-        if intact(new, entry) && served.iter().all(|c| intact(new, c)) {
+        if new_carried.intact(entry) && served.iter().all(|c| new_carried.intact(c)) {
             continue;
         }
         // The original coming back: the recorded volume is gone, or is the
         // emptyDir (or ephemeral volume) the fix replaced; and nothing but
         // it is mounted where the claim served. A claim or any other volume
         // there is a change made on purpose.
-        let original_back = new
-            .pod
-            .volumes
-            .iter()
-            .filter(|v| v.name.as_deref() == Some(volume))
-            .all(|v| matches!(v.source(), "emptyDir" | "ephemeral"));
+        let original_back = new_carried.only_ephemeral(volume);
         let path_free = served.iter().all(|c| match c {
             Change::Mount {
                 container,
                 mount_path,
                 ..
-            } => mounts_of(new, container)
-                .filter(|mm| mm.mount_path.as_deref() == Some(mount_path))
+            } => new_carried
+                .mounts_at(container, mount_path)
+                .iter()
                 .all(|mm| {
                     mm.name.as_deref() == Some(volume)
                         || old_mounts.contains(&(

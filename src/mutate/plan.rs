@@ -2,13 +2,15 @@
 //! can be fixed safely, or the typed reason ([`Unfixable`]) a finding is
 //! left to the validating webhook.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use super::claims::ClaimNames;
 use crate::config::Permissions;
-use crate::k8s::{self, parent_dir, path_contains, shorten};
+use crate::k8s::{self, PathIndex, parent_dir, path_contains, shorten};
 use crate::model::{Annotation, ContainerRef, Kind, Volume};
+use crate::policy::catalog::Catalog;
 use crate::policy::detect::{DbContainer, start_user};
 use crate::policy::rules::image_populated_dir;
 use crate::policy::storage::{Backing, StorageClass};
@@ -196,6 +198,7 @@ struct Index<'w> {
     volumes: HashMap<&'w str, &'w Volume>,
     /// A path some container mounts twice, per container name.
     doubled_mount_paths: HashMap<&'w str, &'w str>,
+    claim_templates: HashSet<&'w str>,
 }
 
 impl<'w> Index<'w> {
@@ -206,8 +209,15 @@ impl<'w> Index<'w> {
             mounts: HashMap::new(),
             volumes: a.workload.volumes_by_name(),
             doubled_mount_paths: HashMap::new(),
+            claim_templates: a
+                .workload
+                .spec
+                .volume_claim_templates
+                .iter()
+                .filter_map(|t| t.metadata.name.as_deref())
+                .collect(),
         };
-        let mut paths = std::collections::HashSet::new();
+        let mut paths = HashSet::new();
         for c in a.workload.containers() {
             *index.named.entry(c.name()).or_default() += 1;
             paths.clear();
@@ -243,6 +253,133 @@ struct Planner<'p, 'x, 'w, 'c> {
     init_dirs: Vec<InitDir>,
     /// The claim volume this plan adds for each container, by container.
     added_volumes: HashMap<String, String>,
+    /// The names of those volumes.
+    added_volume_names: HashSet<String>,
+    /// The mounts this plan adds, by container and by volume: each site
+    /// asks whether one already holds its path, and how many share its
+    /// volume.
+    added_mounts: HashMap<String, PathIndex<'static, ()>>,
+    mounts_per_volume: HashMap<String, usize>,
+    /// The pod's fsGroup is set by this plan (once, for the first owner).
+    fs_group_planned: bool,
+    /// Each database container's own mounts, sorted for `add_claim_mount`.
+    layouts: HashMap<&'w str, Layout<'w>>,
+}
+
+/// A database container's mounts, for the question each of its data paths
+/// on the writable layer asks before a claim is mounted at a directory:
+/// is any mount at or under that directory, or where the database keeps
+/// data in another layout? The first such mount, in the container's order.
+struct Layout<'w> {
+    /// mountPath and index, sorted by mountPath: the mounts under a
+    /// directory are one run of them.
+    sorted: Vec<(&'w str, usize)>,
+    /// The first mount at a path the catalog gives the database's family
+    /// for another layout.
+    other_layout: Option<usize>,
+    /// Answers so far by directory: each mount is counted once for each
+    /// directory above it that is asked about, which is linear in the
+    /// mounts' length however many data paths ask.
+    answers: HashMap<String, Option<usize>>,
+}
+
+impl<'w> Layout<'w> {
+    fn new(container: ContainerRef<'w>, family: &str, catalog: &Catalog) -> Layout<'w> {
+        let mounts = container
+            .container
+            .mounts()
+            .enumerate()
+            .filter_map(|(i, m)| Some((m.mount_path.as_deref()?, i)));
+        let mut sorted: Vec<_> = mounts.clone().collect();
+        sorted.sort_unstable();
+        Layout {
+            sorted,
+            other_layout: mounts
+                .filter(|(mp, _)| {
+                    catalog
+                        .by_distinctive_path(mp)
+                        .is_some_and(|e| e.family == family)
+                })
+                .map(|(_, i)| i)
+                .next(),
+            answers: HashMap::new(),
+        }
+    }
+
+    /// The first mount that is at or under `dir` (`path_contains`), or in
+    /// another layout.
+    fn first_in_the_way(&mut self, dir: &str) -> Option<usize> {
+        let dir = dir.trim_end_matches('/');
+        if let Some(answer) = self.answers.get(dir) {
+            return *answer;
+        }
+        let run = |from: &str, to: &str| {
+            let lo = self.sorted.partition_point(|(mp, _)| *mp < from);
+            let hi = self.sorted.partition_point(|(mp, _)| *mp < to);
+            self.sorted[lo..hi.max(lo)].iter().map(|(_, i)| *i).min()
+        };
+        // `dir` itself, then everything below `dir/`: `/` sorts just
+        // before `0`. The root contains only what starts with `/`.
+        let exact = (!dir.is_empty())
+            .then(|| run(dir, &format!("{dir}\0")))
+            .flatten();
+        let below = run(&format!("{dir}/"), &format!("{dir}0"));
+        let answer = [exact, below, self.other_layout]
+            .into_iter()
+            .flatten()
+            .min();
+        self.answers.insert(dir.to_string(), answer);
+        answer
+    }
+}
+
+impl<'p, 'x, 'w, 'c> Planner<'p, 'x, 'w, 'c> {
+    fn new(
+        policy: &'p Policy,
+        facts: &'x ClusterFacts,
+        a: &'x Assessment<'w, 'c>,
+        names: &'x mut ClaimNames,
+    ) -> Self {
+        Planner {
+            policy,
+            facts,
+            a,
+            index: Index::new(a),
+            names,
+            plan: Plan::default(),
+            init_dirs: Vec::new(),
+            added_volumes: HashMap::new(),
+            added_volume_names: HashSet::new(),
+            added_mounts: HashMap::new(),
+            mounts_per_volume: HashMap::new(),
+            fs_group_planned: false,
+            layouts: HashMap::new(),
+        }
+    }
+
+    /// Every mount change goes through here, so the lookups above see it.
+    fn push_mount(
+        &mut self,
+        container: &str,
+        volume: &str,
+        mount_path: &str,
+        sub_path: Option<String>,
+    ) {
+        self.added_mounts
+            .entry(container.to_string())
+            .or_insert_with(|| PathIndex::new([]))
+            .insert(Cow::Owned(mount_path.to_string()), ());
+        *self
+            .mounts_per_volume
+            .entry(volume.to_string())
+            .or_default() += 1;
+        self.plan.changes.push(Change::Mount {
+            container: container.to_string(),
+            volume: volume.to_string(),
+            mount_path: mount_path.to_string(),
+            sub_path,
+        });
+    }
 }
 
 /// One pass: plan changes from an assessment.
@@ -252,16 +389,7 @@ pub fn plan(
     a: &Assessment<'_, '_>,
     names: &mut ClaimNames,
 ) -> Plan {
-    let mut planner = Planner {
-        policy,
-        facts,
-        a,
-        index: Index::new(a),
-        names,
-        plan: Plan::default(),
-        init_dirs: Vec::new(),
-        added_volumes: HashMap::new(),
-    };
+    let mut planner = Planner::new(policy, facts, a, names);
     let ephemeral: Vec<(usize, &str, &str)> = a
         .findings
         .iter()
@@ -310,16 +438,7 @@ pub fn follow_ups(
     restored: &[Restored],
 ) -> Plan {
     let mut names = ClaimNames::new(a.workload);
-    let mut planner = Planner {
-        policy,
-        facts,
-        a,
-        index: Index::new(a),
-        names: &mut names,
-        plan: Plan::default(),
-        init_dirs: Vec::new(),
-        added_volumes: HashMap::new(),
-    };
+    let mut planner = Planner::new(policy, facts, a, &mut names);
     for r in restored {
         if let Some(db) = a.dbs.iter().find(|db| db.name() == r.container) {
             planner.permissions(db, &r.volume, r.sub_path.as_deref(), &r.mount_path);
@@ -413,7 +532,7 @@ fn fixable_object(a: &Assessment<'_, '_>) -> Result<(), Unfixable> {
     }
 }
 
-impl Planner<'_, '_, '_, '_> {
+impl<'w> Planner<'_, '_, 'w, '_> {
     fn did(&mut self, rule: Rule, what: String) {
         self.plan.applied.push(format!("[{rule}] {what}"));
     }
@@ -487,15 +606,11 @@ impl Planner<'_, '_, '_, '_> {
         if let Some(v) = self.added_volumes.get(c) {
             return v.clone();
         }
-        let w = self.a.workload;
         let taken = |name: &str| {
             self.index.volumes.contains_key(name)
                 || self.index.mounts.contains_key(name)
-                || w.spec
-                    .volume_claim_templates
-                    .iter()
-                    .any(|t| t.metadata.name.as_deref() == Some(name))
-                || self.added_volumes.values().any(|v| v == name)
+                || self.index.claim_templates.contains(name)
+                || self.added_volume_names.contains(name)
         };
         let base = format!("pvc-guard-{c}");
         let volume = std::iter::once(shorten(&base, 63))
@@ -503,6 +618,7 @@ impl Planner<'_, '_, '_, '_> {
             .find(|name| !taken(name))
             .expect("some suffix is free");
         self.added_volumes.insert(c.to_string(), volume.clone());
+        self.added_volume_names.insert(volume.clone());
         volume
     }
 
@@ -575,13 +691,8 @@ impl Planner<'_, '_, '_, '_> {
             _ => pod_non_root || self.facts.restricted(),
         };
         if use_fs_group {
-            if !pod_fs_group
-                && !self
-                    .plan
-                    .changes
-                    .iter()
-                    .any(|c| matches!(c, Change::FsGroup { .. }))
-            {
+            if !pod_fs_group && !self.fs_group_planned {
+                self.fs_group_planned = true;
                 self.plan.changes.push(Change::FsGroup { gid });
                 self.did(
                     Rule::EphemeralDataPath,
@@ -704,12 +815,7 @@ impl Planner<'_, '_, '_, '_> {
             && only_mount
         {
             sub_path = Some("pgdata".into());
-            self.plan.changes.push(Change::Mount {
-                container: c.to_string(),
-                volume: volume.to_string(),
-                mount_path: m.mount_path.to_string(),
-                sub_path: sub_path.clone(),
-            });
+            self.push_mount(c, volume, m.mount_path, sub_path.clone());
         }
         self.permissions(db, volume, sub_path.as_deref(), m.mount_path);
         Ok(())
@@ -720,7 +826,7 @@ impl Planner<'_, '_, '_, '_> {
     fn add_claim_mount(
         &mut self,
         site: &Site<'_>,
-        db: &DbContainer<'_, '_>,
+        db: &DbContainer<'w, '_>,
     ) -> Result<(), Unfixable> {
         let c = db.name();
         let p = &site.placement;
@@ -745,40 +851,30 @@ impl Planner<'_, '_, '_, '_> {
         // A claim already mounted where this database kept data in
         // another layout (postgres 18 against /var/lib/postgresql/data)
         // may hold that data: the user moves it, not pvc-guard.
-        let family = db.family().unwrap_or("");
-        if let Some(other) = db
-            .container
-            .container
-            .mounts()
-            .filter_map(|m| m.mount_path.as_deref())
-            .find(|mp| {
-                path_contains(&target, mp)
-                    || self
-                        .policy
-                        .catalog
-                        .by_distinctive_path(mp)
-                        .is_some_and(|e| e.family == family)
-            })
-        {
+        let catalog = &self.policy.catalog;
+        let layout = self
+            .layouts
+            .entry(db.container.container.name())
+            .or_insert_with(|| Layout::new(db.container, db.family().unwrap_or(""), catalog));
+        if let Some(other) = layout.first_in_the_way(&target) {
+            let other = db.container.container.volume_mounts.items[other]
+                .mount_path
+                .clone()
+                .unwrap_or_default();
             return Err(Unfixable::OtherLayout {
-                mount: other.to_string(),
+                mount: other,
                 target,
             });
         }
         let volume = self.added_volume(c);
-        let already = self.plan.changes.iter().any(|ch| {
-            matches!(ch, Change::Mount { container, mount_path, .. }
-                if container == c && path_contains(mount_path, &target))
-        });
+        let already = self
+            .added_mounts
+            .get(c)
+            .is_some_and(|mounts| mounts.longest_containing(&target).is_some());
         if already {
             return Ok(());
         }
-        let same_volume_mounts = self
-            .plan
-            .changes
-            .iter()
-            .filter(|ch| matches!(ch, Change::Mount { volume: v, .. } if *v == volume))
-            .count();
+        let same_volume_mounts = self.mounts_per_volume.get(&volume).copied().unwrap_or(0);
         let sub_path = if db.is_postgres() {
             Some("pgdata".to_string())
         } else if same_volume_mounts > 0 {
@@ -794,12 +890,7 @@ impl Planner<'_, '_, '_, '_> {
             Rule::EphemeralDataPath,
             format!("mounted it in container {c:?} at {target}"),
         );
-        self.plan.changes.push(Change::Mount {
-            container: c.to_string(),
-            volume: volume.clone(),
-            mount_path: target.clone(),
-            sub_path: sub_path.clone(),
-        });
+        self.push_mount(c, &volume, &target, sub_path.clone());
         self.permissions(db, &volume, sub_path.as_deref(), &target);
         Ok(())
     }

@@ -225,11 +225,12 @@ impl Policy {
                 .as_ref()
                 .map(|f| f.volumes.as_slice())
                 .unwrap_or_default();
+            let mounts = storage::MountIndex::new(db.container);
             for path in &db.paths {
                 let placement = storage::place(
                     workload,
                     &volumes,
-                    &db.container,
+                    &mounts,
                     &path.path,
                     path.file,
                     image_volumes,
@@ -243,6 +244,7 @@ impl Policy {
             }
         }
         let mut findings = Vec::new();
+        let shared = rules::Shared::new(workload);
         for (index, site) in a.sites.iter().enumerate() {
             let ctx = rules::SiteCtx {
                 who: &who,
@@ -251,7 +253,7 @@ impl Policy {
                 site,
                 index,
                 facts,
-                record: workload.mutated(),
+                shared: &shared,
             };
             findings.extend(rules::SITE_RULES.iter().filter_map(|rule| rule(&ctx)));
         }

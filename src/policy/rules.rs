@@ -3,6 +3,9 @@
 //! [`SITE_RULES`] run for every placed data path, [`CONTAINER_RULES`] for
 //! every database container, [`OBJECT_RULES`] once per object.
 
+use std::cell::OnceCell;
+use std::collections::HashSet;
+
 use super::catalog::ImageRef;
 use super::detect::{DbContainer, Origin, Soft, command_words};
 use super::finding::{Detail, Finding, Fix, Note, Rule, Severity, Sharing, What};
@@ -22,9 +25,48 @@ pub struct SiteCtx<'x, 'w, 'c> {
     /// The site's index in the assessment.
     pub index: usize,
     pub facts: &'x ClusterFacts,
-    /// The workload's own `pvc-guard.io/mutated` record's text; parsed only
-    /// when a missing claim makes it matter.
-    pub record: Option<&'x str>,
+    pub shared: &'x Shared<'w>,
+}
+
+/// What site rules look up across the whole workload, worked out at most
+/// once per evaluation and only when a rule asks: worked out per site, a
+/// long record or init command cost its length once for every data path.
+pub struct Shared<'w> {
+    workload: &'w Workload,
+    recorded_claims: OnceCell<HashSet<String>>,
+    lost_found_removed: OnceCell<HashSet<&'w str>>,
+}
+
+impl<'w> Shared<'w> {
+    pub fn new(workload: &'w Workload) -> Shared<'w> {
+        Shared {
+            workload,
+            recorded_claims: OnceCell::new(),
+            lost_found_removed: OnceCell::new(),
+        }
+    }
+
+    /// Does the workload's own `pvc-guard.io/mutated` record name `claim`?
+    fn recorded(&self, claim: &str) -> bool {
+        self.recorded_claims
+            .get_or_init(|| {
+                self.workload
+                    .mutated()
+                    .and_then(Record::parse)
+                    .map(|r| r.claims().map(|(name, _)| name.to_string()).collect())
+                    .unwrap_or_default()
+            })
+            .contains(claim)
+    }
+
+    /// Does an init container remove the `lost+found` at the root of
+    /// `volume` (`rmdir /vol/lost+found`) before postgres starts? initdb
+    /// then finds the empty directory it needs.
+    fn removes_lost_found(&self, volume: &str) -> bool {
+        self.lost_found_removed
+            .get_or_init(|| volumes_cleared_of_lost_found(self.workload))
+            .contains(volume)
+    }
 }
 
 pub type SiteRule = fn(&SiteCtx<'_, '_, '_>) -> Option<Finding>;
@@ -321,21 +363,17 @@ fn shared_claim_replicas(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
 /// controller will not create it.
 fn missing_claim(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
     let claim = ctx.claim()?;
-    let recorded = || {
-        ctx.record
-            .and_then(Record::parse)
-            .is_some_and(|r| r.claims().any(|(name, _)| name == claim))
-    };
-    (ctx.facts.claim_missing(claim) && !(ctx.facts.claim_controller && recorded())).then(|| {
-        ctx.finding(
-            Rule::MissingClaim,
-            Severity::Warn,
-            What::MissingClaim(claim.to_string()),
-            Fix::CreateClaim {
-                claim: claim.to_string(),
-            },
-        )
-    })
+    (ctx.facts.claim_missing(claim) && !(ctx.facts.claim_controller && ctx.shared.recorded(claim)))
+        .then(|| {
+            ctx.finding(
+                Rule::MissingClaim,
+                Severity::Warn,
+                What::MissingClaim(claim.to_string()),
+                Fix::CreateClaim {
+                    claim: claim.to_string(),
+                },
+            )
+        })
 }
 
 /// autoscaled-claim: (cluster facts) an autoscaler can scale the Deployment
@@ -391,7 +429,7 @@ fn pgdata_mount_root(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
         && claim_like
         && ctx.db.pgdata.as_deref() == Some(path)
         && at_root
-        && !init_removes_lost_found(ctx.workload, volume))
+        && !ctx.shared.removes_lost_found(volume))
     .then(|| {
         ctx.finding(
             Rule::PgdataMountRoot,
@@ -402,31 +440,30 @@ fn pgdata_mount_root(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
     })
 }
 
-/// An init container that mounts the root of `volume` and removes its
-/// `lost+found` (`rmdir /vol/lost+found`) before postgres starts: initdb
-/// then finds the empty directory it needs.
-fn init_removes_lost_found(w: &Workload, volume: &str) -> bool {
-    w.containers().filter(|c| c.ordinary_init()).any(|c| {
-        let mut roots = c
-            .container
-            .mounts()
-            .filter(|m| m.name.as_deref() == Some(volume) && m.sub_path().is_none())
-            .filter_map(|m| m.mount_path.as_deref())
-            .peekable();
-        if roots.peek().is_none() {
-            return false;
-        }
+/// The volumes whose root some ordinary init container mounts and whose
+/// `lost+found` it removes with `rm` or `rmdir`: one pass over each init
+/// container's words and mounts.
+fn volumes_cleared_of_lost_found(w: &Workload) -> HashSet<&str> {
+    let mut cleared = HashSet::new();
+    for c in w.containers().filter(|c| c.ordinary_init()) {
         let words = command_words(c.container);
         let removes = words.iter().any(|w| {
             let program = w.text.rsplit('/').next().unwrap_or("");
             program == "rm" || program == "rmdir"
         });
-        removes
-            && roots.any(|root| {
-                let target = format!("{}/lost+found", root.trim_end_matches('/'));
-                words.iter().any(|w| k8s::normalize_path(&w.text) == target)
-            })
-    })
+        if !removes {
+            continue;
+        }
+        let targets: HashSet<String> = words.iter().map(|w| k8s::normalize_path(&w.text)).collect();
+        for m in c.container.mounts().filter(|m| m.sub_path().is_none()) {
+            if let (Some(volume), Some(root)) = (m.name.as_deref(), m.mount_path.as_deref())
+                && targets.contains(&format!("{}/lost+found", root.trim_end_matches('/')))
+            {
+                cleared.insert(volume);
+            }
+        }
+    }
+    cleared
 }
 
 /// unresolved-data-path: a path the detector could not place.

@@ -3,11 +3,11 @@
 //! VOLUMEs the container runtime mounts over whatever the pod mounted above
 //! them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use crate::config::CsiClass;
-use crate::k8s::path_contains;
+use crate::k8s::{PathIndex, path_contains};
 use crate::model::{ContainerRef, Kind, Volume, Workload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -222,49 +222,73 @@ fn volume_class<'w>(
     }
 }
 
-/// The container's mount with the longest mountPath containing `path`
-/// (of equal ones, the last, as the kubelet's later mount wins).
-pub fn containing_mount<'w>(container: &ContainerRef<'w>, path: &str) -> Option<Mount<'w>> {
-    let mut best: Option<Mount<'w>> = None;
-    for (index, m) in container.container.volume_mounts.items.iter().enumerate() {
-        let Some(mp) = m.mount_path.as_deref() else {
-            continue;
+/// A container's mounts by path, built once per container so that a data
+/// path finds its mount in time linear in its own length, however many
+/// mounts and data paths the container has.
+pub struct MountIndex<'w> {
+    container: ContainerRef<'w>,
+    /// Each mount's index by its mountPath.
+    by_path: PathIndex<'w, usize>,
+    /// The mountPaths as written.
+    exact: HashSet<&'w str>,
+}
+
+impl<'w> MountIndex<'w> {
+    pub fn new(container: ContainerRef<'w>) -> MountIndex<'w> {
+        let paths = || {
+            container
+                .container
+                .volume_mounts
+                .items
+                .iter()
+                .enumerate()
+                .filter_map(|(index, m)| Some((m.mount_path.as_deref()?, index)))
         };
-        if path_contains(mp, path) && best.as_ref().is_none_or(|b| mp.len() >= b.mount_path.len()) {
-            best = Some(Mount {
-                index,
-                mount_path: mp,
-                volume_name: m.name.as_deref().unwrap_or(""),
-                sub_path: m.sub_path(),
-                read_only: m.read_only.unwrap_or(false),
-            });
+        MountIndex {
+            container,
+            by_path: PathIndex::new(paths()),
+            exact: paths().map(|(path, _)| path).collect(),
         }
     }
-    best
+
+    /// The mount with the longest mountPath containing `path` (of equal
+    /// ones, the last, as the kubelet's later mount wins).
+    pub fn containing(&self, path: &str) -> Option<Mount<'w>> {
+        let index = self.by_path.longest_containing(path)?;
+        let m = &self.container.container.volume_mounts.items[index];
+        Some(Mount {
+            index,
+            mount_path: m.mount_path.as_deref().unwrap_or(""),
+            volume_name: m.name.as_deref().unwrap_or(""),
+            sub_path: m.sub_path(),
+            read_only: m.read_only.unwrap_or(false),
+        })
+    }
+
+    /// Does some mount's mountPath equal `path` as written?
+    pub fn mounts_exactly(&self, path: &str) -> bool {
+        self.exact.contains(path)
+    }
 }
 
 /// Classifies one data path of one container.
 pub fn place<'w>(
     workload: &'w Workload,
     volumes: &HashMap<&'w str, &'w Volume>,
-    container: &ContainerRef<'w>,
+    mounts: &MountIndex<'w>,
     path: &str,
     file: bool,
     image_volumes: &[String],
     csi: &BTreeMap<String, CsiClass>,
 ) -> Placement<'w> {
-    let mount = containing_mount(container, path);
+    let container = &mounts.container;
+    let mount = mounts.containing(path);
     // The runtime mounts each image VOLUME that no mount matches exactly
     // over any shallower pod mount.
     let shadow = image_volumes
         .iter()
         .filter(|v| path_contains(v, path))
-        .filter(|v| {
-            !container
-                .container
-                .mounts()
-                .any(|m| m.mount_path.as_deref() == Some(v.as_str()))
-        })
+        .filter(|v| !mounts.mounts_exactly(v))
         .filter(|v| {
             mount
                 .as_ref()
@@ -340,5 +364,69 @@ pub fn place<'w>(
         per_pod_sub_path,
         file_mount,
         describe,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Object;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// What the index replaces: every mount, each compared with the path.
+    fn scanned(container: &ContainerRef<'_>, path: &str) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None;
+        for (index, m) in container.container.volume_mounts.items.iter().enumerate() {
+            let Some(mp) = m.mount_path.as_deref() else {
+                continue;
+            };
+            if path_contains(mp, path) && best.is_none_or(|(len, _)| mp.len() >= len) {
+                best = Some((mp.len(), index));
+            }
+        }
+        best.map(|(_, index)| index)
+    }
+
+    /// A path from few segments, so mounts and paths often nest, with the
+    /// empty, doubled and trailing slashes the API server would refuse.
+    fn path() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop_oneof!["a", "b", "ab", "", "."], 0..5).prop_map(|parts| {
+            let mut p = String::new();
+            for part in parts {
+                p.push('/');
+                p.push_str(&part);
+            }
+            p
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_index_finds_the_mount_a_scan_finds(
+            mounts in prop::collection::vec(prop::option::weighted(0.9, path()), 0..12),
+            paths in prop::collection::vec(prop_oneof![path(), Just(String::new()), Just("a/b".to_string())], 1..8),
+        ) {
+            let list: Vec<_> = mounts.iter().enumerate()
+                .map(|(i, _)| json!({"name": format!("v{i}"), "mountPath": "/x"}))
+                .collect();
+            let object = json!({"kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "c", "volumeMounts": list}]}});
+            let Ok(Object::Workload(mut w)) = Object::from_value(&object) else {
+                panic!("a pod reads");
+            };
+            // Normalised, as the read leaves every mountPath; a missing
+            // one stays missing.
+            for (m, raw) in w.pod.containers.items[0].volume_mounts.items.iter_mut().zip(&mounts) {
+                m.mount_path = raw.as_deref().map(crate::k8s::normalize_path);
+            }
+            let container = w.containers().next().expect("one container");
+            let index = MountIndex::new(container);
+            for p in &paths {
+                prop_assert_eq!(index.containing(p).map(|m| m.index), scanned(&container, p), "path {:?}", p);
+                let exact = container.container.mounts().any(|m| m.mount_path.as_deref() == Some(p.as_str()));
+                prop_assert_eq!(index.mounts_exactly(p), exact);
+            }
+        }
     }
 }
