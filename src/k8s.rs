@@ -198,14 +198,18 @@ impl<'p, T: Copy> PathIndex<'p, T> {
 
     /// The value of the longest path that contains `path`.
     pub fn longest_containing(&self, path: &str) -> Option<T> {
-        if path.is_empty() {
-            return None;
-        }
+        self.containing(path).next()
+    }
+
+    /// The values of all the paths that contain `path`, longest first.
+    pub fn containing(&self, path: &str) -> impl Iterator<Item = T> {
         // Every path that contains it is `path` itself or ends at one of
         // its slashes (the root's key is the empty string).
         let mut prefixes = Vec::new();
-        self.prefix_hashes(path, |end, hash| prefixes.push((end, hash)));
-        prefixes.into_iter().rev().find_map(|(end, hash)| {
+        if !path.is_empty() {
+            self.prefix_hashes(path, |end, hash| prefixes.push((end, hash)));
+        }
+        prefixes.into_iter().rev().filter_map(move |(end, hash)| {
             let key = &path[..end];
             self.by_hash
                 .get(&hash)?

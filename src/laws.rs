@@ -294,7 +294,7 @@ pub fn check_with(policy: &Policy, object: &Value, facts: &ClusterFacts) -> Resu
         }
     }
     // 5. One claim backs one volume: no claim the fix names is mounted by
-    // a second volume of the pod.
+    // a second volume of the pod, and none by no volume.
     let mut mounted: BTreeMap<String, usize> = BTreeMap::new();
     for claim in again.claim_names() {
         *mounted.entry(claim.to_string()).or_default() += 1;
@@ -304,6 +304,15 @@ pub fn check_with(policy: &Policy, object: &Value, facts: &ClusterFacts) -> Resu
             && mounted.get(claim).copied().unwrap_or(0) > 1
         {
             return Err(format!("law 5: claim {claim:?} backs two volumes"));
+        }
+        // And one volume gets one claim: a claim the record names that no
+        // volume uses would still be created, and hold nothing.
+        if let Change::ClaimVolume { claim, volume, .. } = change
+            && !mounted.contains_key(claim)
+        {
+            return Err(format!(
+                "law 5: claim {claim:?}, made for volume {volume:?}, backs no volume"
+            ));
         }
     }
     // 6. The record the fix writes is one the UPDATE path trusts whole:

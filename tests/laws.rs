@@ -13,6 +13,7 @@ use pvc_guard::laws;
 use pvc_guard::model::{Object, Workload};
 use pvc_guard::mutate::{mutate_create, mutate_update};
 use pvc_guard::policy::{ClusterFacts, Policy};
+use pvc_guard::record::Change;
 use serde_json::{Value, json};
 
 fn policy() -> Policy {
@@ -260,6 +261,41 @@ fn the_colliding_shapes_get_a_claim_each() {
         ["orders-db-postgres-data"],
         "a container name without a dash keeps the plain name"
     );
+}
+
+/// Several data paths under one mount of an emptyDir (and a second mount
+/// of it at another subPath): the volume gets one claim, and each mount's
+/// owner is set once. Each path used to add a claim of its own; the
+/// volume kept the last and the others were created holding nothing.
+#[test]
+fn data_paths_on_one_volume_give_it_one_claim() {
+    let object = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "app", "namespace": "ns", "annotations": {
+            "pvc-guard.io/data-paths": "/d/0;/d/1;/d/2;/e/0", "pvc-guard.io/data-owner": "1000:1000"}},
+        "spec": {"replicas": 1, "template": {"spec": {
+            "containers": [{"name": "c0", "image": "example/app:1", "volumeMounts": [
+                {"name": "data", "mountPath": "/d", "subPath": "d"},
+                {"name": "data", "mountPath": "/e", "subPath": "e"}]}],
+            "volumes": [{"name": "data", "emptyDir": {}}]}}}});
+    check_laws(&object).unwrap();
+    let policy = policy();
+    assert_eq!(
+        laws::new_claims(&policy, &object, &ClusterFacts::default()),
+        ["app-c0-data"]
+    );
+    let w = view(&object);
+    let m = mutate_create(&policy, &w, &ClusterFacts::default());
+    let dirs: Vec<(&str, Option<&str>)> = m
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Permissions { dirs, .. } => Some(dirs),
+            _ => None,
+        })
+        .flatten()
+        .map(|d| (d.path.as_str(), d.sub_path.as_deref()))
+        .collect();
+    assert_eq!(dirs, [("/d", Some("d")), ("/e", Some("e"))]);
 }
 
 #[test]

@@ -98,6 +98,37 @@ async fn inputs_whose_cost_was_a_product_of_their_parts_are_answered() {
     assert_eq!(allowed(&v), Some(true), "{v}");
     assert_eq!(root_warnings(&v), 0, "{v}");
 
+    // A 200 KB minio script: each word looked back through all those
+    // before it for `server`.
+    let script = format!("exec minio server {}/data", "x ".repeat(100_000));
+    let minio =
+        json!({"name": "minio", "image": "example/minio:1", "command": ["sh", "-c", script]});
+    let (v, _) = judge(&server, deployment(vec![minio], vec![], json!({}))).await;
+    assert!(message(&v).starts_with("[ephemeral-data-path]"), "{v}");
+    assert!(message(&v).contains("/data"), "{v}");
+    // A variable of 50,000 `)/a.db` after one `$(`: each match searched
+    // back for the `$(` and copied everything from it.
+    let value = format!("$({}", ")/a.db ".repeat(50_000));
+    let app =
+        json!({"name": "app", "image": "example/app:1", "env": [{"name": "DB", "value": value}]});
+    let (v, _) = judge(&server, deployment(vec![app], vec![], json!({}))).await;
+    assert!(message(&v).starts_with("[ephemeral-data-path]"), "{v}");
+    assert!(message(&v).contains("/a.db"), "{v}");
+    // 150,000 relative SQLite files in one variable, joined onto a working
+    // directory of 4,000 bytes (and, without one, unplaceable): each was a
+    // data path and a finding, gigabytes in all. Denied at the cap.
+    let value: String = (0..150_000).map(|i| format!("sqlite:f{i}.db ")).collect();
+    for working_dir in [Some(format!("/{}", "w".repeat(4000))), None] {
+        let mut app = json!({"name": "app", "image": "example/app:1", "env": [{"name": "DB", "value": value}]});
+        if let Some(wd) = &working_dir {
+            app["workingDir"] = json!(wd);
+        }
+        let (v, m) = judge(&server, deployment(vec![app], vec![], json!({}))).await;
+        assert!(message(&v).starts_with("[limit-exceeded]"), "{v}");
+        assert!(message(&v).contains("4097 data paths"), "{v}");
+        assert!(patch_of(&m).is_none());
+    }
+
     // A record of 12,000 claim volumes and their mounts (2.6 MB) that the
     // object does not carry: every entry pvc-guard would write is kept,
     // and the fix's own entries follow them.
@@ -202,6 +233,33 @@ async fn each_cap_is_a_denial_that_names_it_and_just_below_it_the_object_is_judg
             shapes::data_paths_everywhere(17),
             "4352 data paths",
         ),
+        (
+            "the object's name",
+            {
+                let mut o = deployment(vec![postgres(0)], vec![], json!({}));
+                o["metadata"]["name"] = json!("a".repeat(254));
+                o
+            },
+            "254 bytes in its longest name",
+        ),
+        (
+            "an image",
+            deployment(
+                vec![json!({"name": "app", "image": format!("example/{}:1", "a".repeat(4087))})],
+                vec![],
+                json!({}),
+            ),
+            "4097 bytes in its longest image, workingDir, mountPath or subPath",
+        ),
+        (
+            "a data-paths entry",
+            deployment(
+                vec![app(vec![])],
+                d(),
+                json!({"pvc-guard.io/data-paths": format!("/{}", "a".repeat(4096))}),
+            ),
+            "4097 bytes in its longest pvc-guard.io/data-paths entry",
+        ),
     ];
     for (what, object, named) in cases {
         let (v, m) = judge(&server, object).await;
@@ -220,6 +278,18 @@ async fn each_cap_is_a_denial_that_names_it_and_just_below_it_the_object_is_judg
     let (v, m) = judge(&server, at_cap).await;
     assert!(message(&v).starts_with("[ephemeral-data-path]"), "{v}");
     assert!(!message(&v).contains("limit-exceeded"));
+    // A name and a working directory of the most bytes allowed.
+    let mut long = deployment(
+        vec![
+            json!({"name": "pg", "image": "postgres:16", "workingDir": format!("/{}", "w".repeat(4095))}),
+        ],
+        vec![],
+        json!({}),
+    );
+    long["metadata"]["name"] = json!("n".repeat(253));
+    let (lv, lm) = judge(&server, long).await;
+    assert!(message(&lv).starts_with("[ephemeral-data-path]"), "{lv}");
+    assert!(patch_of(&lm).is_some());
     let patch = patch_of(&m).expect("a fix");
     assert!(patch.0.len() > 256, "every container gets its claim: {m}");
     // 4,096 data paths, SQLite files or annotation entries times the

@@ -54,6 +54,15 @@ pub mod limits {
     pub const FINDINGS: usize = 100;
     /// Bytes of a denial message.
     pub const MESSAGE_BYTES: usize = 32 * 1024;
+    /// Bytes of the object's name and namespace and of a container's name
+    /// (the API server allows 253 at most). Messages and findings copy
+    /// them once per data path.
+    pub const NAME_BYTES: usize = 253;
+    /// Bytes of an image reference, a working directory, a mountPath or a
+    /// subPath (Linux's PATH_MAX). A finding copies the image, and every
+    /// relative SQLite file is joined onto the working directory, once per
+    /// data path: a 1 MB image or working directory made gigabytes.
+    pub const PATH_BYTES: usize = 4096;
 }
 
 /// Workload kinds pvc-guard judges. Any other kind is allowed untouched.
@@ -952,6 +961,26 @@ impl Workload {
             .map(|c| c.volume_mounts.len)
             .max()
             .unwrap_or(0);
+        let len = |s: &Option<String>| s.as_deref().map_or(0, str::len);
+        let longest_name = p
+            .containers
+            .iter()
+            .chain(p.init_containers.iter())
+            .map(|c| len(&c.name))
+            .chain([self.name.len(), len(&self.namespace)])
+            .max()
+            .unwrap_or(0);
+        let longest_path = p
+            .containers
+            .iter()
+            .chain(p.init_containers.iter())
+            .flat_map(|c| {
+                c.mounts()
+                    .flat_map(|m| [len(&m.mount_path), len(&m.sub_path), len(&m.sub_path_expr)])
+                    .chain([len(&c.image), len(&c.working_dir)])
+            })
+            .max()
+            .unwrap_or(0);
         [
             (
                 "containers and init containers",
@@ -974,6 +1003,16 @@ impl Workload {
                 "list elements (containers, volumes, mounts, variables, arguments, items and the like)",
                 self.list_elements,
                 limits::LIST_ELEMENTS,
+            ),
+            (
+                "bytes in its longest name (the object's name or namespace, or a container's name)",
+                longest_name,
+                limits::NAME_BYTES,
+            ),
+            (
+                "bytes in its longest image, workingDir, mountPath or subPath",
+                longest_path,
+                limits::PATH_BYTES,
             ),
         ]
         .into_iter()

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::config::Config;
-use crate::k8s::{short_hash, shorten};
+use crate::k8s::{is_dns_subdomain, short_hash, shorten};
 use crate::model::{Annotation, Kind, Workload};
 use crate::policy::ClusterFacts;
 
@@ -38,10 +38,12 @@ impl ClaimNames {
     /// The name the config and annotations ask for, for a claim of
     /// `container` in `workload`.
     fn wanted(&self, config: &Config, workload: &Workload, container: &str) -> String {
+        // Only a name the validating webhook accepts: it denies the rest,
+        // and making one out of a long value cost its length per claim.
         if let Some(name) = workload
             .annotation(Annotation::ClaimName)
             .map(str::trim)
-            .filter(|s| !s.is_empty())
+            .filter(|s| is_dns_subdomain(s))
         {
             return if self.made == 0 {
                 shorten(name, 253)

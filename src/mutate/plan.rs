@@ -260,6 +260,10 @@ struct Planner<'p, 'x, 'w, 'c> {
     /// volume.
     added_mounts: HashMap<String, PathIndex<'static, ()>>,
     mounts_per_volume: HashMap<String, usize>,
+    /// Mounts (container, index) and volumes this plan replaced with a
+    /// claim.
+    fixed_mounts: HashSet<(String, usize)>,
+    replaced_volumes: HashSet<String>,
     /// The pod's fsGroup is set by this plan (once, for the first owner).
     fs_group_planned: bool,
     /// Each database container's own mounts, sorted for `add_claim_mount`.
@@ -352,6 +356,8 @@ impl<'p, 'x, 'w, 'c> Planner<'p, 'x, 'w, 'c> {
             added_volume_names: HashSet::new(),
             added_mounts: HashMap::new(),
             mounts_per_volume: HashMap::new(),
+            fixed_mounts: HashSet::new(),
+            replaced_volumes: HashSet::new(),
             fs_group_planned: false,
             layouts: HashMap::new(),
         }
@@ -773,6 +779,12 @@ impl<'w> Planner<'_, '_, 'w, '_> {
     ) -> Result<(), Unfixable> {
         let c = db.name();
         let volume = m.volume_name;
+        // Every data path under the mount asks for its fix; the first
+        // plans it. A second claim for the volume would leave the first
+        // one unused (and created), and the owner would be set twice.
+        if self.fixed_mounts.contains(&(c.to_string(), m.index)) {
+            return Ok(());
+        }
         let writers: Vec<String> = self
             .index
             .writers
@@ -788,24 +800,29 @@ impl<'w> Planner<'_, '_, 'w, '_> {
                 writers,
             });
         }
-        let vol = self.index.volumes.get(volume).copied();
-        let spec = match backing {
-            Backing::GenericEphemeral => {
-                let t = vol.map(|v| &v.ephemeral.volume_claim_template.spec);
-                self.claim_spec(
-                    t.and_then(|t| t.resources.requests.storage.as_deref()),
-                    t.and_then(|t| t.storage_class_name.as_deref()),
-                    t.and_then(|t| t.access_modes.items.first())
-                        .and_then(|m| m.as_deref()),
-                )?
-            }
-            _ => self.claim_spec(
-                vol.and_then(|v| v.empty_dir.size_limit.as_deref()),
-                None,
-                None,
-            )?,
-        };
-        self.back_with_claim(volume, c, spec, true);
+        // The container's other mount of the volume (another subPath)
+        // needs its owner set, not another claim.
+        if !self.replaced_volumes.contains(volume) {
+            let vol = self.index.volumes.get(volume).copied();
+            let spec = match backing {
+                Backing::GenericEphemeral => {
+                    let t = vol.map(|v| &v.ephemeral.volume_claim_template.spec);
+                    self.claim_spec(
+                        t.and_then(|t| t.resources.requests.storage.as_deref()),
+                        t.and_then(|t| t.storage_class_name.as_deref()),
+                        t.and_then(|t| t.access_modes.items.first())
+                            .and_then(|m| m.as_deref()),
+                    )?
+                }
+                _ => self.claim_spec(
+                    vol.and_then(|v| v.empty_dir.size_limit.as_deref()),
+                    None,
+                    None,
+                )?,
+            };
+            self.back_with_claim(volume, c, spec, true);
+            self.replaced_volumes.insert(volume.to_string());
+        }
         // Postgres never initialises a file-system root (lost+found).
         let mut sub_path = m.sub_path.map(str::to_string);
         let only_mount = self.index.mounts.get(volume).copied() == Some(1);
@@ -818,6 +835,7 @@ impl<'w> Planner<'_, '_, 'w, '_> {
             self.push_mount(c, volume, m.mount_path, sub_path.clone());
         }
         self.permissions(db, volume, sub_path.as_deref(), m.mount_path);
+        self.fixed_mounts.insert((c.to_string(), m.index));
         Ok(())
     }
 

@@ -183,14 +183,24 @@ impl Policy {
             findings: Vec::new(),
             opted_out: None,
         };
-        let entries = detect::data_path_entry_count(workload);
-        let exceeded = workload.exceeded_limit().or_else(|| {
-            (entries > limits::DATA_PATH_ENTRIES).then_some((
-                "entries in the pvc-guard.io/data-paths annotation",
-                entries,
-                limits::DATA_PATH_ENTRIES,
-            ))
-        });
+        let (entries, longest_entry) = detect::data_path_entry_count(workload);
+        let exceeded = workload
+            .exceeded_limit()
+            .or_else(|| {
+                (entries > limits::DATA_PATH_ENTRIES).then_some((
+                    "entries in the pvc-guard.io/data-paths annotation",
+                    entries,
+                    limits::DATA_PATH_ENTRIES,
+                ))
+            })
+            .or_else(|| {
+                // Each entry is copied once for each container it reaches.
+                (longest_entry > limits::PATH_BYTES).then_some((
+                    "bytes in its longest pvc-guard.io/data-paths entry",
+                    longest_entry,
+                    limits::PATH_BYTES,
+                ))
+            });
         let limited = self.config.rule_setting(Rule::LimitExceeded) != Some(RuleSetting::Off);
         if let Some((what, count, cap)) = exceeded
             && limited
@@ -198,21 +208,32 @@ impl Policy {
             a.findings.push(limit_exceeded(who, what, count, cap));
             return a;
         }
-        a.dbs = detect::detect(
+        // Every data path costs a finding and a fix, so they are capped:
+        // detection stops before copying an annotation that reaches past
+        // the cap, and the sum with the other sources is checked after.
+        let detected = detect::detect(
             workload,
             &self.catalog,
             &self.config.durable_images,
             facts.config_maps.as_ref(),
+            limited.then_some(limits::DATA_PATHS),
         );
-        // Detection is linear in the object and the annotation's fan-out
-        // (at most 256 entries times 256 containers); what follows costs a
-        // finding and a fix per data path, so it is capped here.
-        let paths: usize = a.dbs.iter().map(|db| db.paths.len()).sum();
+        let paths = match detected {
+            Ok(dbs) => {
+                a.dbs = dbs;
+                // A path that cannot be placed is a finding too.
+                a.dbs
+                    .iter()
+                    .map(|db| db.paths.len() + db.unresolved.len())
+                    .sum()
+            }
+            Err(fan_out) => fan_out,
+        };
         if paths > limits::DATA_PATHS && limited {
             a.dbs.clear();
             a.findings.push(limit_exceeded(
                 who,
-                "data paths (SQLite files, and data-paths entries for each container they reach)",
+                "data paths (SQLite files, placed or not, and data-paths entries for each container they reach)",
                 paths,
                 limits::DATA_PATHS,
             ));

@@ -245,12 +245,34 @@ pub(super) fn names_server(words: &[Word], server_commands: &[String]) -> bool {
     })
 }
 
+/// For each word, whether `sub` is one of the words before it since the last
+/// program or `;`: one pass, where asking each word's predecessors cost the
+/// square of a long script's length.
+fn after_subcommand(words: &[Word], sub: &str) -> Vec<bool> {
+    let mut seen = false;
+    words
+        .iter()
+        .map(|w| {
+            let before = seen;
+            if w.program || w.text == ";" {
+                seen = false;
+            } else if w.text == sub {
+                seen = true;
+            }
+            before
+        })
+        .collect()
+}
+
 /// Data directories named by server flags, scoped to their program.
 pub(super) fn flag_paths(
     words: &[Word],
     implicit_program: Option<&str>,
 ) -> Vec<(String, &'static str)> {
     let mut out = Vec::new();
+    // Per positional subcommand, worked out on first use: for each word,
+    // whether that subcommand came before it in the same command.
+    let mut subcommands: Vec<(&str, Vec<bool>)> = Vec::new();
     let mut current: Option<&(&str, &str, &[Flag])> =
         implicit_program.and_then(|p| SERVER_FLAGS.iter().find(|(name, _, _)| *name == p));
     for (i, word) in words.iter().enumerate() {
@@ -295,11 +317,15 @@ pub(super) fn flag_paths(
                     .and_then(|n| n.strip_prefix(key)?.strip_prefix('=').map(str::to_string)),
                 Flag::Prefixed(prefix) => word.text.strip_prefix(prefix).map(str::to_string),
                 Flag::Positional(sub) => {
-                    let after_sub = words[..i]
-                        .iter()
-                        .rev()
-                        .take_while(|w| !w.program && w.text != ";")
-                        .any(|w| w.text == sub);
+                    let after_sub = match subcommands.iter().find(|(s, _)| *s == sub) {
+                        Some((_, after)) => after[i],
+                        None => {
+                            let after = after_subcommand(words, sub);
+                            let here = after[i];
+                            subcommands.push((sub, after));
+                            here
+                        }
+                    };
                     (after_sub && word.text.starts_with('/') && !word.text.contains('{'))
                         .then(|| word.text.clone())
                 }

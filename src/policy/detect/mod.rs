@@ -18,7 +18,7 @@ pub use sqlite::{SqlitePath, sqlite_paths};
 
 use super::catalog::{Catalog, ImageFacts, ImageRef, facts_for};
 use crate::config::{CatalogEntry, parse_owner};
-use crate::k8s::{normalize_path, path_contains};
+use crate::k8s::{PathIndex, normalize_path, path_contains};
 use crate::model::{Annotation, ContainerList, ContainerRef, Workload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,7 +235,18 @@ fn mounted_config_says(
     // Every word that is a path, under each directory above it:
     // "/etc/redis/redis.conf" is redis.conf under /etc/redis, and
     // redis/redis.conf under /etc.
-    let mut under: HashMap<&str, HashSet<&str>> = HashMap::new();
+    // Only the container's mount directories are asked about, so each
+    // word is indexed under those above it, found in time linear in the
+    // word (hashing every directory above a deep path cost its square).
+    let dirs: Vec<&str> = c
+        .container
+        .mounts()
+        .filter_map(|m| m.mount_path.as_deref())
+        .map(|mp| mp.trim_end_matches('/'))
+        .collect();
+    let dir_index: HashMap<&str, usize> = dirs.iter().enumerate().map(|(i, d)| (*d, i)).collect();
+    let containing = PathIndex::new(dirs.iter().map(|d| (*d, (dir_index[d], d.len()))));
+    let mut under: HashMap<usize, HashSet<&str>> = HashMap::new();
     let mut files: HashSet<&str> = HashSet::new();
     for w in words {
         let text = w.text.as_str();
@@ -243,8 +254,10 @@ fn mounted_config_says(
             continue;
         }
         files.insert(text);
-        for (i, _) in text.match_indices('/').skip(1) {
-            under.entry(&text[..i]).or_default().insert(&text[i + 1..]);
+        for (dir, len) in containing.containing(text) {
+            if len > 0 && len < text.len() {
+                under.entry(dir).or_default().insert(&text[len + 1..]);
+            }
         }
     }
     if files.is_empty() {
@@ -290,8 +303,9 @@ fn mounted_config_says(
         let named: Vec<&str> = match m.sub_path() {
             Some(sub) if files.contains(at) => vec![sub],
             Some(_) => vec![],
-            None => under
+            None => dir_index
                 .get(at.trim_end_matches('/'))
+                .and_then(|i| under.get(i))
                 .map(|rels| rels.iter().copied().collect())
                 .unwrap_or_default(),
         };
@@ -488,11 +502,25 @@ mod gather {
 
     /// SQLite files in env values, command and args, resolved against the
     /// working directory where they are relative.
-    pub fn sqlite(c: &ContainerRef<'_>, out: &mut Vec<String>, unresolved: &mut Vec<Unresolved>) {
+    ///
+    /// Past `cap` files (each counted once) it stops: every one becomes a
+    /// finding, and a relative one a copy of the working directory, so
+    /// 200,000 short names in one variable were gigabytes. The caller
+    /// sees more than `cap` and denies the object.
+    pub fn sqlite(
+        c: &ContainerRef<'_>,
+        out: &mut Vec<String>,
+        unresolved: &mut Vec<Unresolved>,
+        cap: Option<usize>,
+    ) {
         let container = c.container;
-        // Each unresolved path once, by lookup rather than a scan of those
-        // so far (thousands of variables may name one).
+        // Each path once, by lookup rather than a scan of those so far
+        // (thousands of variables may name one).
         let mut seen: HashSet<String> = unresolved.iter().map(|u| u.path.clone()).collect();
+        let mut files: HashSet<String> = out.iter().cloned().collect();
+        let full = |out: &Vec<String>, unresolved: &Vec<Unresolved>| {
+            cap.is_some_and(|cap| out.len() + unresolved.len() > cap)
+        };
         let texts = container
             .env
             .iter()
@@ -501,14 +529,22 @@ mod gather {
             .chain(container.args());
         for text in texts {
             for found in sqlite_paths(text) {
+                if full(out, unresolved) {
+                    return;
+                }
                 let why = match found {
                     SqlitePath::Absolute(path) => {
-                        out.push(path);
+                        if files.insert(path.clone()) {
+                            out.push(path);
+                        }
                         continue;
                     }
                     SqlitePath::Relative(path) => match container.working_dir() {
                         Some(wd) => {
-                            out.push(normalize_path(&format!("{wd}/{path}")));
+                            let path = normalize_path(&format!("{wd}/{path}"));
+                            if files.insert(path.clone()) {
+                                out.push(path);
+                            }
                             continue;
                         }
                         None => Why::RelativeSqlite { path },
@@ -710,12 +746,20 @@ pub fn detect<'w, 'c>(
     catalog: &'c Catalog,
     durable_images: &[String],
     config_maps: Option<&ConfigMaps>,
-) -> Vec<DbContainer<'w, 'c>> {
+    max_paths: Option<usize>,
+) -> Result<Vec<DbContainer<'w, 'c>>, usize> {
     let containers: Vec<ContainerRef<'w>> = workload.containers().collect();
     let mut annotated = annotated_paths(workload, &containers);
+    // Past the cap nothing is copied: each of 256 entries can reach each
+    // of 256 containers.
+    if max_paths.is_some_and(|cap| annotated.fan_out > cap) {
+        return Err(annotated.fan_out);
+    }
     let mut out = Vec::new();
+    // Data paths of the containers so far, placed or not.
+    let mut found = 0;
     for (ci, c) in containers.iter().enumerate() {
-        let mine = annotated.remove(&ci).unwrap_or_default();
+        let mine = annotated.take(ci);
         if c.ordinary_init() && mine.is_empty() {
             continue;
         }
@@ -765,7 +809,11 @@ pub fn detect<'w, 'c>(
             _ => {}
         }
         if !annotated_here {
-            gather::sqlite(c, &mut g.sqlite, &mut unresolved);
+            gather::sqlite(c, &mut g.sqlite, &mut unresolved, max_paths);
+            let so_far = found + g.sqlite.len() + unresolved.len();
+            if max_paths.is_some_and(|cap| so_far > cap) {
+                return Err(so_far);
+            }
         }
         // The layout this container's environment, flags and working
         // directory pick, and variables that move it out of sight.
@@ -904,6 +952,7 @@ pub fn detect<'w, 'c>(
                     .any(|p| p.source.is_database() && p.source != Source::Sqlite),
                 Some(Origin::Guess { .. }) | None => false,
             };
+        found += paths.len() + unresolved.len();
         out.push(DbContainer {
             container: *c,
             image: id.image,
@@ -917,7 +966,7 @@ pub fn detect<'w, 'c>(
             pgdata,
         });
     }
-    out
+    Ok(out)
 }
 
 /// The entries of the `pvc-guard.io/data-paths` annotation.
@@ -928,16 +977,37 @@ pub fn data_path_entries(value: &str) -> impl Iterator<Item = &str> {
         .filter(|s| !s.is_empty())
 }
 
-/// Paths the `pvc-guard.io/data-paths` annotation gives each container, by
-/// the container's position in `containers`. An entry without a container
+/// The `pvc-guard.io/data-paths` entries, normalised once, and the
+/// containers each one reaches.
+#[derive(Debug, Default)]
+struct Annotated {
+    paths: Vec<String>,
+    /// By the container's position in `containers`: its entries.
+    reaches: HashMap<usize, Vec<usize>>,
+    /// Entries times the containers each reaches: the data paths the
+    /// annotation makes.
+    fan_out: usize,
+}
+
+impl Annotated {
+    /// The paths the annotation gives the container at `ci`.
+    fn take(&mut self, ci: usize) -> Vec<String> {
+        self.reaches
+            .remove(&ci)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| self.paths[e].clone())
+            .collect()
+    }
+}
+
+/// Which container each `pvc-guard.io/data-paths` entry reaches, by the
+/// container's position in `containers`. An entry without a container
 /// name goes to the container that mounts it, else kubectl's default
 /// container, else the first one. Linear: each entry looks up its own
-/// ancestors in one index of mount paths.
-fn annotated_paths(
-    workload: &Workload,
-    containers: &[ContainerRef<'_>],
-) -> HashMap<usize, Vec<String>> {
-    let mut out: HashMap<usize, Vec<String>> = HashMap::new();
+/// parent directories in one index of mount paths.
+fn annotated_paths(workload: &Workload, containers: &[ContainerRef<'_>]) -> Annotated {
+    let mut out = Annotated::default();
     let Some(value) = workload.annotation(Annotation::DataPaths) else {
         return out;
     };
@@ -963,56 +1033,44 @@ fn annotated_paths(
             }
         }
     }
+    let (mount_paths, mounting_lists): (Vec<&str>, Vec<&Vec<usize>>) =
+        mounted_at.iter().map(|(mp, at)| (*mp, at)).unzip();
+    let mounts = PathIndex::new(mount_paths.into_iter().zip(0..));
     let default = workload
         .annotation(Annotation::DefaultContainer)
         .and_then(|n| by_name.get(n).copied());
     for item in data_path_entries(value) {
-        match item.split_once('=') {
-            Some((name, path)) => {
-                if let Some(&i) = by_name.get(name.trim()) {
-                    out.entry(i).or_default().push(normalize_path(path.trim()));
-                }
-            }
+        let (targets, path) = match item.split_once('=') {
+            Some((name, path)) => match by_name.get(name.trim()) {
+                Some(&i) => (vec![i], normalize_path(path.trim())),
+                None => continue,
+            },
             None => {
                 let path = normalize_path(item);
-                let targets: Vec<usize> = if app.len() == 1 {
-                    app.clone()
+                if app.len() == 1 {
+                    (app.clone(), path)
                 } else {
-                    let mut mounting: Vec<usize> = ancestors(&path)
-                        .filter_map(|a| mounted_at.get(a))
-                        .flatten()
-                        .copied()
+                    let mut mounting: Vec<usize> = mounts
+                        .containing(&path)
+                        .flat_map(|list| mounting_lists[list].iter().copied())
                         .collect();
                     mounting.sort_unstable();
                     mounting.dedup();
                     if mounting.is_empty() {
-                        default.or(app.first().copied()).into_iter().collect()
-                    } else {
-                        mounting
+                        mounting.extend(default.or(app.first().copied()));
                     }
-                };
-                for i in targets {
-                    out.entry(i).or_default().push(path.clone());
+                    (mounting, path)
                 }
             }
+        };
+        let entry = out.paths.len();
+        out.paths.push(path);
+        out.fan_out += targets.len();
+        for i in targets {
+            out.reaches.entry(i).or_default().push(entry);
         }
     }
     out
-}
-
-/// `/a/b/c`, `/a/b`, `/a`, `/`: every path that contains `path`.
-fn ancestors(path: &str) -> impl Iterator<Item = &str> {
-    let mut next = Some(path);
-    std::iter::from_fn(move || {
-        let current = next?;
-        next = match current.rfind('/') {
-            Some(0) if current.len() > 1 => Some("/"),
-            Some(0) | None => None,
-            Some(i) => Some(&current[..i]),
-        };
-        Some(current)
-    })
-    .filter(|a| path_contains(a, path))
 }
 
 /// The user a container starts as: its securityContext, the pod's, the
@@ -1041,10 +1099,14 @@ pub fn start_user(workload: &Workload, db: &DbContainer<'_, '_>) -> Option<(i64,
 }
 
 /// How many entries the data-paths annotation holds.
-pub fn data_path_entry_count(workload: &Workload) -> usize {
+/// How many entries the `pvc-guard.io/data-paths` annotation has, and the
+/// bytes of its longest.
+pub fn data_path_entry_count(workload: &Workload) -> (usize, usize) {
     workload
         .annotation(Annotation::DataPaths)
-        .map_or(0, |v| data_path_entries(v).count())
+        .map_or((0, 0), |v| {
+            data_path_entries(v).fold((0, 0), |(n, longest), e| (n + 1, longest.max(e.len())))
+        })
 }
 
 #[cfg(test)]
@@ -1134,12 +1196,5 @@ mod tests {
             }),
             vec![s("/c", Catalog)]
         );
-    }
-
-    #[test]
-    fn ancestors_of_a_path() {
-        let a: Vec<&str> = ancestors("/a/b/c").collect();
-        assert_eq!(a, ["/a/b/c", "/a/b", "/a", "/"]);
-        assert_eq!(ancestors("/").collect::<Vec<_>>(), ["/"]);
     }
 }

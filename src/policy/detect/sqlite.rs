@@ -26,6 +26,19 @@ pub enum SqlitePath {
     Unexpanded(String),
 }
 
+/// Where the `$(NAME)` that `before` ends with starts. Only the name is
+/// looked at, never the text before it: a search back for any `$(` cost
+/// each match the length of everything before it, and copied all of it.
+/// (Each name ends at its own `)`, so all the names a string's matches
+/// look at are at most the string.)
+fn reference_before(before: &str) -> Option<usize> {
+    let inner = before.strip_suffix(')')?;
+    let name =
+        inner.trim_end_matches(|c: char| !matches!(c, '(' | ')' | '$') && !c.is_whitespace());
+    let start = name.strip_suffix("$(")?.len();
+    (name.len() < inner.len()).then_some(start)
+}
+
 /// SQLite (and DuckDB) file locations in one string: absolute paths, or
 /// URIs whose path may be relative. Host names (`postgres.db`) are skipped.
 pub fn sqlite_paths(text: &str) -> Vec<SqlitePath> {
@@ -40,9 +53,7 @@ pub fn sqlite_paths(text: &str) -> Vec<SqlitePath> {
         if !prefixed && before.ends_with(':') {
             continue;
         }
-        if before.ends_with(')')
-            && let Some(start) = before.rfind("$(")
-        {
+        if let Some(start) = reference_before(before) {
             out.push(SqlitePath::Unexpanded(
                 text[start..path_match.end()].to_string(),
             ));
@@ -103,6 +114,17 @@ mod tests {
         assert_eq!(
             p("sqlite:///$(DATA_DIR)/app.db"),
             vec![SqlitePath::Unexpanded("$(DATA_DIR)/app.db".into())]
+        );
+        assert_eq!(
+            p("$(app.data-dir)/app.db"),
+            vec![SqlitePath::Unexpanded("$(app.data-dir)/app.db".into())]
+        );
+        // A `)` that closes no reference right before the path: the path
+        // is what it says, and nothing before it is copied into it.
+        assert_eq!(p("$(A) )/x.db"), vec![SqlitePath::Absolute("/x.db".into())]);
+        assert_eq!(
+            p(&format!("$({}/a.db", ")/a.db ".repeat(3))),
+            vec![SqlitePath::Absolute("/a.db".into()); 4]
         );
     }
 }
