@@ -192,6 +192,21 @@ fn cases() -> Vec<Case> {
             Patch,
             false,
         ),
+        // Inputs that cost a product of their parts before this round.
+        made(
+            "lost-found-32-postgres-30000-words/validate",
+            shapes::lost_found(32, 1024, 30_000, false),
+            Validate,
+            Warn,
+            false,
+        ),
+        made(
+            "record-12000-entries/mutate",
+            shapes::long_record(12_000),
+            Mutate,
+            Patch,
+            false,
+        ),
         // A body just under 3 MiB at the list-element cap, for what it
         // costs in memory.
         made(

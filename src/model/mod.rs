@@ -39,9 +39,9 @@ pub mod limits {
     /// variables, 56 MB of view).
     pub const LIST_ELEMENTS: usize = 32_768;
     /// Data paths found in all containers together: an annotation entry
-    /// counts once for each container it reaches, a SQLite file once for
-    /// each container that names it. Every one becomes a finding and a
-    /// fix, so without this cap 256 entries reaching 256 containers made a
+    /// counts once for each container it reaches, a SQLite file (placed
+    /// or not) once for each container that names it. Every one becomes a
+    /// finding and a fix, so detection stops copying past it; without it 256 entries reaching 256 containers made a
     /// 43 MB answer from a 180 KB request, and 60,000 variables naming
     /// SQLite files took seconds.
     pub const DATA_PATHS: usize = 4096;
