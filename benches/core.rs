@@ -194,8 +194,8 @@ fn cases() -> Vec<Case> {
         ),
         // Inputs that cost a product of their parts before this round.
         made(
-            "lost-found-32-postgres-30000-words/validate",
-            shapes::lost_found(32, 1024, 30_000, false),
+            "lost-found-32-postgres-15000-words/validate",
+            shapes::lost_found(32, 1024, 15_000, false),
             Validate,
             Warn,
             false,

@@ -87,14 +87,14 @@ async fn inputs_whose_cost_was_a_product_of_their_parts_are_answered() {
             .count()
     };
     // 32 postgres at the root of one claim and an init container whose
-    // `rm` has 30,000 arguments over 1,024 roots of that claim: each
+    // `rm` has 15,000 arguments over 1,024 roots of that claim: each
     // postgres compared every root with every argument (minutes).
-    let (v, _) = judge(&server, shapes::lost_found(32, 1024, 30_000, false)).await;
+    let (v, _) = judge(&server, shapes::lost_found(32, 1024, 15_000, false)).await;
     assert_eq!(allowed(&v), Some(true), "{v}");
     assert_eq!(root_warnings(&v), 32, "{v}");
     // The same, where the last argument removes the last root's
     // lost+found: initdb will find the empty directory it needs.
-    let (v, _) = judge(&server, shapes::lost_found(32, 1024, 30_000, true)).await;
+    let (v, _) = judge(&server, shapes::lost_found(32, 1024, 15_000, true)).await;
     assert_eq!(allowed(&v), Some(true), "{v}");
     assert_eq!(root_warnings(&v), 0, "{v}");
 
@@ -128,6 +128,30 @@ async fn inputs_whose_cost_was_a_product_of_their_parts_are_answered() {
         assert!(message(&v).contains("4097 data paths"), "{v}");
         assert!(patch_of(&m).is_none());
     }
+
+    // 16 databases on one emptyDir that 240 other containers (names of
+    // 253 bytes) write too, and 256 data paths in each database: every
+    // data path listed every writer, 660 MB for an 82 KB request. The
+    // first few are named, the rest counted.
+    let databases = (0..16).map(|k| {
+        json!({"name": format!("db{k}"), "image": "example/app:1",
+            "volumeMounts": [{"name": "v", "mountPath": "/d"}]})
+    });
+    let writers = (0..240).map(|k| {
+        json!({"name": format!("{k:04}{}", "w".repeat(249)), "image": "example/app:1",
+            "volumeMounts": [{"name": "v", "mountPath": "/e"}]})
+    });
+    let paths: Vec<String> = (0..256).map(|i| format!("/d/{i}")).collect();
+    let object = deployment(
+        databases.chain(writers).collect(),
+        vec![json!({"name": "v", "emptyDir": {}})],
+        json!({"pvc-guard.io/data-paths": paths.join(";")}),
+    );
+    let (v, m) = judge(&server, object).await;
+    assert_eq!(allowed(&v), Some(false), "{v}");
+    assert!(message(&v).contains("and 252 more"), "{}", message(&v));
+    assert!(message(&v).len() <= 32 * 1024);
+    assert!(patch_of(&m).is_none(), "{m}");
 
     // A record of 12,000 claim volumes and their mounts (2.6 MB) that the
     // object does not carry: every entry pvc-guard would write is kept,
@@ -250,6 +274,35 @@ async fn each_cap_is_a_denial_that_names_it_and_just_below_it_the_object_is_judg
                 json!({}),
             ),
             "4097 bytes in its longest image, workingDir, mountPath or subPath",
+        ),
+        (
+            "a pvc-guard.io annotation value",
+            deployment(
+                vec![postgres(0)],
+                vec![],
+                json!({"pvc-guard.io/data-owner": format!("999:{}999", " ".repeat(4090))}),
+            ),
+            "4097 bytes in its longest pvc-guard.io annotation value",
+        ),
+        (
+            "an emptyDir's sizeLimit",
+            deployment(
+                vec![app(vec![mount(0)])],
+                vec![json!({"name": "d", "emptyDir": {"sizeLimit": "9".repeat(4097)}})],
+                json!({}),
+            ),
+            "4097 bytes in its longest pvc-guard.io annotation value (but data-paths) or volume size",
+        ),
+        (
+            "command and args",
+            deployment(
+                vec![
+                    json!({"name": "app", "image": "example/app:1", "command": ["sh", "-c", "a;".repeat(131_072)], "args": ["x"]}),
+                ],
+                vec![],
+                json!({}),
+            ),
+            "262149 bytes of command and args in all containers",
         ),
         (
             "a data-paths entry",

@@ -63,6 +63,10 @@ pub mod limits {
     /// relative SQLite file is joined onto the working directory, once per
     /// data path: a 1 MB image or working directory made gigabytes.
     pub const PATH_BYTES: usize = 4096;
+    /// Bytes of the commands and args of all containers together: each
+    /// word of a script becomes a string while detection reads it, which
+    /// made 2.8 MB of `a;` about 290 MB. Real scripts of many KB fit.
+    pub const COMMAND_BYTES: usize = 256 * 1024;
 }
 
 /// Workload kinds pvc-guard judges. Any other kind is allowed untouched.
@@ -981,6 +985,39 @@ impl Workload {
             })
             .max()
             .unwrap_or(0);
+        // A value the fix parses or quotes for each data path it fixes.
+        let longest_value = [&self.annotations, &self.template_annotations]
+            .into_iter()
+            .flat_map(|a| {
+                [
+                    &a.data_owner,
+                    &a.allow_ephemeral,
+                    &a.claim_name,
+                    &a.claim_size,
+                    &a.claim_storage_class,
+                    &a.claim_access_mode,
+                    &a.default_container,
+                ]
+            })
+            .map(len)
+            .chain(p.volumes.iter().flat_map(|v| {
+                let t = &v.ephemeral.volume_claim_template.spec;
+                [
+                    len(&v.empty_dir.size_limit),
+                    len(&t.resources.requests.storage),
+                    len(&t.storage_class_name),
+                ]
+            }))
+            .max()
+            .unwrap_or(0);
+        // Every word of a script is a string of its own, so a script of
+        // `a;` costs about fifty times its bytes while detection reads it.
+        let commands: usize = p
+            .containers
+            .iter()
+            .chain(p.init_containers.iter())
+            .map(|c| c.command().chain(c.args()).map(str::len).sum::<usize>())
+            .sum();
         [
             (
                 "containers and init containers",
@@ -1013,6 +1050,16 @@ impl Workload {
                 "bytes in its longest image, workingDir, mountPath or subPath",
                 longest_path,
                 limits::PATH_BYTES,
+            ),
+            (
+                "bytes in its longest pvc-guard.io annotation value (but data-paths) or volume size, class or sizeLimit",
+                longest_value,
+                limits::PATH_BYTES,
+            ),
+            (
+                "bytes of command and args in all containers",
+                commands,
+                limits::COMMAND_BYTES,
             ),
         ]
         .into_iter()

@@ -38,7 +38,9 @@ pub enum Unfixable {
     PerPodSubPath,
     OtherWriters {
         volume: String,
+        /// The first few, by name; `more` counts the rest.
         writers: Vec<String>,
+        more: usize,
     },
     SizeAboveLimit {
         size: String,
@@ -125,10 +127,15 @@ impl fmt::Display for Unfixable {
             Unfixable::PerPodSubPath => {
                 f.write_str("its subPathExpr names the pod; pvc-guard leaves that layout to you")
             }
-            Unfixable::OtherWriters { volume, writers } => write!(
+            Unfixable::OtherWriters { volume, writers, more } => write!(
                 f,
-                "volume {volume:?} is also written by {}: a copy or restore on every start would overwrite the data",
-                writers.join(", ")
+                "volume {volume:?} is also written by {}{}: a copy or restore on every start would overwrite the data",
+                writers.join(", "),
+                if *more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
             ),
             Unfixable::SizeAboveLimit { size, max } => write!(
                 f,
@@ -260,9 +267,9 @@ struct Planner<'p, 'x, 'w, 'c> {
     /// volume.
     added_mounts: HashMap<String, PathIndex<'static, ()>>,
     mounts_per_volume: HashMap<String, usize>,
-    /// Mounts (container, index) and volumes this plan replaced with a
-    /// claim.
-    fixed_mounts: HashSet<(String, usize)>,
+    /// Mounts (container, index) this plan replaced with a claim, or
+    /// found it cannot, and the volumes it replaced.
+    fixed_mounts: HashMap<(String, usize), Result<(), Unfixable>>,
     replaced_volumes: HashSet<String>,
     /// The pod's fsGroup is set by this plan (once, for the first owner).
     fs_group_planned: bool,
@@ -356,7 +363,7 @@ impl<'p, 'x, 'w, 'c> Planner<'p, 'x, 'w, 'c> {
             added_volume_names: HashSet::new(),
             added_mounts: HashMap::new(),
             mounts_per_volume: HashMap::new(),
-            fixed_mounts: HashSet::new(),
+            fixed_mounts: HashMap::new(),
             replaced_volumes: HashSet::new(),
             fs_group_planned: false,
             layouts: HashMap::new(),
@@ -778,26 +785,44 @@ impl<'w> Planner<'_, '_, 'w, '_> {
         m: &crate::policy::storage::Mount<'_>,
     ) -> Result<(), Unfixable> {
         let c = db.name();
-        let volume = m.volume_name;
         // Every data path under the mount asks for its fix; the first
-        // plans it. A second claim for the volume would leave the first
-        // one unused (and created), and the owner would be set twice.
-        if self.fixed_mounts.contains(&(c.to_string(), m.index)) {
-            return Ok(());
+        // plans it, or finds why it cannot be, and the rest get the same
+        // answer. A second claim for the volume would leave the first one
+        // unused (and created), and the owner would be set twice.
+        let key = (c.to_string(), m.index);
+        if let Some(answer) = self.fixed_mounts.get(&key) {
+            return answer.clone();
         }
-        let writers: Vec<String> = self
-            .index
-            .writers
-            .get(volume)
-            .into_iter()
-            .flatten()
-            .filter(|w| !w.same(&db.container))
-            .map(|w| w.name().to_string())
-            .collect();
-        if !writers.is_empty() {
+        let answer = self.replace_mount(db, backing, m);
+        self.fixed_mounts.insert(key, answer.clone());
+        answer
+    }
+
+    fn replace_mount(
+        &mut self,
+        db: &DbContainer<'_, '_>,
+        backing: &Backing<'_>,
+        m: &crate::policy::storage::Mount<'_>,
+    ) -> Result<(), Unfixable> {
+        let c = db.name();
+        let volume = m.volume_name;
+        let others = || {
+            self.index
+                .writers
+                .get(volume)
+                .into_iter()
+                .flatten()
+                .filter(|w| !w.same(&db.container))
+        };
+        let count = others().count();
+        if count > 0 {
+            // A few names say who; 240 of 253 bytes each, in every
+            // finding, said it at length.
+            const NAMED: usize = 3;
             return Err(Unfixable::OtherWriters {
                 volume: volume.to_string(),
-                writers,
+                writers: others().take(NAMED).map(|w| w.name().to_string()).collect(),
+                more: count.saturating_sub(NAMED),
             });
         }
         // The container's other mount of the volume (another subPath)
@@ -835,7 +860,6 @@ impl<'w> Planner<'_, '_, 'w, '_> {
             self.push_mount(c, volume, m.mount_path, sub_path.clone());
         }
         self.permissions(db, volume, sub_path.as_deref(), m.mount_path);
-        self.fixed_mounts.insert((c.to_string(), m.index));
         Ok(())
     }
 
