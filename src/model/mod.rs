@@ -67,6 +67,9 @@ pub mod limits {
     /// word of a script becomes a string while detection reads it, which
     /// made 2.8 MB of `a;` about 290 MB. Real scripts of many KB fit.
     pub const COMMAND_BYTES: usize = 256 * 1024;
+    /// Bytes of a `pvc-guard.io/mutated` record read: the API server
+    /// stores at most this much of all an object's annotations.
+    pub const RECORD_BYTES: usize = 256 * 1024;
 }
 
 /// Workload kinds pvc-guard judges. Any other kind is allowed untouched.

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::k8s;
 use crate::model::read::Shape;
-use crate::model::{ContainerList, Mount, Workload};
+use crate::model::{ContainerList, Mount, Workload, limits};
 use crate::policy::{ClusterFacts, Policy, Rule};
 use crate::record::{
     Change, ClaimSpec, HINT_ANNOTATION, MUTATED_ANNOTATION, PERMISSIONS_CONTAINER, Record,
@@ -64,7 +64,7 @@ pub fn mutate_create(policy: &Policy, workload: &Workload, facts: &ClusterFacts)
     let mut ops = Vec::new();
     // A record already on the object (copied along with a fixed manifest)
     // keeps only what pvc-guard would have written.
-    let mut record = match workload.mutated().and_then(Record::parse) {
+    let mut record = match record_of(workload, &mut m.warnings) {
         Some(r) => {
             let (changes, dropped) = trusted(&r, policy);
             m.warnings.extend(dropped);
@@ -279,6 +279,24 @@ fn names_once(w: &Workload) -> std::collections::HashSet<&str> {
         .collect()
 }
 
+/// The workload's own record. The API server stores at most 256 KiB of
+/// annotations, so a longer record was never stored with an object and
+/// is not one pvc-guard wrote: it is ignored, with a warning, rather than
+/// read entry by entry.
+fn record_of(w: &Workload, warnings: &mut Vec<String>) -> Option<Record> {
+    let text = w.mutated()?;
+    if text.len() > limits::RECORD_BYTES {
+        warnings.push(format!(
+            "[{}] {MUTATED_ANNOTATION} is {} bytes, more than the {} the API server stores, so pvc-guard ignores it",
+            Rule::EphemeralDataPath,
+            text.len(),
+            limits::RECORD_BYTES
+        ));
+        return None;
+    }
+    Record::parse(text)
+}
+
 /// The entries of a record pvc-guard would have written under this config,
 /// and a warning for each other one. A record is anyone's to write, so
 /// nothing is taken from an entry the config would not produce.
@@ -362,11 +380,11 @@ pub fn mutate_update(
     new: &Workload,
 ) -> Mutation {
     let mut m = Mutation::default();
-    let Some(record) = old.mutated().and_then(Record::parse) else {
+    let Some(record) = record_of(old, &mut m.warnings) else {
         return m;
     };
     let (entries, dropped) = trusted(&record, policy);
-    m.warnings = dropped;
+    m.warnings.extend(dropped);
     let mut restore: Vec<Change> = Vec::new();
     let mut restored: Vec<plan::Restored> = Vec::new();
     // Another volume mounted where the claim served is a change made on
@@ -388,15 +406,22 @@ pub fn mutate_update(
             old_by_volume.entry(volume).or_default().push((l, c, m));
         }
     }
+    // Each volume is decided once: a record can name one many times, and
+    // each time cost the volume's mounts (squared where they share a path).
+    let mut decided: HashSet<&str> = HashSet::new();
     for entry in &entries {
         let (volume, what) = match entry {
             Change::ClaimVolume { volume, claim, .. } => (volume, format!("claim {claim:?}")),
             Change::ClaimTemplate { name, .. } => (name, format!("claim template {name:?}")),
             _ => continue,
         };
+        if decided.contains(volume.as_str()) {
+            continue;
+        }
         // Where the claim served the data: every mount of it in the old
         // object (the record names only the mounts the fix added).
         // pvc-guard's own init container is recomputed, not restored.
+        let mut seen = HashSet::new();
         let served: Vec<Change> = old_by_volume
             .get(volume.as_str())
             .into_iter()
@@ -406,6 +431,9 @@ pub fn mutate_update(
                     && old_once.contains(c)
                     && new_once.contains(c)
             })
+            // Mounts alike (the same path and subPath in one container)
+            // are put back once.
+            .filter(|(_, c, m)| seen.insert((*c, m.mount_path.as_deref(), m.sub_path.as_deref())))
             .filter_map(|(_, c, m)| {
                 Some(Change::Mount {
                     container: c.to_string(),
@@ -420,6 +448,7 @@ pub fn mutate_update(
         if !old_carried.intact(entry) || served.is_empty() {
             continue;
         }
+        decided.insert(volume);
         if new_carried.intact(entry) && served.iter().all(|c| new_carried.intact(c)) {
             continue;
         }
@@ -428,22 +457,27 @@ pub fn mutate_update(
         // it is mounted where the claim served. A claim or any other volume
         // there is a change made on purpose.
         let original_back = new_carried.only_ephemeral(volume);
+        // Each place once, however many subPaths of the volume it holds.
+        let mut places = HashSet::new();
         let path_free = served.iter().all(|c| match c {
             Change::Mount {
                 container,
                 mount_path,
                 ..
-            } => new_carried
-                .mounts_at(container, mount_path)
-                .iter()
-                .all(|mm| {
-                    mm.name.as_deref() == Some(volume)
-                        || old_mounts.contains(&(
-                            container.as_str(),
-                            mm.name.as_deref(),
-                            mm.mount_path.as_deref(),
-                        ))
-                }),
+            } => {
+                !places.insert((container.as_str(), mount_path.as_str()))
+                    || new_carried
+                        .mounts_at(container, mount_path)
+                        .iter()
+                        .all(|mm| {
+                            mm.name.as_deref() == Some(volume)
+                                || old_mounts.contains(&(
+                                    container.as_str(),
+                                    mm.name.as_deref(),
+                                    mm.mount_path.as_deref(),
+                                ))
+                        })
+            }
             _ => true,
         });
         if !(original_back && path_free) {
