@@ -116,16 +116,23 @@ async fn inputs_whose_cost_was_a_product_of_their_parts_are_answered() {
     assert!(message(&v).contains("/a.db"), "{v}");
     // 150,000 relative SQLite files in one variable, joined onto a working
     // directory of 4,000 bytes (and, without one, unplaceable): each was a
-    // data path and a finding, gigabytes in all. Denied at the cap.
+    // data path and a finding, gigabytes in all. Denied at a cap: the
+    // bytes of the joined paths first, the count without them.
     let value: String = (0..150_000).map(|i| format!("sqlite:f{i}.db ")).collect();
-    for working_dir in [Some(format!("/{}", "w".repeat(4000))), None] {
+    for (working_dir, cap) in [
+        (
+            Some(format!("/{}", "w".repeat(4000))),
+            "bytes of data paths",
+        ),
+        (None, "4097 data paths"),
+    ] {
         let mut app = json!({"name": "app", "image": "example/app:1", "env": [{"name": "DB", "value": value}]});
         if let Some(wd) = &working_dir {
             app["workingDir"] = json!(wd);
         }
         let (v, m) = judge(&server, deployment(vec![app], vec![], json!({}))).await;
         assert!(message(&v).starts_with("[limit-exceeded]"), "{v}");
-        assert!(message(&v).contains("4097 data paths"), "{v}");
+        assert!(message(&v).contains(cap), "{v}");
         assert!(patch_of(&m).is_none());
     }
 
@@ -353,11 +360,44 @@ async fn each_cap_is_a_denial_that_names_it_and_just_below_it_the_object_is_judg
         (
             "an image",
             deployment(
-                vec![json!({"name": "app", "image": format!("example/{}:1", "a".repeat(4087))})],
+                vec![json!({"name": "app", "image": format!("example/{}:1", "a".repeat(1015))})],
                 vec![],
                 json!({}),
             ),
-            "4097 bytes in its longest image, workingDir, mountPath or subPath",
+            "1025 bytes in its longest image reference",
+        ),
+        (
+            "a working directory",
+            deployment(
+                vec![
+                    json!({"name": "app", "image": "example/app:1", "workingDir": format!("/{}", "w".repeat(4096))}),
+                ],
+                vec![],
+                json!({}),
+            ),
+            "4097 bytes in its longest workingDir, mountPath or subPath",
+        ),
+        (
+            "the bytes of all data paths",
+            // 16 entries of 3,999 bytes reaching 17 containers: 272 paths,
+            // 1.09 MB.
+            {
+                let containers = (0..17)
+                    .map(|c| {
+                        json!({"name": format!("app{c}"), "image": "example/app:1",
+                        "volumeMounts": [{"name": "d", "mountPath": "/d"}]})
+                    })
+                    .collect();
+                let entries: Vec<String> = (0..16)
+                    .map(|i| format!("/d/{i:02}{}", "p".repeat(3994)))
+                    .collect();
+                deployment(
+                    containers,
+                    d(),
+                    json!({"pvc-guard.io/data-paths": entries.join(";")}),
+                )
+            },
+            "1087728 bytes of data paths",
         ),
         (
             "a pvc-guard.io annotation value",

@@ -45,6 +45,10 @@ pub mod limits {
     /// 43 MB answer from a 180 KB request, and 60,000 variables naming
     /// SQLite files took seconds.
     pub const DATA_PATHS: usize = 4096;
+    /// Bytes of those data paths together, each counted as often as it is
+    /// found: every finding, site and fix copies its path, so 4,096 paths
+    /// of 4,000 bytes were over 100 MB.
+    pub const DATA_PATH_BYTES: usize = 1024 * 1024;
     /// `items` of a ConfigMap volume kept; beyond it the volume's files
     /// are unknown (read only to find a server's config file).
     pub const CONFIG_MAP_ITEMS: usize = 1024;
@@ -58,11 +62,14 @@ pub mod limits {
     /// (the API server allows 253 at most). Messages and findings copy
     /// them once per data path.
     pub const NAME_BYTES: usize = 253;
-    /// Bytes of an image reference, a working directory, a mountPath or a
-    /// subPath (Linux's PATH_MAX). A finding copies the image, and every
-    /// relative SQLite file is joined onto the working directory, once per
-    /// data path: a 1 MB image or working directory made gigabytes.
+    /// Bytes of a working directory, a mountPath or a subPath (Linux's
+    /// PATH_MAX). Every relative SQLite file is joined onto the working
+    /// directory: a 512 KB one made gigabytes.
     pub const PATH_BYTES: usize = 4096;
+    /// Bytes of an image reference (a registry host, a 255-byte name, a
+    /// tag and a digest fit). Every finding copies its image: a 1 MB one
+    /// made 4.3 GB.
+    pub const IMAGE_BYTES: usize = 1024;
     /// Bytes of the commands and args of all containers together: each
     /// word of a script becomes a string while detection reads it, which
     /// made 2.8 MB of `a;` about 290 MB. Real scripts of many KB fit.
@@ -984,8 +991,15 @@ impl Workload {
             .flat_map(|c| {
                 c.mounts()
                     .flat_map(|m| [len(&m.mount_path), len(&m.sub_path), len(&m.sub_path_expr)])
-                    .chain([len(&c.image), len(&c.working_dir)])
+                    .chain([len(&c.working_dir)])
             })
+            .max()
+            .unwrap_or(0);
+        let longest_image = p
+            .containers
+            .iter()
+            .chain(p.init_containers.iter())
+            .map(|c| len(&c.image))
             .max()
             .unwrap_or(0);
         // A value the fix parses or quotes for each data path it fixes.
@@ -1050,7 +1064,12 @@ impl Workload {
                 limits::NAME_BYTES,
             ),
             (
-                "bytes in its longest image, workingDir, mountPath or subPath",
+                "bytes in its longest image reference",
+                longest_image,
+                limits::IMAGE_BYTES,
+            ),
+            (
+                "bytes in its longest workingDir, mountPath or subPath",
                 longest_path,
                 limits::PATH_BYTES,
             ),

@@ -216,27 +216,28 @@ impl Policy {
             &self.catalog,
             &self.config.durable_images,
             facts.config_maps.as_ref(),
-            limited.then_some(limits::DATA_PATHS),
+            limited,
         );
-        let paths = match detected {
+        let tally = match detected {
             Ok(dbs) => {
                 a.dbs = dbs;
                 // A path that cannot be placed is a finding too.
-                a.dbs
-                    .iter()
-                    .map(|db| db.paths.len() + db.unresolved.len())
-                    .sum()
+                let mut tally = detect::Tally::default();
+                for db in &a.dbs {
+                    let unresolved = db.unresolved.iter().map(|u| &u.path);
+                    for p in db.paths.iter().map(|p| &p.path).chain(unresolved) {
+                        tally.add(p);
+                    }
+                }
+                tally
             }
-            Err(fan_out) => fan_out,
+            Err(tally) => tally,
         };
-        if paths > limits::DATA_PATHS && limited {
+        if let Some((what, count, cap)) = tally.exceeded()
+            && limited
+        {
             a.dbs.clear();
-            a.findings.push(limit_exceeded(
-                who,
-                "data paths (SQLite files, placed or not, and data-paths entries for each container they reach)",
-                paths,
-                limits::DATA_PATHS,
-            ));
+            a.findings.push(limit_exceeded(who, what, count, cap));
             return a;
         }
         let volumes = workload.volumes_by_name();

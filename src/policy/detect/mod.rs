@@ -19,7 +19,7 @@ pub use sqlite::{SqlitePath, sqlite_paths};
 use super::catalog::{Catalog, ImageFacts, ImageRef, facts_for};
 use crate::config::{CatalogEntry, parse_owner};
 use crate::k8s::{PathIndex, normalize_path, path_contains};
-use crate::model::{Annotation, ContainerList, ContainerRef, Workload};
+use crate::model::{Annotation, ContainerList, ContainerRef, Workload, limits};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -511,16 +511,17 @@ mod gather {
         c: &ContainerRef<'_>,
         out: &mut Vec<String>,
         unresolved: &mut Vec<Unresolved>,
-        cap: Option<usize>,
+        found: &mut Tally,
+        limited: bool,
     ) {
         let container = c.container;
         // Each path once, by lookup rather than a scan of those so far
         // (thousands of variables may name one).
         let mut seen: HashSet<String> = unresolved.iter().map(|u| u.path.clone()).collect();
         let mut files: HashSet<String> = out.iter().cloned().collect();
-        let full = |out: &Vec<String>, unresolved: &Vec<Unresolved>| {
-            cap.is_some_and(|cap| out.len() + unresolved.len() > cap)
-        };
+        for p in out.iter().chain(unresolved.iter().map(|u| &u.path)) {
+            found.add(p);
+        }
         let texts = container
             .env
             .iter()
@@ -528,13 +529,14 @@ mod gather {
             .chain(container.command())
             .chain(container.args());
         for text in texts {
-            for found in sqlite_paths(text) {
-                if full(out, unresolved) {
+            for named in sqlite_paths(text) {
+                if limited && found.exceeded().is_some() {
                     return;
                 }
-                let why = match found {
+                let why = match named {
                     SqlitePath::Absolute(path) => {
                         if files.insert(path.clone()) {
+                            found.add(&path);
                             out.push(path);
                         }
                         continue;
@@ -543,6 +545,7 @@ mod gather {
                         Some(wd) => {
                             let path = normalize_path(&format!("{wd}/{path}"));
                             if files.insert(path.clone()) {
+                                found.add(&path);
                                 out.push(path);
                             }
                             continue;
@@ -556,6 +559,7 @@ mod gather {
                     _ => String::new(),
                 };
                 if seen.insert(path.clone()) {
+                    found.add(&path);
                     unresolved.push(Unresolved { path, why });
                 }
             }
@@ -740,24 +744,61 @@ fn resolve(g: &Gathered<'_>) -> Vec<DataPath> {
     paths.list
 }
 
-/// Every database container of a workload with its data paths.
+/// Data paths found so far: how many, and their bytes. Each becomes a
+/// finding and a fix, and is copied into both, so both are capped
+/// (`limits::DATA_PATHS`, `limits::DATA_PATH_BYTES`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub paths: usize,
+    pub bytes: usize,
+}
+
+impl Tally {
+    pub fn add(&mut self, path: &str) {
+        self.paths += 1;
+        self.bytes += path.len();
+    }
+
+    /// The first cap this passes, as (what, count, cap).
+    pub fn exceeded(&self) -> Option<(&'static str, usize, usize)> {
+        if self.paths > limits::DATA_PATHS {
+            Some((
+                "data paths (SQLite files, placed or not, and data-paths entries for each container they reach)",
+                self.paths,
+                limits::DATA_PATHS,
+            ))
+        } else if self.bytes > limits::DATA_PATH_BYTES {
+            Some((
+                "bytes of data paths (each counted once for each container it is found in)",
+                self.bytes,
+                limits::DATA_PATH_BYTES,
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Every database container of a workload with its data paths. With
+/// `limited`, detection stops as soon as the data paths pass a cap, and
+/// says how far they got.
 pub fn detect<'w, 'c>(
     workload: &'w Workload,
     catalog: &'c Catalog,
     durable_images: &[String],
     config_maps: Option<&ConfigMaps>,
-    max_paths: Option<usize>,
-) -> Result<Vec<DbContainer<'w, 'c>>, usize> {
+    limited: bool,
+) -> Result<Vec<DbContainer<'w, 'c>>, Tally> {
     let containers: Vec<ContainerRef<'w>> = workload.containers().collect();
     let mut annotated = annotated_paths(workload, &containers);
-    // Past the cap nothing is copied: each of 256 entries can reach each
-    // of 256 containers.
-    if max_paths.is_some_and(|cap| annotated.fan_out > cap) {
+    // Past a cap nothing is copied: each of 256 entries can reach each of
+    // 256 containers.
+    if limited && annotated.fan_out.exceeded().is_some() {
         return Err(annotated.fan_out);
     }
     let mut out = Vec::new();
     // Data paths of the containers so far, placed or not.
-    let mut found = 0;
+    let mut found = Tally::default();
     for (ci, c) in containers.iter().enumerate() {
         let mine = annotated.take(ci);
         if c.ordinary_init() && mine.is_empty() {
@@ -809,9 +850,9 @@ pub fn detect<'w, 'c>(
             _ => {}
         }
         if !annotated_here {
-            gather::sqlite(c, &mut g.sqlite, &mut unresolved, max_paths);
-            let so_far = found + g.sqlite.len() + unresolved.len();
-            if max_paths.is_some_and(|cap| so_far > cap) {
+            let mut so_far = found;
+            gather::sqlite(c, &mut g.sqlite, &mut unresolved, &mut so_far, limited);
+            if limited && so_far.exceeded().is_some() {
                 return Err(so_far);
             }
         }
@@ -952,7 +993,13 @@ pub fn detect<'w, 'c>(
                     .any(|p| p.source.is_database() && p.source != Source::Sqlite),
                 Some(Origin::Guess { .. }) | None => false,
             };
-        found += paths.len() + unresolved.len();
+        for p in paths
+            .iter()
+            .map(|p| &p.path)
+            .chain(unresolved.iter().map(|u| &u.path))
+        {
+            found.add(p);
+        }
         out.push(DbContainer {
             container: *c,
             image: id.image,
@@ -985,8 +1032,8 @@ struct Annotated {
     /// By the container's position in `containers`: its entries.
     reaches: HashMap<usize, Vec<usize>>,
     /// Entries times the containers each reaches: the data paths the
-    /// annotation makes.
-    fan_out: usize,
+    /// annotation makes, and their bytes.
+    fan_out: Tally,
 }
 
 impl Annotated {
@@ -1064,8 +1111,9 @@ fn annotated_paths(workload: &Workload, containers: &[ContainerRef<'_>]) -> Anno
             }
         };
         let entry = out.paths.len();
+        out.fan_out.paths += targets.len();
+        out.fan_out.bytes += targets.len() * path.len();
         out.paths.push(path);
-        out.fan_out += targets.len();
         for i in targets {
             out.reaches.entry(i).or_default().push(entry);
         }
