@@ -10,7 +10,7 @@ use super::catalog::ImageRef;
 use super::detect::{DbContainer, Origin, Soft, command_words};
 use super::finding::{Detail, Finding, Fix, Note, Rule, Severity, Sharing, What};
 use super::storage::{Backing, Describe, StorageClass};
-use super::{ClusterFacts, Policy, Site};
+use super::{Autoscaler, ClusterFacts, Policy, Site};
 use crate::config::ACCESS_MODES;
 use crate::k8s::{self, parent_dir, path_contains};
 use crate::model::{Annotation, Kind, Workload};
@@ -35,6 +35,9 @@ pub struct Shared<'w> {
     workload: &'w Workload,
     recorded_claims: OnceCell<HashSet<String>>,
     lost_found_removed: OnceCell<HashSet<&'w str>>,
+    /// The autoscaler that can scale this Deployment past one replica:
+    /// a namespace can hold thousands, each site asked.
+    autoscaler: OnceCell<Option<Autoscaler>>,
 }
 
 impl<'w> Shared<'w> {
@@ -43,7 +46,18 @@ impl<'w> Shared<'w> {
             workload,
             recorded_claims: OnceCell::new(),
             lost_found_removed: OnceCell::new(),
+            autoscaler: OnceCell::new(),
         }
+    }
+
+    fn autoscaler(&self, facts: &ClusterFacts) -> Option<&Autoscaler> {
+        self.autoscaler
+            .get_or_init(|| {
+                facts
+                    .scaling_autoscaler("Deployment", &self.workload.name)
+                    .cloned()
+            })
+            .as_ref()
     }
 
     /// Does the workload's own `pvc-guard.io/mutated` record name `claim`?
@@ -384,7 +398,7 @@ fn autoscaled_claim(ctx: &SiteCtx<'_, '_, '_>) -> Option<Finding> {
     if w.kind != Kind::Deployment || !ctx.site.path.source.is_database() {
         return None;
     }
-    let hpa = ctx.facts.scaling_autoscaler("Deployment", &w.name)?;
+    let hpa = ctx.shared.autoscaler(ctx.facts)?;
     Some(ctx.finding(
         Rule::AutoscaledClaim,
         Severity::Warn,
