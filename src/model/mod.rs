@@ -961,33 +961,17 @@ impl Workload {
     /// Which hard cap the object exceeds, if any: (what, how many, the cap).
     pub fn exceeded_limit(&self) -> Option<(&'static str, usize, usize)> {
         let p = &self.pod;
-        let containers = p.containers.len + p.init_containers.len;
-        let mounts: usize = p
-            .containers
-            .iter()
-            .chain(p.init_containers.iter())
-            .map(|c| c.volume_mounts.len)
-            .sum();
-        let per_container = p
-            .containers
-            .iter()
-            .chain(p.init_containers.iter())
-            .map(|c| c.volume_mounts.len)
-            .max()
-            .unwrap_or(0);
+        let all = || p.containers.iter().chain(p.init_containers.iter());
         let len = |s: &Option<String>| s.as_deref().map_or(0, str::len);
-        let longest_name = p
-            .containers
-            .iter()
-            .chain(p.init_containers.iter())
+        let containers = p.containers.len + p.init_containers.len;
+        let mounts: usize = all().map(|c| c.volume_mounts.len).sum();
+        let per_container = all().map(|c| c.volume_mounts.len).max().unwrap_or(0);
+        let longest_name = all()
             .map(|c| len(&c.name))
             .chain([self.name.len(), len(&self.namespace)])
             .max()
             .unwrap_or(0);
-        let longest_path = p
-            .containers
-            .iter()
-            .chain(p.init_containers.iter())
+        let longest_path = all()
             .flat_map(|c| {
                 c.mounts()
                     .flat_map(|m| [len(&m.mount_path), len(&m.sub_path), len(&m.sub_path_expr)])
@@ -995,13 +979,7 @@ impl Workload {
             })
             .max()
             .unwrap_or(0);
-        let longest_image = p
-            .containers
-            .iter()
-            .chain(p.init_containers.iter())
-            .map(|c| len(&c.image))
-            .max()
-            .unwrap_or(0);
+        let longest_image = all().map(|c| len(&c.image)).max().unwrap_or(0);
         // A value the fix parses or quotes for each data path it fixes.
         let longest_value = [&self.annotations, &self.template_annotations]
             .into_iter()
@@ -1029,10 +1007,7 @@ impl Workload {
             .unwrap_or(0);
         // Every word of a script is a string of its own, so a script of
         // `a;` costs about fifty times its bytes while detection reads it.
-        let commands: usize = p
-            .containers
-            .iter()
-            .chain(p.init_containers.iter())
+        let commands: usize = all()
             .map(|c| c.command().chain(c.args()).map(str::len).sum::<usize>())
             .sum();
         [
