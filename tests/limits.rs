@@ -136,6 +136,28 @@ async fn inputs_whose_cost_was_a_product_of_their_parts_are_answered() {
         assert!(patch_of(&m).is_none());
     }
 
+    // 4,096 SQLite files on an emptyDir whose sizeLimit is 4,096 nines
+    // (more than claims.maxSize allows), in a working directory of 4,096
+    // bytes: every data path copied the size into its refusal (80 MB),
+    // and normalised the working directory again.
+    let env: Vec<Value> = (0..4096)
+        .map(|i| json!({"name": format!("DB{i}"), "value": format!("/d/{i}.db")}))
+        .collect();
+    let app = json!({"name": "app", "image": "example/app:1", "env": env,
+        "workingDir": "/a".repeat(2048), "volumeMounts": [{"name": "d", "mountPath": "/d"}]});
+    let volume = json!({"name": "d", "emptyDir": {"sizeLimit": "9".repeat(4096)}});
+    let (v, m) = judge(&server, deployment(vec![app], vec![volume], json!({}))).await;
+    assert!(message(&v).starts_with("[ephemeral-data-path]"), "{v}");
+    assert!(
+        message(&v).contains(&format!("{}...", "9".repeat(100))),
+        "{v}"
+    );
+    assert!(
+        !message(&v).contains(&"9".repeat(200)),
+        "the size is quoted short"
+    );
+    assert!(patch_of(&m).is_none(), "{m}");
+
     // 16 databases on one emptyDir that 240 other containers (names of
     // 253 bytes) write too, and 256 data paths in each database: every
     // data path listed every writer, 660 MB for an 82 KB request. The

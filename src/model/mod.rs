@@ -257,6 +257,7 @@ view_struct! {
         "env" => env: List<EnvVar>,
         "envFrom" => env_from: List<Seen>,
         "volumeMounts" => volume_mounts: List<Mount, { limits::MOUNTS_PER_CONTAINER }>,
+        /// Normalised once, as mount paths are, when absolute.
         "workingDir" => working_dir: Option<String>,
         "securityContext" => security_context: ContainerSecurityContext,
         "restartPolicy" => restart_policy: Option<String>,
@@ -853,6 +854,10 @@ impl Workload {
                 if let Some(p) = &mut m.mount_path {
                     *p = k8s::normalize_path(p);
                 }
+            }
+            // Compared with a directory for every data path.
+            if let Some(wd) = c.working_dir.as_mut().filter(|wd| wd.starts_with('/')) {
+                *wd = k8s::normalize_path(wd);
             }
         }
         Ok(Some(Workload {

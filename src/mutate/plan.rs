@@ -520,6 +520,13 @@ impl Planner<'_, '_, '_, '_> {
     }
 }
 
+/// A path or value as a refusal quotes it. Every data path under a mount
+/// carries the mount's refusal into its finding, so 4,096 copies of a
+/// 4,096-byte sizeLimit or mountPath were 80 MB; a message needs less.
+fn quoted(s: &str) -> String {
+    crate::policy::finding::truncate(s, 128)
+}
+
 /// Can the mutation give this workload's pods a claim of their own?
 fn fixable_object(a: &Assessment<'_, '_>) -> Result<(), Unfixable> {
     let w = a.workload;
@@ -583,7 +590,7 @@ impl<'w> Planner<'_, '_, 'w, '_> {
             None => match volume_size.filter(|s| k8s::parse_quantity(s).is_some()) {
                 Some(s) if !size_ok(&s) => {
                     return Err(Unfixable::SizeAboveLimit {
-                        size: s.to_string(),
+                        size: quoted(s),
                         max: cfg.max_size.clone(),
                     });
                 }
@@ -753,7 +760,7 @@ impl<'w> Planner<'_, '_, 'w, '_> {
         if let Some(path) = self.index.doubled_mount_paths.get(c) {
             return Err(Unfixable::DuplicateMountPath {
                 container: c.to_string(),
-                path: path.to_string(),
+                path: quoted(path),
             });
         }
         if db.pgdata_hidden {
@@ -770,7 +777,7 @@ impl<'w> Planner<'_, '_, 'w, '_> {
             }
             (Backing::None, None) => self.add_claim_mount(site, db),
             (_, Some(m)) => Err(Unfixable::LandsElsewhere {
-                mount: m.mount_path.to_string(),
+                mount: quoted(m.mount_path),
             }),
             _ => Err(Unfixable::CannotTell),
         }
@@ -878,7 +885,7 @@ impl<'w> Planner<'_, '_, 'w, '_> {
                 .clone()
                 .unwrap_or_else(|| parent_dir(&site.path.path));
             if image_populated_dir(&dir, db.container.container.working_dir()) {
-                return Err(Unfixable::ImagePopulatedDir(dir));
+                return Err(Unfixable::ImagePopulatedDir(quoted(&dir)));
             }
             dir
         } else if let Some(v) = &p.image_volume {
@@ -901,11 +908,11 @@ impl<'w> Planner<'_, '_, 'w, '_> {
         if let Some(other) = layout.first_in_the_way(&target) {
             let other = db.container.container.volume_mounts.items[other]
                 .mount_path
-                .clone()
+                .as_deref()
                 .unwrap_or_default();
             return Err(Unfixable::OtherLayout {
-                mount: other,
-                target,
+                mount: quoted(other),
+                target: quoted(&target),
             });
         }
         let volume = self.added_volume(c);

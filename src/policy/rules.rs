@@ -183,7 +183,8 @@ pub fn image_populated_dir(dir: &str, working_dir: Option<&str>) -> bool {
     const POPULATED: &[&str] = &[
         "/", "/app", "/usr", "/bin", "/etc", "/opt", "/srv", "/home", "/root", "/var", "/var/lib",
     ];
-    POPULATED.contains(&dir) || working_dir.is_some_and(|w| k8s::normalize_path(w) == dir)
+    // The view's working directory is normalised already.
+    POPULATED.contains(&dir) || working_dir == Some(dir)
 }
 
 /// ephemeral-data-path: data on the writable layer, in an image VOLUME no
