@@ -209,8 +209,7 @@ impl Policy {
             return a;
         }
         // Every data path costs a finding and a fix, so they are capped:
-        // detection stops before copying an annotation that reaches past
-        // the cap, and the sum with the other sources is checked after.
+        // detection stops as soon as they pass a cap, before copying more.
         let detected = detect::detect(
             workload,
             &self.catalog,
@@ -218,27 +217,15 @@ impl Policy {
             facts.config_maps.as_ref(),
             limited,
         );
-        let tally = match detected {
-            Ok(dbs) => {
-                a.dbs = dbs;
-                // A path that cannot be placed is a finding too.
-                let mut tally = detect::Tally::default();
-                for db in &a.dbs {
-                    let unresolved = db.unresolved.iter().map(|u| &u.path);
-                    for p in db.paths.iter().map(|p| &p.path).chain(unresolved) {
-                        tally.add(p);
-                    }
+        match detected {
+            Ok(dbs) => a.dbs = dbs,
+            Err(tally) => {
+                // Detection stops only past a cap, so one is named.
+                if let Some((what, count, cap)) = tally.exceeded() {
+                    a.findings.push(limit_exceeded(who, what, count, cap));
                 }
-                tally
+                return a;
             }
-            Err(tally) => tally,
-        };
-        if let Some((what, count, cap)) = tally.exceeded()
-            && limited
-        {
-            a.dbs.clear();
-            a.findings.push(limit_exceeded(who, what, count, cap));
-            return a;
         }
         let volumes = workload.volumes_by_name();
         for (i, db) in a.dbs.iter().enumerate() {

@@ -780,8 +780,8 @@ impl Tally {
 }
 
 /// Every database container of a workload with its data paths. With
-/// `limited`, detection stops as soon as the data paths pass a cap, and
-/// says how far they got.
+/// `limited`, detection stops as soon as the data paths (placed or not)
+/// pass a cap, and says how far they got.
 pub fn detect<'w, 'c>(
     workload: &'w Workload,
     catalog: &'c Catalog,
@@ -1013,6 +1013,10 @@ pub fn detect<'w, 'c>(
             pgdata,
         });
     }
+    // With every source counted: flags and the catalog add paths too.
+    if limited && found.exceeded().is_some() {
+        return Err(found);
+    }
     Ok(out)
 }
 
@@ -1146,7 +1150,6 @@ pub fn start_user(workload: &Workload, db: &DbContainer<'_, '_>) -> Option<(i64,
     db.facts.as_ref().and_then(|f| f.user)
 }
 
-/// How many entries the data-paths annotation holds.
 /// How many entries the `pvc-guard.io/data-paths` annotation has, and the
 /// bytes of its longest.
 pub fn data_path_entry_count(workload: &Workload) -> (usize, usize) {
