@@ -935,12 +935,15 @@ impl Workload {
 
     /// A StatefulSet's `volumeClaimTemplates` entry of that name.
     pub fn has_claim_template(&self, name: &str) -> bool {
-        self.kind == Kind::StatefulSet
-            && self
-                .spec
-                .volume_claim_templates
-                .iter()
-                .any(|t| t.metadata.name.as_deref() == Some(name))
+        self.kind == Kind::StatefulSet && self.claim_template_names().any(|t| t == name)
+    }
+
+    /// The names of the claim templates (of whatever kind holds them).
+    pub fn claim_template_names(&self) -> impl Iterator<Item = &str> {
+        self.spec
+            .volume_claim_templates
+            .iter()
+            .filter_map(|t| t.metadata.name.as_deref())
     }
 
     /// How many pods run at once from this object, as far as the object says.

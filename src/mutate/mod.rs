@@ -161,12 +161,7 @@ impl<'w> Carried<'w> {
     fn new(w: &'w Workload) -> Carried<'w> {
         let mut carried = Carried {
             claim_volumes: HashSet::new(),
-            claim_templates: w
-                .spec
-                .volume_claim_templates
-                .iter()
-                .filter_map(|t| t.metadata.name.as_deref())
-                .collect(),
+            claim_templates: w.claim_template_names().collect(),
             mounts: HashSet::new(),
             mounted: HashSet::new(),
             at: HashMap::new(),

@@ -216,13 +216,7 @@ impl<'w> Index<'w> {
             mounts: HashMap::new(),
             volumes: a.workload.volumes_by_name(),
             doubled_mount_paths: HashMap::new(),
-            claim_templates: a
-                .workload
-                .spec
-                .volume_claim_templates
-                .iter()
-                .filter_map(|t| t.metadata.name.as_deref())
-                .collect(),
+            claim_templates: a.workload.claim_template_names().collect(),
         };
         let mut paths = HashSet::new();
         for c in a.workload.containers() {
